@@ -1,0 +1,374 @@
+"""CompilationConfig: what to compile, for which sizes, and how (vLLM's semantics).
+
+A config is validated when it is built: every invalid value raises ConfigError naming
+the field, the value and what is allowed. Nothing is silently dropped: unknown fields
+and duplicate sizes are errors; the only normalisation is sorting, and de-duplicating
+split points (which are boundaries, so a repeat means nothing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .modes import CompilationMode, CUDAGraphMode, parse_enum
+
+CAPTURE_SIZES_ALIAS = "cudagraph_capture_sizes"
+DEFAULT_MAX_CAPTURE_SIZE = 512
+_OP_NAME = re.compile(r"^[A-Za-z_]\w*::[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$")
+
+# Fields whose value changes the compiled artifacts. Everything else (where the cache
+# lives, debug output, CUDA-graph capture at run time) is left out of the hash, so that
+# moving the cache or changing capture settings never causes a miss.
+GRAPH_FIELDS = (
+    "mode",
+    "backend",
+    "splitting_ops",
+    "compile_sizes",
+    "compile_ranges_split_points",
+    "max_num_batched_tokens",
+    "inductor_compile_config",
+)
+
+
+@dataclass(frozen=True, order=True)
+class Range:
+    """An inclusive range of sizes, [start, end]."""
+
+    start: int
+    end: int
+
+    def __contains__(self, size: object) -> bool:
+        return isinstance(size, int) and self.start <= size <= self.end
+
+    def is_single_size(self) -> bool:
+        return self.start == self.end
+
+    def __str__(self) -> str:
+        return f"[{self.start}, {self.end}]"
+
+
+@dataclass
+class CompilationConfig:
+    mode: CompilationMode = CompilationMode.VLLM_COMPILE
+    compile_sizes: list[int] = field(default_factory=list)
+    compile_ranges_split_points: list[int] = field(default_factory=list)
+    max_num_batched_tokens: int = 8192
+    splitting_ops: list[str] = field(default_factory=list)
+    backend: str = "inductor"
+    inductor_compile_config: dict[str, Any] = field(default_factory=dict)
+    cudagraph_mode: CUDAGraphMode = CUDAGraphMode.NONE
+    cudagraph_capture_sizes: list[int] | None = None
+    max_cudagraph_capture_size: int | None = None
+    cudagraph_num_of_warmups: int = 0
+    cudagraph_copy_inputs: bool = False
+    uniform_decode_query_len: int = 1
+    cache_dir: str | None = None
+    debug_dump_path: str | None = None
+
+    def __post_init__(self) -> None:
+        self.mode = parse_enum(CompilationMode, "mode", self.mode)
+        self.cudagraph_mode = parse_enum(CUDAGraphMode, "cudagraph_mode", self.cudagraph_mode)
+        self.max_num_batched_tokens = _positive_int("max_num_batched_tokens", self.max_num_batched_tokens)
+        self.uniform_decode_query_len = _positive_int("uniform_decode_query_len", self.uniform_decode_query_len)
+        self.cudagraph_num_of_warmups = _int("cudagraph_num_of_warmups", self.cudagraph_num_of_warmups, minimum=0)
+        self.cudagraph_copy_inputs = _bool("cudagraph_copy_inputs", self.cudagraph_copy_inputs)
+        if self.backend not in ("inductor", "eager"):
+            raise ConfigError("backend", self.backend, 'one of "inductor", "eager"')
+        self.splitting_ops = _op_names(self.splitting_ops)
+        self.inductor_compile_config = _json_dict("inductor_compile_config", self.inductor_compile_config)
+        self.cache_dir = _optional_str("cache_dir", self.cache_dir)
+        self.debug_dump_path = _optional_str("debug_dump_path", self.debug_dump_path)
+        self.compile_ranges_split_points = self._split_points()
+        self._init_cudagraph_sizes()
+        self.compile_sizes = self._compile_sizes()
+        self._check_modes()
+
+    # -- validation ---------------------------------------------------------------------
+
+    def _split_points(self) -> list[int]:
+        points = _int_list("compile_ranges_split_points", self.compile_ranges_split_points)
+        limit = self.max_num_batched_tokens
+        for point in points:
+            if not 1 <= point < limit:
+                raise ConfigError(
+                    "compile_ranges_split_points",
+                    point,
+                    f"each split point must satisfy 1 <= point < max_num_batched_tokens ({limit})",
+                )
+        return sorted(set(points))
+
+    def _init_cudagraph_sizes(self) -> None:
+        limit = self.max_num_batched_tokens
+        if self.max_cudagraph_capture_size is not None:
+            self.max_cudagraph_capture_size = _positive_int(
+                "max_cudagraph_capture_size", self.max_cudagraph_capture_size
+            )
+            if self.max_cudagraph_capture_size > limit:
+                raise ConfigError(
+                    "max_cudagraph_capture_size",
+                    self.max_cudagraph_capture_size,
+                    f"at most max_num_batched_tokens ({limit})",
+                )
+        if self.cudagraph_capture_sizes is None:
+            top = self.max_cudagraph_capture_size or min(DEFAULT_MAX_CAPTURE_SIZE, limit)
+            self.cudagraph_capture_sizes = default_capture_sizes(top)
+            # The largest default size at or below the limit is the real maximum.
+            self.max_cudagraph_capture_size = self.cudagraph_capture_sizes[-1]
+            return
+        sizes = _size_list("cudagraph_capture_sizes", self.cudagraph_capture_sizes, limit)
+        if not sizes:
+            raise ConfigError("cudagraph_capture_sizes", sizes, "a non-empty list (or leave it unset for the defaults)")
+        if self.max_cudagraph_capture_size is None:
+            self.max_cudagraph_capture_size = sizes[-1]
+        elif sizes[-1] > self.max_cudagraph_capture_size:
+            raise ConfigError(
+                "cudagraph_capture_sizes",
+                sizes,
+                f"sizes at most max_cudagraph_capture_size ({self.max_cudagraph_capture_size})",
+            )
+        self.cudagraph_capture_sizes = sizes
+
+    def _compile_sizes(self) -> list[int]:
+        value = self.compile_sizes
+        if isinstance(value, str):
+            if value != CAPTURE_SIZES_ALIAS:
+                raise ConfigError("compile_sizes", value, f'a list of ints or the string "{CAPTURE_SIZES_ALIAS}"')
+            return list(self.cudagraph_capture_sizes or [])
+        return _size_list("compile_sizes", value, self.max_num_batched_tokens)
+
+    def _check_modes(self) -> None:
+        if self.cudagraph_mode.requires_piecewise_compilation():
+            if self.mode != CompilationMode.VLLM_COMPILE:
+                raise ConfigError(
+                    "cudagraph_mode",
+                    self.cudagraph_mode.name,
+                    "piecewise CUDA graphs need mode VLLM_COMPILE; use FULL or NONE otherwise",
+                )
+            if not self.splitting_ops:
+                raise ConfigError(
+                    "cudagraph_mode",
+                    self.cudagraph_mode.name,
+                    "piecewise CUDA graphs need splitting_ops to split the graph at; set splitting_ops or use FULL",
+                )
+
+    # -- derived values -----------------------------------------------------------------
+
+    def get_compile_ranges(self) -> list[Range]:
+        """[1, p1], [p1+1, p2], ..., [pk+1, max_num_batched_tokens], both ends inclusive."""
+        ranges = []
+        start = 1
+        for point in self.compile_ranges_split_points:
+            ranges.append(Range(start, point))
+            start = point + 1
+        ranges.append(Range(start, self.max_num_batched_tokens))
+        return ranges
+
+    def get_compile_units(self) -> list[Range]:
+        """Every range compiled: the compile ranges, then one single-size range per compile
+        size that is not already a range of its own (vLLM's PiecewiseBackend)."""
+        ranges = self.get_compile_ranges()
+        singles = [Range(s, s) for s in self.compile_sizes if Range(s, s) not in ranges]
+        return ranges + singles
+
+    def compute_bs_to_padded_graph_size(self) -> list[int]:
+        """For every batch size 0..max_cudagraph_capture_size, the smallest capture size >= it."""
+        sizes = self.cudagraph_capture_sizes or []
+        top = self.max_cudagraph_capture_size or 0
+        table = []
+        index = 0
+        for batch_size in range(top + 1):
+            while sizes[index] < batch_size:
+                index += 1
+            table.append(sizes[index])
+        return table
+
+    def graph_factors(self) -> dict[str, Any]:
+        """The fields that change the compiled graph, as JSON-ready values."""
+        data = self.to_dict()
+        return {name: data[name] for name in GRAPH_FIELDS}
+
+    def compute_hash(self) -> str:
+        payload = json.dumps(self.graph_factors(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["mode"] = self.mode.name
+        data["cudagraph_mode"] = self.cudagraph_mode.name
+        return data
+
+    def replace(self, **overrides: Any) -> CompilationConfig:
+        return from_dict({**self.to_dict(), **overrides})
+
+
+def default_capture_sizes(max_size: int) -> list[int]:
+    """vLLM's defaults: 1, 2, 4, multiples of 8 up to 256, then multiples of 16."""
+    sizes = [1, 2, 4, *range(8, 257, 8), *range(272, max_size + 1, 16)]
+    return [s for s in sizes if s <= max_size]
+
+
+# -- loading ---------------------------------------------------------------------------
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CompilationConfig))
+
+
+def from_dict(data: dict[str, Any], *, source: str | None = None) -> CompilationConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source or "config", data, "a table/object of config fields")
+    unknown = sorted(set(data) - set(FIELD_NAMES))
+    if unknown:
+        raise ConfigError(unknown[0], data[unknown[0]], "unknown field; valid fields are " + ", ".join(FIELD_NAMES))
+    return CompilationConfig(**data)
+
+
+def parse_json(text: str) -> dict[str, Any]:
+    """A `--compilation-config` value: a JSON object, or a bare mode number as vLLM's -O."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("compilation_config", text, f"valid JSON ({exc.msg} at char {exc.pos})") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"mode": value}
+    if not isinstance(value, dict):
+        raise ConfigError("compilation_config", text, "a JSON object such as '{\"compile_sizes\": [1, 2]}'")
+    return value
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A config file: top-level fields, or a [tool.aotcache] table as in pyproject.toml."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("config", str(path), "an existing TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("config", str(path), f"valid TOML ({exc})") from None
+    table = data.get("tool", {}).get("aotcache")
+    if path.name == "pyproject.toml":
+        return dict(table or {})
+    return dict(table) if table is not None else data
+
+
+def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The nearest pyproject.toml at or above `start` (default: the working directory)."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(
+    *,
+    base: CompilationConfig | dict[str, Any] | None = None,
+    pyproject: str | os.PathLike[str] | bool | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    json_text: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> CompilationConfig:
+    """Merge config sources; later sources win field by field:
+    base (e.g. the model's own defaults) < pyproject [tool.aotcache] < config file
+    < JSON string < keyword overrides. `pyproject=True` finds the nearest one."""
+    merged: dict[str, Any] = {}
+    if isinstance(base, CompilationConfig):
+        merged.update(base.to_dict())
+    elif base:
+        merged.update(base)
+    if pyproject is True:
+        pyproject = find_pyproject()
+    if pyproject:
+        merged.update(read_toml(pyproject))
+    if config_file:
+        merged.update(read_toml(config_file))
+    if json_text:
+        merged.update(parse_json(json_text))
+    if overrides:
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(merged)
+
+
+# -- value checks ----------------------------------------------------------------------
+
+
+def _int(name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, value, f"an integer >= {minimum}")
+    if value < minimum:
+        raise ConfigError(name, value, f"an integer >= {minimum}")
+    return value
+
+
+def _positive_int(name: str, value: Any) -> int:
+    return _int(name, value, minimum=1)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(name, value, "true or false")
+    return value
+
+
+def _optional_str(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigError(name, value, "a path string")
+    return value
+
+
+def _int_list(name: str, value: Any) -> list[int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ConfigError(name, value, "a list of integers")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ConfigError(name, value, f"a list of integers ({item!r} is not one)")
+    return list(value)
+
+
+def _size_list(name: str, value: Any, limit: int) -> list[int]:
+    sizes = _int_list(name, value)
+    for size in sizes:
+        if not 1 <= size <= limit:
+            raise ConfigError(name, size, f"each size must satisfy 1 <= size <= max_num_batched_tokens ({limit})")
+    duplicates = sorted({s for s in sizes if sizes.count(s) > 1})
+    if duplicates:
+        raise ConfigError(name, sizes, f"sizes without repeats ({duplicates} appear more than once)")
+    return sorted(sizes)
+
+
+def _op_names(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError("splitting_ops", value, 'a list of qualified op names such as "myns::attention"')
+    names = []
+    for item in value:
+        if not isinstance(item, str) or not _OP_NAME.match(item.strip()):
+            raise ConfigError("splitting_ops", item, 'qualified op names such as "myns::attention"')
+        names.append(item.strip())
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError("splitting_ops", names, f"op names without repeats ({duplicates} appear more than once)")
+    return names
+
+
+def _json_dict(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(name, value, "a table/object with string keys")
+    try:
+        json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        raise ConfigError(name, value, "JSON-serialisable values (numbers, strings, bools, lists, tables)") from None
+    return dict(value)

@@ -1,0 +1,156 @@
+"""Environment factors a serving host can compute cheaply: no compiler, no Dynamo.
+
+Costs, measured on the development machine (2 cores): all lookup factors together take
+well under a millisecond after `import torch`; reading /proc/cpuinfo takes ~0.2 ms. The
+compile-side factors (compiler version, the vector ISA Inductor picks with its probe
+compiles, torch_key()) cost ~1.1 s and ~0.1 s plus an Inductor import, so they are
+computed at precompile time, recorded in the manifest, and checked at load against
+what the host can tell without a compiler (its CPU flags).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import sys
+from collections.abc import Iterable
+
+import torch
+
+from .errors import Difference, IncompatibleEnvironment
+from .key import Factor
+
+# CPU flags that kernels compiled for this host may depend on. With -march=native the
+# compiler may use any of them, so an entry records the ones its build host had.
+_ISA_FLAG_PREFIXES = (
+    "avx", "amx", "fma", "f16c", "sse", "ssse3", "bmi", "popcnt", "lzcnt", "movbe",
+    "adx", "sha_ni", "vaes", "vpclmulqdq", "gfni", "asimd", "sve", "neon", "fp16",
+    "bf16", "i8mm", "dotprod",
+)  # fmt: skip
+
+# gcc -m option -> /proc/cpuinfo flag, where the two spellings differ.
+_GCC_TO_CPUINFO = {
+    "avx512vnni": "avx512_vnni",
+    "avx512bf16": "avx512_bf16",
+    "avx512fp16": "avx512_fp16",
+    "avx512vbmi2": "avx512_vbmi2",
+    "avx512bitalg": "avx512_bitalg",
+    "avx512vpopcntdq": "avx512_vpopcntdq",
+    "amx-tile": "amx_tile",
+    "amx-bf16": "amx_bf16",
+    "amx-int8": "amx_int8",
+    "amx-fp16": "amx_fp16",
+}
+
+CPU_FLAGS_OVERRIDE_ENV = "AOTCACHE_CPU_FLAGS"
+
+
+def lookup_env_factors(device_type: str = "cpu") -> list[Factor]:
+    """The environment part of the lookup key."""
+    factors = [
+        Factor("torch.version", torch.__version__),
+        Factor("torch.git_version", getattr(torch.version, "git_version", None)),
+        Factor("python.version", f"{sys.version_info.major}.{sys.version_info.minor}"),
+        Factor("python.implementation", sys.implementation.name),
+        Factor("platform.system", platform.system()),
+        Factor("platform.machine", platform.machine()),
+        Factor("cpu.capability", torch.backends.cpu.get_cpu_capability()),
+        Factor("torch.default_dtype", str(torch.get_default_dtype())),
+        Factor("torch.deterministic", torch.are_deterministic_algorithms_enabled()),
+        Factor("torch.matmul_precision", torch.get_float32_matmul_precision()),
+        Factor("device.type", device_type),
+    ]
+    if device_type == "cuda":
+        factors += cuda_factors()
+    return factors
+
+
+def cuda_factors() -> list[Factor]:
+    index = torch.cuda.current_device()
+    return [
+        Factor("cuda.version", torch.version.cuda),
+        Factor("hip.version", getattr(torch.version, "hip", None)),
+        Factor("cuda.device_name", torch.cuda.get_device_name(index)),
+        Factor("cuda.capability", list(torch.cuda.get_device_capability(index))),
+        Factor("triton.version", _package_version("triton")),
+    ]
+
+
+def _package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def thread_count() -> int:
+    """The thread count Inductor's CPU code generation bakes into kernels."""
+    configured = os.environ.get("TORCHINDUCTOR_CPP_THREADS")
+    if configured and configured.lstrip("-").isdigit() and int(configured) > 0:
+        return int(configured)
+    return torch.get_num_threads()
+
+
+@functools.cache
+def _proc_cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def host_cpu_flags() -> frozenset[str]:
+    """The CPU flags of this host. AOTCACHE_CPU_FLAGS overrides them, to simulate a host
+    with fewer features (tests, and checking an entry before rolling it out elsewhere)."""
+    override = os.environ.get(CPU_FLAGS_OVERRIDE_ENV)
+    if override is not None:
+        return frozenset(override.replace(",", " ").split())
+    return _proc_cpu_flags()
+
+
+def isa_flags(flags: Iterable[str]) -> list[str]:
+    return sorted(f for f in flags if f.startswith(_ISA_FLAG_PREFIXES))
+
+
+def flags_from_arch_options(options: str) -> list[str]:
+    """'-mavx512f -mfma -mavx512vnni' -> ['avx512_vnni', 'avx512f', 'fma']."""
+    flags = set()
+    for option in options.split():
+        if option.startswith("-m") and not option.startswith("-march") and "=" not in option:
+            name = option[2:]
+            flags.add(_GCC_TO_CPUINFO.get(name, name.replace("-", "_")))
+    return sorted(flags)
+
+
+def required_cpu_flags(build: dict[str, object]) -> list[str]:
+    """The CPU flags a host needs to run an entry's kernels, from its build record."""
+    needed = set(flags_from_arch_options(str(build.get("vec_isa_flags") or "")))
+    if build.get("march") == "native":
+        needed.update(build.get("cpu_flags") or [])  # type: ignore[arg-type]
+    return sorted(needed)
+
+
+def check_cpu_compatible(build: dict[str, object], entry_id: str | None = None) -> None:
+    """Refuse an entry whose kernels need CPU features this host lacks.
+
+    Running AVX-512 kernels on a host without AVX-512 crashes; running them beside ATen
+    at another capability gave NaNs on this project's test machine. Never run them."""
+    if build.get("device_type", "cpu") != "cpu":
+        return
+    missing = sorted(set(required_cpu_flags(build)) - host_cpu_flags())
+    if missing:
+        raise IncompatibleEnvironment(
+            "this CPU lacks features the entry's kernels were compiled for",
+            differences=[Difference("cpu.flags", "present", "missing: " + " ".join(missing))],
+            entry_id=entry_id,
+            hint="precompile on a host like this one, or set TORCHINDUCTOR_CPP_MARCH to a baseline "
+            "such as x86-64-v3 when precompiling",
+        )

@@ -1,0 +1,30 @@
+"""The lookup key of a (config, model) pair on this host: what a serving process can
+compute before anything is traced, in well under a millisecond."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import CompilationConfig
+from .env import lookup_env_factors
+from .identity import model_device_type, model_factors
+from .key import Factor
+
+FORMAT_VERSION = 1
+
+
+def tool_factors() -> list[Factor]:
+    return [Factor("aotcache.format", FORMAT_VERSION)]
+
+
+def config_factors(config: CompilationConfig) -> list[Factor]:
+    return [Factor(f"config.{name}", value) for name, value in config.graph_factors().items()]
+
+
+def lookup_factors(config: CompilationConfig, model: torch.nn.Module) -> list[Factor]:
+    return [
+        *tool_factors(),
+        *config_factors(config),
+        *model_factors(model),
+        *lookup_env_factors(model_device_type(model)),
+    ]

@@ -1,0 +1,86 @@
+"""The two mode enums of the configuration, with vLLM's semantics."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class CompilationMode(enum.IntEnum):
+    """How much of the compile pipeline runs (vLLM's `CompilationMode`)."""
+
+    NONE = 0
+    """Plain eager PyTorch."""
+    STOCK_TORCH_COMPILE = 1
+    """`torch.compile`, left to the caller."""
+    DYNAMO_TRACE_ONCE = 2
+    """One Dynamo trace, the whole graph through Inductor, guards dropped."""
+    VLLM_COMPILE = 3
+    """Piecewise compile per range and size, with the persistent cache."""
+
+
+class CUDAGraphMode(enum.Enum):
+    """CUDA-graph modes. A pair is (mode for uniform decode, mode for mixed batches)."""
+
+    NONE = 0
+    PIECEWISE = 1
+    FULL = 2
+    FULL_DECODE_ONLY = (FULL, NONE)
+    FULL_AND_PIECEWISE = (FULL, PIECEWISE)
+
+    def decode_mode(self) -> CUDAGraphMode:
+        return CUDAGraphMode(self.value[0]) if self.separate_routine() else self
+
+    def mixed_mode(self) -> CUDAGraphMode:
+        return CUDAGraphMode(self.value[1]) if self.separate_routine() else self
+
+    def separate_routine(self) -> bool:
+        """True for the pair modes, which treat uniform decode batches apart."""
+        return isinstance(self.value, tuple)
+
+    def has_mode(self, mode: CUDAGraphMode) -> bool:
+        assert not mode.separate_routine(), "has_mode takes a single mode"
+        if self.separate_routine():
+            return mode.value in self.value
+        return self == mode
+
+    def has_full_cudagraphs(self) -> bool:
+        return self.has_mode(CUDAGraphMode.FULL)
+
+    def has_piecewise_cudagraphs(self) -> bool:
+        return self.has_mode(CUDAGraphMode.PIECEWISE)
+
+    def requires_piecewise_compilation(self) -> bool:
+        return self.has_piecewise_cudagraphs()
+
+    def max_cudagraph_mode(self) -> CUDAGraphMode:
+        value = max(self.value) if self.separate_routine() else self.value
+        return CUDAGraphMode(value)
+
+    def valid_runtime_modes(self) -> bool:
+        """Only NONE, PIECEWISE and FULL may be passed to a graph wrapper at run time."""
+        return self in (CUDAGraphMode.NONE, CUDAGraphMode.PIECEWISE, CUDAGraphMode.FULL)
+
+
+def parse_enum(enum_cls: type[enum.Enum], field: str, value: Any) -> Any:
+    """Accept a member, its name (any case) or, for int enums, its int value."""
+    from .errors import ConfigError
+
+    names = [m.name for m in enum_cls]
+    allowed = "one of " + ", ".join(names)
+    if issubclass(enum_cls, enum.IntEnum):
+        allowed += f" or 0-{len(names) - 1}"
+    if isinstance(value, enum_cls):
+        return value
+    if isinstance(value, str):
+        key = value.strip().upper()
+        if key in enum_cls.__members__:
+            return enum_cls[key]
+        if key.isdigit() and issubclass(enum_cls, enum.IntEnum):
+            value = int(key)
+    if isinstance(value, int) and not isinstance(value, bool) and issubclass(enum_cls, enum.IntEnum):
+        try:
+            return enum_cls(value)
+        except ValueError:
+            pass
+    raise ConfigError(field, value, allowed)

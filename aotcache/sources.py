@@ -1,0 +1,93 @@
+"""Traced source files: portable names and content hashes.
+
+A file is named relative to the sys.path entry it was imported from
+(`torch/nn/modules/linear.py`, `examples/tiny_llama.py`), so the name is the same on
+every host that imports the same code, wherever it is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import Difference
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    sha256: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "sha256": self.sha256}
+
+
+def _search_roots() -> list[str]:
+    roots = []
+    for entry in sys.path:
+        root = os.path.realpath(entry or os.getcwd())
+        if os.path.isdir(root) and root not in roots:
+            roots.append(root)
+    return roots
+
+
+def portable_path(path: str | os.PathLike[str]) -> str:
+    """The path relative to the deepest sys.path entry that holds it; else absolute."""
+    real = os.path.realpath(path)
+    best = None
+    for root in _search_roots():
+        if real.startswith(root.rstrip(os.sep) + os.sep) and (best is None or len(root) > len(best)):
+            best = root
+    if best is None:
+        return Path(real).as_posix()
+    return Path(os.path.relpath(real, best)).as_posix()
+
+
+def locate(portable: str) -> Path | None:
+    """Where a portable path lives on this host, searching sys.path as imports do."""
+    if os.path.isabs(portable):
+        return Path(portable) if os.path.isfile(portable) else None
+    for root in _search_roots():
+        candidate = Path(root, portable)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def record(paths: set[str] | list[str]) -> list[SourceFile]:
+    """Hash every existing file; pseudo-files such as '<string>' are skipped."""
+    records = {}
+    for path in paths:
+        if path and os.path.isfile(path):
+            name = portable_path(path)
+            records[name] = SourceFile(name, file_sha256(path))
+    return [records[name] for name in sorted(records)]
+
+
+def changed(recorded: list[SourceFile]) -> list[Difference]:
+    """Every recorded file that is missing or whose content changed on this host."""
+    diffs = []
+    for source in recorded:
+        found = locate(source.path)
+        if found is None:
+            diffs.append(Difference(source.path, source.sha256[:12], "missing"))
+            continue
+        current = file_sha256(found)
+        if current != source.sha256:
+            diffs.append(Difference(source.path, source.sha256[:12], current[:12]))
+    return diffs
+
+
+def sources_digest(recorded: list[SourceFile]) -> str:
+    hasher = hashlib.sha256()
+    for source in recorded:
+        hasher.update(f"{source.path}\0{source.sha256}\n".encode())
+    return hasher.hexdigest()
