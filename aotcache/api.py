@@ -1,0 +1,52 @@
+"""The Python API around the compile side: aotcache.precompile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .config import CompilationConfig, from_dict
+from .target import ModelSpec, as_spec, import_target
+
+
+def resolve_spec(model: Any, example_inputs: Any = None, dynamic_arg_dims: Any = None) -> ModelSpec:
+    if isinstance(model, str):
+        spec = as_spec(import_target(model), origin=model)
+    elif isinstance(model, torch.nn.Module) and example_inputs is not None:
+        spec = ModelSpec(model=model, example_inputs=example_inputs)
+    else:
+        spec = as_spec(model)
+    if example_inputs is not None:
+        spec.example_inputs = example_inputs
+    if dynamic_arg_dims is not None:
+        spec.dynamic_arg_dims = dynamic_arg_dims
+    return spec
+
+
+def precompile(
+    model: Any,
+    config: CompilationConfig | dict[str, Any] | None = None,
+    example_inputs: Any = None,
+    *,
+    dynamic_arg_dims: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    spec = resolve_spec(model, example_inputs, dynamic_arg_dims)
+    if isinstance(config, CompilationConfig):
+        resolved = config
+    else:
+        resolved = from_dict({**spec.config_dict(), **(config or {})})
+    if spec.example_inputs is None:
+        from .errors import TargetError
+
+        raise TargetError("no example inputs: pass example_inputs=... or give the model an example_inputs method")
+    from .backend.precompile import precompile as run
+
+    return run(
+        spec.build_model(),
+        resolved,
+        spec.example_inputs,
+        dynamic_arg_dims=spec.dynamic_arg_dims,
+        **kwargs,
+    )

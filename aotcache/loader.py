@@ -1,0 +1,237 @@
+"""The serving path: find an entry by lookup key, verify it, bind the live model's
+tensors, and dispatch each call by its size. Imports nothing of the compile side."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import CompilationConfig, Range, load_config
+from .counters import counters
+from .dispatch import SizeDispatcher
+from .errors import CacheMiss, DispatchError, EntryNotFound
+from .identity import resolve
+from .inputs import InputSpec
+from .key import explain, hash_factors
+from .lookup import lookup_factors
+from .manifest import Manifest
+from .runtime import build_variants, fx_forward
+from .store import CacheRoot, resolve_cache_dir
+from .verify import OpenedEntry, open_entry, read_manifest
+
+log = logging.getLogger("aotcache")
+
+FORCE_LOAD_ENV = "AOTCACHE_FORCE_LOAD"
+
+
+def strict_from_env(strict: bool | None) -> bool:
+    if strict is not None:
+        return strict
+    return os.environ.get(FORCE_LOAD_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def as_config(config: CompilationConfig | dict[str, Any] | None) -> CompilationConfig:
+    if isinstance(config, CompilationConfig):
+        return config
+    return load_config(pyproject=True, overrides=dict(config or {}))
+
+
+class LoadedModel:
+    """A callable that runs an entry's compiled pieces with a live model's tensors."""
+
+    def __init__(self, opened: OpenedEntry, model: torch.nn.Module) -> None:
+        manifest = opened.manifest
+        self.entry_id = manifest.entry_id
+        self.path = opened.path
+        self.manifest = manifest
+        self.model = model
+        self.spec = InputSpec.from_json(manifest.input_spec)
+        self.units = [Range(*u["range"]) for u in manifest.units]
+        self._dispatch = SizeDispatcher(self.units)
+        self._variants = build_variants(manifest, opened.blobs)
+        self._stitch = fx_forward(opened.blobs, manifest.stitch, "graph")
+        self._output_spec = _load_treespec(manifest.output_spec)
+        self._params = self.spec.params
+        self._template: list[Any] = []
+        self._arg_slots: list[tuple[int, str]] = []
+        self._size_slots: list[int] = []
+        self.rebind()
+
+    def rebind(self) -> None:
+        """Bind the model's current tensors (call after replacing a parameter object;
+        in-place updates such as load_state_dict need no rebind)."""
+        template: list[Any] = []
+        self._arg_slots, self._size_slots = [], []
+        for index, item in enumerate(self.manifest.graph_inputs):
+            kind, source = item["kind"], item["source"]
+            if kind == "size":
+                self._size_slots.append(index)
+                template.append(None)
+            elif kind == "arg":
+                self._arg_slots.append((index, source))
+                template.append(None)
+            else:
+                tensor = resolve(self.model, source)
+                _check_bound_tensor(source, tensor, item)
+                template.append(tensor)
+        self._template = template
+
+    def dispatch(self, size: int) -> Range:
+        """The compile unit that serves a call of this size (raises DispatchError)."""
+        return self.units[self._dispatch(size)]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        arguments = self._bind(args, kwargs)
+        size_source = arguments.get(self.spec.size_arg)
+        if not isinstance(size_source, torch.Tensor):
+            raise DispatchError(f"argument {self.spec.size_arg!r} must be a tensor")
+        size = size_source.shape[self.spec.size_dim]
+        self.spec.check(arguments, size)
+        variant = self._variants[self._dispatch(size)]
+        values = list(self._template)
+        for index, name in self._arg_slots:
+            values[index] = arguments[name]
+        for index in self._size_slots:
+            values[index] = size
+        with torch.no_grad():
+            outputs = self._stitch(variant, *values)
+        if self._output_spec is None:
+            return outputs
+        return torch.utils._pytree.tree_unflatten(list(outputs), self._output_spec)
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if len(args) > len(self._params):
+            raise DispatchError(f"forward takes {len(self._params)} arguments, got {len(args)}")
+        arguments = dict(zip(self._params, args, strict=False))
+        for name, value in kwargs.items():
+            if name not in self._params:
+                raise DispatchError(f"forward has no argument {name!r}")
+            if name in arguments:
+                raise DispatchError(f"argument {name!r} given twice")
+            arguments[name] = value
+        for spec in self.spec.args:
+            if spec.name not in arguments:
+                arguments[spec.name] = spec.value
+        return arguments
+
+    def __repr__(self) -> str:
+        return f"LoadedModel(entry={self.entry_id}, model={self.manifest.model_class})"
+
+
+def _check_bound_tensor(source: str, tensor: Any, item: dict[str, Any]) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise DispatchError(f"model attribute {source!r} is not a tensor any more")
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    if list(tensor.shape) != item["shape"] or dtype != item["dtype"]:
+        raise DispatchError(
+            f"model tensor {source!r} is {dtype}{list(tensor.shape)}, the entry was built for {item['dtype']}{item['shape']}"
+        )
+
+
+def _load_treespec(text: str | None) -> Any:
+    if text is None:
+        return None
+    return torch.utils._pytree.treespec_loads(text)
+
+
+def _candidates(root: CacheRoot, lookup_hash: str) -> list[Path]:
+    """Entries of this lookup key, newest first."""
+    dated = []
+    for path in root.entries_with_lookup(lookup_hash):
+        try:
+            manifest, _ = read_manifest(path)
+            dated.append((manifest.created, path))
+        except CacheMiss:
+            dated.append(("", path))  # broken: tried last, reported if nothing else loads
+        except OSError:
+            continue
+    return [path for _, path in sorted(dated, key=lambda item: item[0], reverse=True)]
+
+
+def nearest_entry(root: CacheRoot, factors: list[Any]) -> Manifest | None:
+    """The entry of the same model class whose lookup factors differ least: the basis for
+    explaining a miss factor by factor."""
+    model_class = next((f.value for f in factors if f.name == "model.class"), None)
+    best: tuple[int, Manifest] | None = None
+    for path in root.entry_dirs():
+        try:
+            manifest, _ = read_manifest(path)
+        except (CacheMiss, OSError):
+            continue
+        if manifest.model_class != model_class:
+            continue
+        distance = len(explain(manifest.lookup, factors))
+        if best is None or distance < best[0]:
+            best = (distance, manifest)
+    return best[1] if best else None
+
+
+def find_and_open(
+    model: torch.nn.Module,
+    config: CompilationConfig,
+    root: CacheRoot,
+    verify_signature: Any = None,
+) -> OpenedEntry:
+    """The newest entry for this model and config that passes every check."""
+    factors = lookup_factors(config, model)
+    lookup_hash = hash_factors(factors)[:16]
+    failures: list[CacheMiss] = []
+    for path in _candidates(root, lookup_hash):
+        try:
+            return open_entry(path, verify_signature=verify_signature)
+        except CacheMiss as exc:
+            failures.append(exc)
+        except FileNotFoundError:
+            failures.append(EntryNotFound(f"entry {path.name} was removed while loading", entry_id=path.name))
+    if failures:
+        raise failures[0]
+    near = nearest_entry(root, factors)
+    if near is not None:
+        raise EntryNotFound(
+            f"no entry for {type(model).__qualname__} with this config and environment in {root.path}; "
+            f"nearest is {near.entry_id}",
+            differences=explain(near.lookup, factors),
+            hint="precompile with this config on a host like this one",
+        )
+    raise EntryNotFound(
+        f"no entry for {type(model).__qualname__} (lookup key {lookup_hash}) in {root.path}",
+        hint="run `aotcache precompile` for this model and config",
+    )
+
+
+def load(
+    model: torch.nn.Module,
+    config: CompilationConfig | dict[str, Any] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    strict: bool | None = None,
+    trusted_key: str | os.PathLike[str] | None = None,
+) -> LoadedModel | None:
+    """Load the verified entry for `model` and `config`.
+
+    On a miss (no entry, stale sources, corruption, another environment, bad signature)
+    raise the typed error when strict (or AOTCACHE_FORCE_LOAD=1); otherwise log why
+    and return None so that the caller may compile instead.
+    """
+    config = as_config(config)
+    strict = strict_from_env(strict)
+    root = CacheRoot(resolve_cache_dir(cache_dir, config.cache_dir))
+    from .signing import signature_checker
+
+    try:
+        opened = find_and_open(model, config, root, verify_signature=signature_checker(trusted_key))
+        loaded = LoadedModel(opened, model)
+    except CacheMiss as miss:
+        counters.misses[miss.reason] += 1
+        if strict:
+            raise
+        log.warning("aotcache miss (%s): %s", miss.reason, miss.one_line())
+        return None
+    counters.entries_loaded += 1
+    root.mark_used(loaded.entry_id)
+    log.info("aotcache: loaded entry %s from %s", loaded.entry_id, root.path)
+    return loaded

@@ -1,0 +1,94 @@
+"""Turn an entry's verified bytes into callables: the stitching graph, the opaque and
+eager pieces, and the compiled artifacts with their kernels.
+
+Everything executed here comes from bytes whose checksums `verify.open_entry` checked;
+no file is read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from . import inductor_runtime
+from .errors import CorruptEntry
+from .kernels import load_kernel
+from .manifest import Manifest
+
+Runnable = Callable[..., Any]
+
+
+def exec_module(source: bytes, filename: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": f"aotcache_entry.{filename}", "__builtins__": __builtins__}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - verified entry code
+    return namespace
+
+
+def fx_forward(blobs: dict[str, bytes], path: str, label: str) -> Runnable:
+    """The `forward(self, ...)` defined by an FX module source file of the entry."""
+    return exec_module(blobs[path], f"<aotcache {label}:{path}>")["forward"]
+
+
+def artifact_call(blobs: dict[str, bytes], artifact: dict[str, Any], label: str) -> Runnable:
+    """Execute a rewritten Inductor wrapper, resolving each kernel to the library the
+    entry compiled from that exact C++ source, and return its `call(args)`."""
+    kernels: dict[str, str] = artifact.get("kernels", {})
+
+    def resolve(argtypes: list[str], source: str) -> Runnable:
+        digest = inductor_runtime.kernel_source_digest(source)
+        path = kernels.get(digest)
+        if path is None:
+            raise CorruptEntry(f"artifact {label} uses a kernel the entry does not hold ({digest[:12]})")
+        data = blobs[path]
+        return load_kernel(data, hashlib.sha256(data).hexdigest())
+
+    with inductor_runtime.kernel_resolver(resolve):
+        namespace = exec_module(blobs[artifact["wrapper"]], f"<aotcache artifact:{label}>")
+    return namespace["call"]
+
+
+def piece_runner(call: Runnable, single_output: bool) -> Runnable:
+    """Adapt Inductor's `call(list) -> tuple` to the piece's own calling convention."""
+    if single_output:
+
+        def run_single(*args: Any) -> Any:
+            return call(list(args))[0]
+
+        return run_single
+
+    def run(*args: Any) -> Any:
+        return call(list(args))
+
+    return run
+
+
+def eager_runner(forward: Runnable) -> Runnable:
+    def run(*args: Any) -> Any:
+        return forward(None, *args)
+
+    return run
+
+
+def build_variants(manifest: Manifest, blobs: dict[str, bytes]) -> list[SimpleNamespace]:
+    """One namespace per compile unit, holding the runnable of every piece for that unit.
+    The stitching graph's `forward(self, ...)` is called with one of them as `self`."""
+    shared: dict[str, Runnable] = {}
+    per_unit_pieces: dict[str, dict[str, Any]] = {}
+    for name, piece in manifest.pieces.items():
+        if piece["kind"] == "compiled":
+            per_unit_pieces[name] = piece
+        else:
+            shared[name] = eager_runner(fx_forward(blobs, piece["code"], name))
+    calls: dict[str, Runnable] = {}
+    variants = []
+    for unit in manifest.units:
+        members = dict(shared)
+        for name, piece in per_unit_pieces.items():
+            artifact_name = unit["artifacts"][piece["digest"]]
+            if artifact_name not in calls:
+                calls[artifact_name] = artifact_call(blobs, manifest.artifacts[artifact_name], artifact_name)
+            members[name] = piece_runner(calls[artifact_name], bool(piece["single_output"]))
+        variants.append(SimpleNamespace(**members))
+    return variants

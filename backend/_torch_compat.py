@@ -1,0 +1,199 @@
+"""Every torch-internal API the compile side relies on, in one place.
+
+tests/test_torch_internals.py exercises each of these against the installed torch, so a
+torch upgrade that moves or changes one fails loudly there, not deep in a precompile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+# -- Dynamo ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def recording_inlined_files(files: set[str]) -> Iterator[None]:
+    """Record the file of every function Dynamo inlines (as vLLM does)."""
+    from torch._dynamo.symbolic_convert import InliningInstructionTranslator
+
+    original = InliningInstructionTranslator.inline_call_
+
+    def patched(self_: Any) -> Any:
+        files.add(self_.f_code.co_filename)
+        return original(self_)
+
+    InliningInstructionTranslator.inline_call_ = patched  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        InliningInstructionTranslator.inline_call_ = original  # type: ignore[method-assign]
+
+
+def traced_code_files() -> list[str]:
+    """Files of the code objects the current Dynamo trace went through (inside a backend)."""
+    code = torch._guards.TracingContext.get_traced_code() or []
+    return [c.co_filename for c in code]
+
+
+def forget_compiled_code(function: Callable[..., Any]) -> None:
+    """Drop Dynamo's cache entry for a function, so a later capture traces it again."""
+    torch._dynamo.eval_frame.remove_from_cache(function)
+
+
+def splitting_op_files(names: list[str]) -> set[str]:
+    """Source files of the Python implementations of custom ops (Dynamo does not trace
+    into opaque ops, so their files would otherwise be missing from the key): from
+    torch.library.custom_op's definition, else from where the fake impl was registered."""
+    from torch._library.custom_ops import OPDEFS
+    from torch._library.simple_registry import singleton
+
+    files = set()
+    for name in names:
+        qualname = name.split(".")[0]
+        opdef = OPDEFS.get(qualname)
+        functions = [getattr(opdef, "_init_fn", None), getattr(opdef, "_abstract_fn", None)] if opdef else []
+        for fn in functions:
+            if fn is not None:
+                with contextlib.suppress(TypeError, OSError):
+                    path = inspect.getsourcefile(fn)
+                    if path:
+                        files.add(path)
+        kernel = singleton.find(qualname).fake_impl.kernel
+        source = getattr(kernel, "source", None)
+        if isinstance(source, str) and ":" in source:
+            files.add(source.rsplit(":", 1)[0])
+    return files
+
+
+def op_qualname(target: Any) -> str | None:
+    """'ns::op' for an OpOverloadPacket (what Dynamo graphs carry), 'ns::op.overload' for
+    an OpOverload; None for anything else."""
+    if isinstance(target, torch._ops.OpOverloadPacket):
+        return target._qualified_op_name
+    if isinstance(target, torch._ops.OpOverload):
+        return target.name()
+    return None
+
+
+def dim_repr(dim: Any) -> Any:
+    """An int, or the printed sympy expression of a symbolic dimension."""
+    if isinstance(dim, torch.SymInt):
+        return str(dim.node.expr)
+    return int(dim)
+
+
+def concrete(value: Any, symbol: Any, size: int) -> int:
+    """A symbolic int (or plain int) evaluated with the dynamic size."""
+    if isinstance(value, torch.SymInt):
+        return int(value.node.expr.subs(symbol, size))
+    return int(value)
+
+
+def fx_module_source(graph: torch.fx.GraphModule) -> str:
+    """The graph's generated `forward` preceded by the imports its globals need (the
+    same import block GraphModule pickling uses)."""
+    from torch.fx.graph_module import _format_import_block
+    from torch.package import sys_importer
+
+    code = graph.graph.python_code(root_module="self")
+    imports = _format_import_block(code.globals, sys_importer)
+    return f"{imports}\n{code.src.strip()}\n"
+
+
+# -- Inductor ----------------------------------------------------------------------------
+
+
+def standalone_compile(
+    graph: torch.fx.GraphModule, example_inputs: list[Any], dynamic_shapes: str, config_patches: dict[str, Any]
+) -> Any:
+    from torch._inductor import standalone_compile as compile_fn
+
+    options = {"config_patches": dict(config_patches)} if config_patches else {}
+    return compile_fn(graph, example_inputs, dynamic_shapes=dynamic_shapes, options=options)
+
+
+def compiled_graph_info(artifact: Any) -> dict[str, Any]:
+    """What standalone_compile's result knows about the compiled graph."""
+    fn = artifact._compiled_fn
+    return {
+        "source_code": getattr(fn, "source_code", None),
+        "guards_expr": getattr(fn, "guards_expr", None),
+        "mutated_inputs": sorted(getattr(fn, "mutated_inputs", None) or []),
+        "constants": sorted((getattr(fn, "constants", None) or {}).keys()),
+        "device_types": sorted(getattr(fn, "device_types", None) or []),
+        "cache_key": getattr(fn, "cache_key", None),
+    }
+
+
+def extern_kernel(name: str) -> Any:
+    from torch._inductor.select_algorithm import extern_kernels
+
+    return getattr(extern_kernels, name, None)
+
+
+def inductor_align(nbytes: int) -> int:
+    from torch._inductor.codegen.memory_planning import _align
+
+    return _align(nbytes)
+
+
+def kernel_library(argtypes: list[str], source: str) -> str:
+    """The path of the compiled .so for a `cpp_pybinding` kernel (compiled by Inductor
+    moments ago, so this is a cache hit)."""
+    from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+    kernel = CppPythonBindingsCodeCache.load_pybinding(argtypes, source)
+    return kernel.__self__.__file__
+
+
+def vec_isa() -> dict[str, str]:
+    """The vector ISA Inductor picks on this host (it runs probe compiles: ~1 s once)."""
+    from torch._inductor import config
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    isa = pick_vec_isa()
+    return {
+        "vec_isa": type(isa).__name__,
+        "vec_isa_flags": isa.build_arch_flags() if isa else "",
+        "march": config.cpp.march or "native",
+    }
+
+
+def compiler_identity() -> str:
+    """'g++ (Debian 12.2.0-14) 12.2.0': the compiler Inductor uses, by name and version."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    compiler = get_cpp_compiler()
+    path = shutil.which(compiler) or compiler
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, env={**os.environ, "LC_ALL": "C"})
+        first = (out.stdout or out.stderr).splitlines()[0].strip()
+    except (OSError, IndexError, subprocess.SubprocessError):
+        first = "unknown"
+    return f"{os.path.basename(path)}: {first}"
+
+
+def torch_key() -> str:
+    from torch._inductor.codecache import torch_key as key
+
+    return key().hex()
+
+
+def inductor_config_digest() -> str:
+    """A digest of the Inductor settings that differ from their defaults (env vars such as
+    TORCHINDUCTOR_* included); the per-entry inductor_compile_config is keyed separately."""
+    import hashlib
+
+    from torch._inductor import config
+
+    values = config.get_config_copy()
+    changed = sorted((name, repr(values[name])) for name in config._config if not config._is_default(name))
+    return hashlib.sha256(repr(changed).encode()).hexdigest()[:16]

@@ -1,0 +1,168 @@
+"""Capture: one Dynamo trace of `forward`, with the dynamic dimensions marked.
+
+Records the FX graph, which model tensor or call argument feeds every graph input,
+and every source file Dynamo traced through (plus the files that define the splitting
+ops, which Dynamo does not trace into).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx
+
+from aotcache.errors import CompileError
+from aotcache.identity import tensor_attributes
+from aotcache.inputs import DynamicDims, InputSpec, normalize_dynamic_dims
+
+from . import _torch_compat as compat
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """Where a graph placeholder's value comes from at run time."""
+
+    name: str
+    kind: str  # "parameter" | "buffer" | "attribute" | "arg" | "size"
+    source: str  # attribute path, argument name, or "" for the size
+    shape: list[Any] = field(default_factory=list)
+    dtype: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "source": self.source, "shape": self.shape, "dtype": self.dtype}
+
+
+@dataclass
+class Capture:
+    graph: fx.GraphModule
+    inputs: list[GraphInput]
+    example_values: list[Any]
+    symbol: Any  # the sympy symbol of the dynamic size
+    input_spec: InputSpec
+    traced_files: set[str]
+    seconds: float
+    output_spec: str | None = None
+
+
+def capture(
+    model: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    dynamic_arg_dims: DynamicDims | None,
+    splitting_ops: list[str],
+) -> Capture:
+    forward = type(model).forward
+    signature = inspect.signature(forward)
+    dims = normalize_dynamic_dims(dynamic_arg_dims, signature, type(model).__qualname__)
+    bound = signature.bind(model, *args, **kwargs)
+    bound.apply_defaults()
+    arguments = dict(list(bound.arguments.items())[1:])  # drop self
+    input_spec = InputSpec.from_arguments(arguments, dims)
+    for name, dim_ids in dims.items():
+        value = arguments.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise CompileError(
+                f"argument {name!r} has dynamic dims {sorted(dim_ids)} but is a {type(value).__name__}, not a tensor",
+                hint="list only tensor arguments in dynamic_arg_dims",
+            )
+        torch._dynamo.mark_dynamic(value, [d % value.ndim for d in dim_ids])
+
+    captured: dict[str, Any] = {}
+
+    def backend(gm: fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        captured["graph"] = gm
+        captured["example_inputs"] = list(example_inputs)
+        captured["traced_code"] = compat.traced_code_files()
+        return gm.forward
+
+    traced_files: set[str] = {inspect.getsourcefile(forward) or ""}
+    start = time.perf_counter()
+    try:
+        with torch.no_grad(), compat.recording_inlined_files(traced_files):
+            output = torch.compile(model.forward, backend=backend, fullgraph=True, dynamic=False)(*args, **kwargs)
+    except Exception as exc:  # Dynamo raises many unrelated types; report them as one.
+        raise CompileError(
+            f"Dynamo could not trace {type(model).__qualname__}.forward: {type(exc).__name__}: {exc}".strip(),
+            hint="make forward traceable with fullgraph=True (no graph breaks)",
+        ) from exc
+    finally:
+        compat.forget_compiled_code(forward)
+    seconds = time.perf_counter() - start
+    if "graph" not in captured:
+        raise CompileError(f"Dynamo produced no graph for {type(model).__qualname__}.forward")
+    traced_files |= set(captured["traced_code"])
+    traced_files |= compat.splitting_op_files(splitting_ops)
+
+    graph: fx.GraphModule = captured["graph"]
+    example_inputs = captured["example_inputs"]
+    inputs = _graph_inputs(graph, example_inputs, model, arguments)
+    symbol = _dynamic_symbol(example_inputs, inputs)
+    output_spec = _output_spec(graph, output)
+    return Capture(graph, inputs, example_inputs, symbol, input_spec, traced_files, seconds, output_spec)
+
+
+def _output_spec(graph: fx.GraphModule, output: Any) -> str:
+    """How to rebuild forward's return value (a tensor, tuple, dict...) from the flat
+    graph outputs; refuse outputs the graph does not produce one-to-one."""
+    leaves, spec = torch.utils._pytree.tree_flatten(output)
+    node = next(n for n in reversed(graph.graph.nodes) if n.op == "output")
+    produced = node.args[0] if isinstance(node.args[0], (tuple, list)) else [node.args[0]]
+    if len(leaves) != len(produced) or not all(isinstance(leaf, torch.Tensor) for leaf in leaves):
+        raise CompileError(
+            "forward's return value is not exactly the graph's tensor outputs",
+            hint="return tensors (or a tuple/list/dict of tensors) computed by forward",
+        )
+    return torch.utils._pytree.treespec_dumps(spec)
+
+
+def _graph_inputs(
+    graph: fx.GraphModule, example_inputs: list[Any], model: torch.nn.Module, arguments: dict[str, Any]
+) -> list[GraphInput]:
+    by_id = {id(tensor): (path, kind) for path, tensor, kind in tensor_attributes(model)}
+    for name, value in arguments.items():
+        if isinstance(value, torch.Tensor):
+            by_id.setdefault(id(value), (name, "arg"))
+    placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
+    result = []
+    for node, value in zip(placeholders, example_inputs, strict=True):
+        if isinstance(value, (torch.SymInt, int)):
+            result.append(GraphInput(node.name, "size", ""))
+            continue
+        if not isinstance(value, torch.Tensor) or id(value) not in by_id:
+            raise CompileError(
+                f"graph input {node.name!r} is not a parameter, buffer, tensor attribute or argument of the model",
+                hint="pass tensors as forward arguments or keep them as module attributes",
+            )
+        source, kind = by_id[id(value)]
+        fake = node.meta.get("example_value")
+        shape = [compat.dim_repr(d) for d in (fake.shape if fake is not None else value.shape)]
+        result.append(GraphInput(node.name, kind, source, shape, str(value.dtype).removeprefix("torch.")))
+    return result
+
+
+def _dynamic_symbol(example_inputs: list[Any], inputs: list[GraphInput]) -> Any:
+    symbols = set()
+    for value, spec in zip(example_inputs, inputs, strict=True):
+        if spec.kind == "size":
+            if not isinstance(value, torch.SymInt):
+                raise CompileError("Dynamo passed a concrete size where a dynamic one was expected")
+            symbols |= value.node.expr.free_symbols
+    if not symbols:
+        raise CompileError(
+            "the traced graph has no dynamic size: Dynamo specialised the marked dimension",
+            hint="check dynamic_arg_dims and that forward does not branch on that size",
+        )
+    if len(symbols) > 1:
+        names = ", ".join(sorted(str(s) for s in symbols))
+        raise CompileError(
+            f"the traced graph has {len(symbols)} independent dynamic sizes ({names}); one is supported",
+            hint="make every dynamic dimension the same size (the token dimension) when precompiling",
+        )
+    return symbols.pop()

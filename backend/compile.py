@@ -1,0 +1,133 @@
+"""Compile: each unique piece once per compile range and once per concrete size.
+
+A range compiles from the graph's symbolic inputs ("from_graph"); a concrete size from
+real inputs of that size, recorded by running the split graph eagerly. Inductor records
+the shape guards of what it compiled (e.g. `2 <= s0`): sizes of a range that fail them
+get a concrete compile of their own, because loaded artifacts do not check guards.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx
+
+from aotcache.config import Range
+from aotcache.errors import CompileError
+
+from . import _torch_compat as compat
+from .native import NativeArtifact, export
+
+
+@dataclass
+class CompiledUnit:
+    piece_digest: str
+    unit: Range
+    artifact: Any  # torch's CompiledArtifact, kept for the self-check
+    native: NativeArtifact
+    guards: str | None
+    seconds: float
+
+
+def record_piece_inputs(stitch: fx.GraphModule, values: list[Any], wanted: set[str]) -> dict[str, list[Any]]:
+    """Run the split graph eagerly and record the inputs each wanted piece receives."""
+    recorded: dict[str, list[Any]] = {}
+
+    class Recorder(fx.Interpreter):
+        def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+            if target in wanted and target not in recorded:
+                recorded[target] = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+            return super().call_module(target, args, kwargs)
+
+    with torch.no_grad():
+        Recorder(stitch).run(*values)
+    return recorded
+
+
+def compile_unit(
+    graph: fx.GraphModule,
+    digest: str,
+    unit: Range,
+    real_inputs: list[Any] | None,
+    config_patches: dict[str, Any],
+) -> CompiledUnit:
+    start = time.perf_counter()
+    if unit.is_single_size():
+        if real_inputs is None:
+            raise CompileError(f"no inputs of size {unit.start} recorded for a concrete compile")
+        inputs = [unit.start if isinstance(v, (int, torch.SymInt)) else v for v in real_inputs]
+        dynamic_shapes = "from_example_inputs"
+    else:
+        inputs = [n.meta["example_value"] for n in graph.graph.nodes if n.op == "placeholder"]
+        dynamic_shapes = "from_graph"
+    try:
+        with torch.no_grad():
+            artifact = compat.standalone_compile(graph, inputs, dynamic_shapes, config_patches)
+    except Exception as exc:
+        raise CompileError(f"Inductor failed on a piece for sizes {unit}: {type(exc).__name__}: {exc}") from exc
+    info = compat.compiled_graph_info(artifact)
+    if info["source_code"] is None:
+        raise CompileError("Inductor returned no wrapper code for a piece")
+    if info["mutated_inputs"]:
+        raise CompileError(f"a compiled piece mutates its inputs {info['mutated_inputs']}; not supported yet")
+    if info["constants"]:
+        raise CompileError(f"a compiled piece holds constants {info['constants']}; not supported yet")
+    if any(d != "cpu" for d in info["device_types"]):
+        raise CompileError(
+            f"native artifacts are CPU-only for now; this piece runs on {info['device_types']}",
+            hint="precompile a CPU model, or use backend='eager'",
+        )
+    native = export(info["source_code"])
+    return CompiledUnit(digest, unit, artifact, native, info["guards_expr"], time.perf_counter() - start)
+
+
+class _AnySize(dict):  # type: ignore[type-arg]
+    """`L[...]` in a guard expression: every symbolic input is the size being tested."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __missing__(self, key: str) -> int:
+        return self.size
+
+
+_GUARD_NAMES: dict[str, Callable[..., Any]] = {
+    "Eq": lambda a, b: a == b,
+    "Ne": lambda a, b: a != b,
+    "Mod": lambda a, b: a % b,
+    "FloorDiv": lambda a, b: a // b,
+    "CeilToInt": math.ceil,
+    "FloorToInt": math.floor,
+    "Max": max,
+    "Min": min,
+    "Abs": abs,
+    "And": lambda *a: all(a),
+    "Or": lambda *a: any(a),
+    "Not": lambda a: not a,
+    "math": math,
+}
+
+
+def sizes_failing_guards(guards: str | None, unit: Range) -> list[int]:
+    """The sizes of a range for which an artifact's recorded shape guards do not hold."""
+    if not guards or unit.is_single_size():
+        return []
+    try:
+        code = compile(guards, "<guards>", "eval")
+    except SyntaxError:
+        raise CompileError(f"cannot read the shape guards of a compiled piece: {guards!r}") from None
+    failing = []
+    for size in range(unit.start, unit.end + 1):
+        try:
+            ok = eval(code, {"__builtins__": {}, **_GUARD_NAMES}, {"L": _AnySize(size)})  # noqa: S307
+        except Exception:
+            raise CompileError(f"cannot evaluate the shape guards of a compiled piece: {guards!r}") from None
+        if not ok:
+            failing.append(size)
+    return failing

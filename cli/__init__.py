@@ -1,0 +1,1 @@
+"""The aotcache command line (typer)."""
