@@ -176,3 +176,35 @@ def resize(arguments: dict[str, Any], spec: InputSpec, size: int) -> dict[str, A
                 value = value.index_select(dim, index)
         resized[arg.name] = value.contiguous()
     return resized
+
+
+def bind_arguments(forward: Callable[..., Any], model: Any, example: Any) -> dict[str, Any]:
+    """Forward's arguments (after self) from example inputs given as a tuple, a dict of
+    keyword arguments or a single tensor."""
+    signature = inspect.signature(forward)
+    if isinstance(example, dict):
+        bound = signature.bind(model, **example)
+    elif isinstance(example, (tuple, list)):
+        bound = signature.bind(model, *example)
+    else:
+        bound = signature.bind(model, example)
+    bound.apply_defaults()
+    return dict(list(bound.arguments.items())[1:])
+
+
+def example_arguments(model: Any, example_inputs: Any, size: int | None, spec: InputSpec | None) -> dict[str, Any]:
+    """Forward's arguments of a given dynamic size, from a builder `size -> inputs` or
+    from one fixed example (resized along the dynamic dims; `spec` says which).
+    size None means the example's own size (or the default trace size for a builder)."""
+    forward = type(model).forward
+    if callable(example_inputs):
+        return bind_arguments(forward, model, example_inputs(DEFAULT_TRACE_SIZE if size is None else size))
+    arguments = bind_arguments(forward, model, example_inputs)
+    if size is None:
+        return arguments
+    if spec is None:
+        raise ValueError("resizing a fixed example needs the input spec")
+    return resize(arguments, spec, size)
+
+
+DEFAULT_TRACE_SIZE = 8

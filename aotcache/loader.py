@@ -138,7 +138,7 @@ def _load_treespec(text: str | None) -> Any:
     return torch.utils._pytree.treespec_loads(text)
 
 
-def _candidates(root: CacheRoot, lookup_hash: str) -> list[Path]:
+def candidate_entries(root: CacheRoot, lookup_hash: str) -> list[Path]:
     """Entries of this lookup key, newest first."""
     dated = []
     for path in root.entries_with_lookup(lookup_hash):
@@ -180,7 +180,7 @@ def find_and_open(
     factors = lookup_factors(config, model)
     lookup_hash = hash_factors(factors)[:16]
     failures: list[CacheMiss] = []
-    for path in _candidates(root, lookup_hash):
+    for path in candidate_entries(root, lookup_hash):
         try:
             return open_entry(path, verify_signature=verify_signature)
         except CacheMiss as exc:

@@ -34,8 +34,36 @@ def _search_roots() -> list[str]:
     return roots
 
 
+_module_files: tuple[int, dict[str, str]] = (-1, {})
+
+
+def _module_relpaths() -> dict[str, str]:
+    """abspath of each imported module's file -> its path relative to its import root
+    (`examples.tiny_llama` -> examples/tiny_llama.py), rebuilt when modules are added."""
+    global _module_files
+    count = len(sys.modules)
+    if _module_files[0] != count:
+        index = {}
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None)
+            if not path or name == "__main__" or not path.endswith(".py"):
+                continue
+            parts = name.split(".")
+            if path.endswith("__init__.py"):
+                parts.append("__init__")
+            index[os.path.abspath(path)] = "/".join(parts) + ".py"
+        _module_files = (count, index)
+    return _module_files[1]
+
+
 def portable_path(path: str | os.PathLike[str]) -> str:
-    """The path relative to the deepest sys.path entry that holds it; else absolute."""
+    """The path relative to the root it is imported from: by module name where a
+    module was imported from it, else the deepest sys.path entry holding it, else
+    the absolute path."""
+    absolute = os.path.abspath(path)
+    relative = _module_relpaths().get(absolute)
+    if relative and Path(absolute).as_posix().endswith("/" + relative):
+        return relative
     real = os.path.realpath(path)
     best = None
     for root in _search_roots():

@@ -56,6 +56,7 @@ def capture(
     dynamic_arg_dims: DynamicDims | None,
     splitting_ops: list[str],
 ) -> Capture:
+    start = time.perf_counter()  # the trace's cost includes importing Dynamo
     forward = type(model).forward
     signature = inspect.signature(forward)
     dims = normalize_dynamic_dims(dynamic_arg_dims, signature, type(model).__qualname__)
@@ -83,7 +84,6 @@ def capture(
         return gm.forward
 
     traced_files: set[str] = {inspect.getsourcefile(forward) or ""}
-    start = time.perf_counter()
     try:
         with torch.no_grad(), compat.recording_inlined_files(traced_files):
             output = torch.compile(model.forward, backend=backend, fullgraph=True, dynamic=False)(*args, **kwargs)

@@ -22,7 +22,7 @@ from aotcache.counters import counters
 from aotcache.env import host_cpu_flags, isa_flags, thread_count
 from aotcache.errors import CacheDirError, CacheMiss, CompileError
 from aotcache.identity import model_device_type, model_signature, resolve
-from aotcache.inputs import InputSpec, resize
+from aotcache.inputs import InputSpec, example_arguments
 from aotcache.key import EntryKey, Factor, digest
 from aotcache.lookup import lookup_factors
 from aotcache.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileRecord, Manifest
@@ -38,7 +38,6 @@ from .split import SplitGraph, module_source, split_graph
 log = logging.getLogger("aotcache.precompile")
 
 ExampleInputs = Callable[[int], Any] | tuple[Any, ...] | list[Any] | dict[str, Any]
-DEFAULT_TRACE_SIZE = 8
 MAX_GUARD_SIZES = 64  # sizes a range may lose to shape guards before we give up
 
 
@@ -86,36 +85,6 @@ class PrecompileResult:
         }
 
 
-def _arguments(model: torch.nn.Module, example: Any) -> dict[str, Any]:
-    import inspect
-
-    signature = inspect.signature(type(model).forward)
-    if isinstance(example, dict):
-        bound = signature.bind(model, **example)
-    elif isinstance(example, (tuple, list)):
-        bound = signature.bind(model, *example)
-    else:
-        bound = signature.bind(model, example)
-    bound.apply_defaults()
-    return dict(list(bound.arguments.items())[1:])
-
-
-def _inputs_at(model: torch.nn.Module, example_inputs: ExampleInputs) -> Callable[[int | None], dict[str, Any]]:
-    """A function size -> forward arguments of that size (None: the example's own size)."""
-    if callable(example_inputs):
-        return lambda size: _arguments(model, example_inputs(DEFAULT_TRACE_SIZE if size is None else size))
-    fixed = _arguments(model, example_inputs)
-    spec_cache: dict[str, InputSpec] = {}
-
-    def at(size: int | None) -> dict[str, Any]:
-        if size is None:
-            return fixed
-        return resize(fixed, spec_cache["spec"], size)
-
-    at.spec_cache = spec_cache  # type: ignore[attr-defined]
-    return at
-
-
 def precompile(
     model: torch.nn.Module,
     config: CompilationConfig,
@@ -126,7 +95,10 @@ def precompile(
     force: bool = False,
     sign_key: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    origin: str | None = None,
 ) -> PrecompileResult:
+    """Build (or reuse) the entry for `model` and `config`. `origin` is the TARGET it
+    came from, recorded so that `verify KEY --run` can rebuild the model."""
     progress = progress or _Silent()
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -134,7 +106,11 @@ def precompile(
     root.ensure_writable()
     key_for_signing = signing.read_key(sign_key) if sign_key else None
     model.eval()
-    inputs_at = _inputs_at(model, example_inputs)
+    spec_holder: dict[str, InputSpec] = {}
+
+    def inputs_at(size: int | None) -> dict[str, Any]:
+        return example_arguments(model, example_inputs, size, spec_holder.get("spec"))
+
     trace_arguments = inputs_at(None)
     if dynamic_arg_dims is None:
         from aotcache.inputs import infer_dynamic_dims
@@ -144,8 +120,7 @@ def precompile(
     progress.stage("trace")
     captured = capture(model, (), trace_arguments, dynamic_arg_dims, config.splitting_ops)
     counters.traces += 1
-    if hasattr(inputs_at, "spec_cache"):
-        inputs_at.spec_cache["spec"] = captured.input_spec  # type: ignore[attr-defined]
+    spec_holder["spec"] = captured.input_spec
     seconds["trace"] = captured.seconds
 
     traced = sources_mod.record(captured.traced_files)
@@ -177,9 +152,8 @@ def precompile(
         staging = root.new_staging_dir(entry_id)
         try:
             with cleanup_on_error(staging):
-                manifest = _build(
-                    model, config, captured, traced, key, inputs_at, staging, progress, seconds
-                )
+                manifest = _build(model, config, captured, traced, key, inputs_at, staging, progress, seconds)
+                manifest.recorded["target"] = origin
                 manifest_bytes = manifest.to_bytes()
                 write_file(staging / MANIFEST_NAME, manifest_bytes)
                 if key_for_signing is not None:

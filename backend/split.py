@@ -121,8 +121,10 @@ def piece_digest(graph: fx.GraphModule) -> str:
     for i, node in enumerate(graph.graph.nodes):
         position[node] = f"%{i}"
         args = fx.node.map_arg((node.args, node.kwargs), lambda n: position[n])
-        meta = _placeholder_meta(node) if node.op == "placeholder" else ""
-        lines.append(f"{node.op}|{_target_name(node.target)}|{args!r}|{meta}")
+        if node.op == "placeholder":  # its target is its (layer-specific) name
+            lines.append(f"placeholder|{_placeholder_meta(node)}")
+        else:
+            lines.append(f"{node.op}|{_target_name(node.target)}|{args!r}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 

@@ -1,0 +1,155 @@
+"""clear: remove entries, leftovers and stale locks; say what was (or would be) freed."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .scan import BUILDING, EntryReport, find_entry, scan
+from .store import CacheRoot
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12, "TB": 1e12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ConfigError("max_size", text, "a size such as 500MB, 5GB or 1.5GiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not match:
+        raise ConfigError("older_than", text, "a duration such as 45m, 12h, 30d or 2w")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+@dataclass
+class Removal:
+    key: str
+    path: str
+    bytes: int
+    reason: str
+    status: str
+
+
+@dataclass
+class ClearReport:
+    dry_run: bool
+    removed: list[Removal] = field(default_factory=list)
+    locks_removed: int = 0
+    kept: int = 0
+
+    @property
+    def freed(self) -> int:
+        return sum(r.bytes for r in self.removed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": "aotcache.clear/1",
+            "dry_run": self.dry_run,
+            "removed": [r.__dict__ for r in self.removed],
+            "freed_bytes": self.freed,
+            "locks_removed": self.locks_removed,
+            "kept": self.kept,
+        }
+
+
+def _timestamp(report: EntryReport) -> float:
+    text = report.last_used or report.created
+    if not text:
+        return 0.0
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def select(
+    root: CacheRoot,
+    *,
+    keys: list[str] | None = None,
+    all_entries: bool = False,
+    stale: bool = False,
+    broken: bool = False,
+    older_than: float | None = None,
+    max_size: int | None = None,
+) -> tuple[list[tuple[EntryReport, str]], int]:
+    """What clear would remove, with the reason for each, and how many entries stay."""
+    reports = scan(root)
+    chosen: dict[str, tuple[EntryReport, str]] = {}
+
+    def pick(report: EntryReport, reason: str) -> None:
+        chosen.setdefault(str(report.path), (report, reason))
+
+    for key in keys or []:
+        path = find_entry(root, key)
+        report = next(r for r in reports if r.path == path)
+        pick(report, "requested")
+    now = time.time()
+    for report in reports:
+        if report.status == BUILDING:
+            continue  # never touch a build in progress
+        if all_entries:
+            pick(report, "all")
+        elif broken and report.broken:
+            pick(report, f"broken ({report.status})")
+        elif stale and report.status == "stale":
+            pick(report, "stale")
+        elif older_than is not None and report.manifest is not None and now - _timestamp(report) > older_than:
+            pick(report, "older than limit")
+    if max_size is not None:
+        remaining = [r for r in reports if str(r.path) not in chosen and r.manifest is not None]
+        total = sum(r.bytes for r in remaining)
+        for report in sorted(remaining, key=_timestamp):  # least recently used first
+            if total <= max_size:
+                break
+            pick(report, "over max size (least recently used)")
+            total -= report.bytes
+    kept = sum(1 for r in reports if r.manifest is not None and str(r.path) not in chosen)
+    return list(chosen.values()), kept
+
+
+def clear(root: CacheRoot, chosen: list[tuple[EntryReport, str]], kept: int, *, dry_run: bool) -> ClearReport:
+    report = ClearReport(dry_run=dry_run, kept=kept)
+    for entry, reason in chosen:
+        report.removed.append(Removal(entry.entry_id, str(entry.path), entry.bytes, reason, entry.status))
+        if dry_run:
+            continue
+        if entry.path.parent == root.entries:
+            root.remove_entry(entry.path)
+            root.forget_usage(entry.entry_id)
+        else:
+            shutil.rmtree(entry.path, ignore_errors=True)
+    if not dry_run:
+        report.locks_removed = _remove_idle_locks(root)
+    return report
+
+
+def _remove_idle_locks(root: CacheRoot) -> int:
+    """Lock files of entries no builder holds (filelock leaves them behind)."""
+    from filelock import FileLock, Timeout
+
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for path in root.locks.iterdir():
+            lock = FileLock(str(path), timeout=0)
+            try:
+                with lock:
+                    Path(path).unlink(missing_ok=True)
+                    removed += 1
+            except (Timeout, OSError):
+                continue
+    return removed
+

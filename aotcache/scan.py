@@ -1,0 +1,159 @@
+"""Scanning a cache dir: one record per entry with its status, for `inspect-cache`,
+`clear` and `verify KEY`. Never raises on a damaged entry: it reports it as such."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import AotCacheError, EntryNotFound
+from .manifest import Manifest
+from .store import CacheRoot, dir_size, staging_is_abandoned
+from .verify import Problem, problems
+
+OK = "ok"
+INCOMPLETE = "incomplete"
+BUILDING = "building"
+
+
+@dataclass
+class EntryReport:
+    entry_id: str
+    path: Path
+    status: str
+    bytes: int
+    manifest: Manifest | None = None
+    problems: list[Problem] = field(default_factory=list)
+    created: str | None = None
+    last_used: str | None = None
+
+    @property
+    def model(self) -> str:
+        return self.manifest.model_class if self.manifest else "?"
+
+    @property
+    def broken(self) -> bool:
+        return self.status in ("corrupt", INCOMPLETE, "unsupported-format")
+
+    def sort_time(self, which: str) -> str:
+        value = self.last_used if which == "used" else self.created
+        return value or self.created or ""
+
+    def to_json(self, detail: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "key": self.entry_id,
+            "path": str(self.path),
+            "status": self.status,
+            "model": self.model,
+            "bytes": self.bytes,
+            "created": self.created,
+            "last_used": self.last_used,
+            "problems": [_problem_json(p) for p in self.problems],
+        }
+        if self.manifest is not None:
+            config = self.manifest.config
+            data.update(
+                mode=config.get("mode"),
+                backend=config.get("backend"),
+                compile_sizes=config.get("compile_sizes"),
+                ranges=[u["range"] for u in self.manifest.units if u["range"][0] != u["range"][1]],
+                artifacts=len(self.manifest.artifacts),
+                files=len(self.manifest.files),
+            )
+            if detail:
+                data.update(
+                    factors={"lookup": [f.to_json() for f in self.manifest.lookup],
+                             "build": [f.to_json() for f in self.manifest.build]},  # fmt: skip
+                    recorded=self.manifest.recorded,
+                    config=config,
+                    sources=self.manifest.sources,
+                    units=self.manifest.units,
+                    pieces=self.manifest.pieces,
+                    artifact_files=[
+                        {"path": rel, "bytes": rec.bytes, "sha256": rec.sha256}
+                        for rel, rec in sorted(self.manifest.files.items())
+                    ],
+                    stats=self.manifest.stats,
+                )
+        return data
+
+
+def _problem_json(problem: Problem) -> dict[str, Any]:
+    return {
+        "check": problem.check,
+        "status": problem.status,
+        "message": problem.message,
+        "differences": [{"name": d.name, "old": d.old, "new": d.new} for d in problem.differences],
+    }
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+# The order in which problems decide an entry's single status word.
+_STATUS_ORDER = ("unsupported-format", "corrupt", "untrusted", "incompatible-env", "stale")
+
+
+def report_entry(root: CacheRoot, path: Path, *, verify_signature: Any = None, check_sources: bool = True) -> EntryReport:
+    try:
+        manifest, found = problems(path, verify_signature=verify_signature, check_sources=check_sources)
+    except OSError as exc:  # removed or unreadable while we looked
+        manifest, found = None, [Problem("files", "corrupt", f"unreadable: {exc}")]
+    statuses = {p.status for p in found}
+    status = next((s for s in _STATUS_ORDER if s in statuses), OK)
+    created = manifest.created if manifest else _iso(path.stat().st_mtime if path.exists() else None)
+    return EntryReport(
+        entry_id=path.name,
+        path=path,
+        status=status,
+        bytes=dir_size(path),
+        manifest=manifest,
+        problems=found,
+        created=created,
+        last_used=_iso(root.last_used(path.name)),
+    )
+
+
+def leftovers(root: CacheRoot) -> list[EntryReport]:
+    """Unfinished builds (staging) and interrupted deletions (trash)."""
+    found = []
+    for path in root.staging_dirs():
+        if path.name.startswith(".probe-"):
+            continue
+        abandoned = staging_is_abandoned(path)
+        status = INCOMPLETE if abandoned else BUILDING
+        message = "unfinished build (its process is gone)" if abandoned else "build in progress"
+        found.append(EntryReport(path.name, path, status, dir_size(path), problems=[Problem("files", status, message)],
+                                 created=_iso(os.path.getmtime(path) if path.exists() else None)))  # fmt: skip
+    for path in root.trash_dirs():
+        found.append(EntryReport(path.name, path, INCOMPLETE, dir_size(path),
+                                 problems=[Problem("files", INCOMPLETE, "interrupted deletion")]))  # fmt: skip
+    return found
+
+
+def scan(root: CacheRoot, *, verify_signature: Any = None, check_sources: bool = True) -> list[EntryReport]:
+    reports = [report_entry(root, p, verify_signature=verify_signature, check_sources=check_sources) for p in root.entry_dirs()]
+    return reports + leftovers(root)
+
+
+def find_entry(root: CacheRoot, key: str) -> Path:
+    """The entry whose id is `key` or starts with it (a unique prefix, as git allows)."""
+    if not key or "/" in key or key.startswith("."):
+        raise EntryNotFound(f"{key!r} is not an entry key", hint="list keys with `aotcache inspect-cache`")
+    matches = [p for p in root.entry_dirs() if p.name.startswith(key)]
+    if not matches:
+        raise EntryNotFound(f"no entry {key!r} in {root.path}", hint="list keys with `aotcache inspect-cache`")
+    if len(matches) > 1:
+        raise AmbiguousKey(f"key {key!r} matches {len(matches)} entries", hint="give more characters of the key")
+    return matches[0]
+
+
+class AmbiguousKey(AotCacheError):
+    exit_code = 2
+

@@ -1,0 +1,125 @@
+"""`aotcache verify`: every check of an entry against this host, as a report.
+
+Checks (each reported with the factor or file and its old -> new value): manifest,
+signature (when a trusted key is configured), files, environment, sources. Warnings
+(unsigned entry, another thread count, another aotcache version) fail only --strict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import CompilationConfig
+from .env import thread_count
+from .errors import CacheMiss
+from .key import explain, hash_factors
+from .loader import candidate_entries, nearest_entry
+from .lookup import lookup_factors
+from .manifest import SIGNATURE_NAME, Manifest
+from .scan import find_entry
+from .store import CacheRoot
+from .verify import Problem, problems
+
+CHECKS = ("manifest", "signature", "files", "environment", "sources")
+
+
+def _differences(problem: Problem) -> list[dict[str, Any]]:
+    return [{"name": d.name, "old": d.old, "new": d.new} for d in problem.differences]
+
+
+def _warnings(path: Path, manifest: Manifest, signed_check: bool) -> list[str]:
+    warnings = []
+    if not signed_check and not (path / SIGNATURE_NAME).exists():
+        warnings.append("entry is not signed")
+    built_threads = manifest.recorded.get("threads")
+    if manifest.recorded.get("kernels") and built_threads not in (None, thread_count()):
+        warnings.append(
+            f"kernels were compiled for {built_threads} threads, this host runs {thread_count()} "
+            "(set TORCHINDUCTOR_CPP_THREADS when precompiling to match the serving hosts)"
+        )
+    if manifest.tool_version != __version__:
+        warnings.append(f"built by aotcache {manifest.tool_version}, this is {__version__}")
+    return warnings
+
+
+def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False) -> dict[str, Any]:
+    manifest, found = problems(path, verify_signature=verify_signature)
+    by_check = {p.check: p for p in found}
+    checks = []
+    for name in CHECKS:
+        if name == "signature" and verify_signature is None:
+            continue
+        problem = by_check.get(name)
+        if manifest is None and name != "manifest":
+            checks.append({"check": name, "ok": False, "status": "skipped", "message": "manifest unreadable",
+                           "differences": []})  # fmt: skip
+            continue
+        checks.append({
+            "check": name,
+            "ok": problem is None,
+            "status": "ok" if problem is None else problem.status,
+            "message": "ok" if problem is None else problem.message,
+            "differences": [] if problem is None else _differences(problem),
+        })  # fmt: skip
+    warnings = _warnings(path, manifest, verify_signature is not None) if manifest else []
+    ok = all(c["ok"] for c in checks) and not (strict and warnings)
+    return {
+        "entry": path.name,
+        "path": str(path),
+        "model": manifest.model_class if manifest else None,
+        "target": manifest.recorded.get("target") if manifest else None,
+        "config": manifest.config if manifest else None,
+        "checks": checks,
+        "warnings": warnings,
+        "strict": strict,
+        "ok": ok,
+    }
+
+
+def verify_entry(root: CacheRoot, key: str, *, verify_signature: Any = None, strict: bool = False) -> dict[str, Any]:
+    return report_for(find_entry(root, key), verify_signature=verify_signature, strict=strict)
+
+
+def verify_target(
+    root: CacheRoot,
+    model: torch.nn.Module,
+    config: CompilationConfig,
+    *,
+    verify_signature: Any = None,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """The report of the entry this model and config would load (the first candidate
+    that passes, else the newest), or a not-found report explaining the nearest miss."""
+    factors = lookup_factors(config, model)
+    reports = []
+    for path in candidate_entries(root, hash_factors(factors)[:16]):
+        report = report_for(path, verify_signature=verify_signature, strict=strict)
+        if report["ok"]:
+            return report
+        reports.append(report)
+    if reports:
+        return reports[0]
+    near = nearest_entry(root, factors)
+    differences = explain(near.lookup, factors) if near else []
+    message = f"no entry for {type(model).__qualname__} with this config and environment in {root.path}"
+    return {
+        "entry": None,
+        "path": None,
+        "model": type(model).__qualname__,
+        "target": None,
+        "config": config.to_dict(),
+        "checks": [{
+            "check": "lookup",
+            "ok": False,
+            "status": CacheMiss.reason,
+            "message": message + (f"; nearest entry {near.entry_id} differs" if near else ""),
+            "differences": [{"name": d.name, "old": d.old, "new": d.new} for d in differences],
+        }],  # fmt: skip
+        "warnings": [],
+        "strict": strict,
+        "ok": False,
+    }

@@ -1,0 +1,295 @@
+"""The `aotcache` command: precompile, inspect-cache, verify, clear.
+
+The CLI parses, calls library functions and renders their results (rich for people,
+--json for machines). Exit codes: 0 ok, 1 check failed / not found, 2 usage or bad input,
+3 environment problem (e.g. no writable cache dir).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aotcache.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, TargetError
+
+from . import render
+from .common import Output, handle_errors, import_cwd, parse_int_list
+
+app = typer.Typer(
+    name="aotcache",
+    help="Compile PyTorch models ahead of time in CI; load them verified, with no compiler, at serve time.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="markdown",
+)
+
+CacheDir = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", envvar="AOTCACHE_DIR", help="Cache directory [default: the user cache dir].",
+                 show_default=False),
+]  # fmt: skip
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (documented in the README).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json output).")]
+Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging; -vv for debug. Shows tracebacks.")]
+
+
+def _config(spec_config: dict[str, Any], config_file: Path | None, json_text: str | None, overrides: dict[str, Any]) -> Any:
+    from aotcache.config import load_config
+
+    return load_config(base=spec_config, pyproject=True, config_file=config_file, json_text=json_text, overrides=overrides)
+
+
+def _spec(target: str) -> Any:
+    from aotcache.target import as_spec, import_target
+
+    import_cwd()
+    return as_spec(import_target(target), origin=target)
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "    aotcache precompile examples/tiny_llama.py:spec\n\n"
+    "    aotcache precompile mypkg.model:spec --compile-sizes 1,2,4,8 --split-points 512 --max-num-batched-tokens 8192\n\n"
+    "    aotcache precompile mypkg.model:spec --compilation-config '{\"backend\": \"eager\"}' --json",
+)
+@handle_errors
+def precompile(
+    target: Annotated[str, typer.Argument(help="package.module:attr or path/to/file.py:attr (a ModelSpec, model class, "
+                                          "factory or model; see README).", show_default=False)],  # fmt: skip
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file of config fields.")] = None,
+    compilation_config: Annotated[str | None, typer.Option("--compilation-config", "-O",
+                                  help="JSON object of config fields (as vLLM's --compilation-config).")] = None,  # fmt: skip
+    compile_sizes: Annotated[str | None, typer.Option(help="Concrete sizes to compile, e.g. 1,2,4,8.")] = None,
+    split_points: Annotated[str | None, typer.Option(help="compile_ranges_split_points, e.g. 16,32.")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(help="Largest size served.")] = None,
+    splitting_ops: Annotated[str | None, typer.Option(help="Ops to split at, e.g. myns::attention.")] = None,
+    backend: Annotated[str | None, typer.Option(help="inductor or eager.")] = None,
+    cache_dir: CacheDir = None,
+    force: Annotated[bool, typer.Option("--force", help="Compile even if a valid entry exists.")] = False,
+    sign_key: Annotated[Path | None, typer.Option("--sign-key", help="Sign the entry (Ed25519 PEM or HMAC secret).")] = None,
+    json_out: JsonFlag = False,
+    quiet: Quiet = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Trace TARGET once, compile every range and size, and publish a verified entry."""
+    out = Output(json_out, quiet, verbose)
+    spec = _spec(target)
+    overrides = {
+        "compile_sizes": parse_int_list(compile_sizes, "compile_sizes"),
+        "compile_ranges_split_points": parse_int_list(split_points, "compile_ranges_split_points"),
+        "max_num_batched_tokens": max_num_batched_tokens,
+        "splitting_ops": splitting_ops.split(",") if splitting_ops else None,
+        "backend": backend,
+    }
+    resolved = _config(spec.config_dict(), config, compilation_config, overrides)
+    if spec.example_inputs is None:
+        raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
+    from aotcache.backend.precompile import precompile as run
+    from aotcache.counters import counters
+
+    model = spec.build_model()
+    with render.PrecompileProgress(enabled=not (json_out or quiet)) as progress:
+        result = run(model, resolved, spec.example_inputs, dynamic_arg_dims=spec.dynamic_arg_dims,
+                     cache_dir=cache_dir, force=force, sign_key=sign_key, progress=progress, origin=target)  # fmt: skip
+    summary = {"schema": "aotcache.precompile/1", **result.summary}
+    if verbose:
+        summary["counters"] = counters.snapshot()
+    if json_out:
+        out.emit_json(summary)
+    else:
+        render.precompile_summary(out, summary)
+
+
+@app.command(
+    name="inspect-cache",
+    epilog="Examples:\n\n    aotcache inspect-cache\n\n    aotcache inspect-cache --sort size --filter TinyLlama\n\n"
+    "    aotcache inspect-cache d7d511ad --json",
+)
+@handle_errors
+def inspect_cache(
+    key: Annotated[str | None, typer.Argument(help="An entry key (or unique prefix) to show in detail.",
+                                              show_default=False)] = None,  # fmt: skip
+    cache_dir: CacheDir = None,
+    sort: Annotated[str, typer.Option(help="Order rows by size, created or used.")] = "created",
+    filter_text: Annotated[str | None, typer.Option("--filter", help="Only rows whose key, model or status contain this.")] = None,
+    json_out: JsonFlag = False,
+    quiet: Quiet = False,
+    verbose: Verbose = 0,
+) -> None:
+    """List cache entries with their status and size, or show one entry in detail."""
+    from aotcache.scan import find_entry, report_entry, scan
+    from aotcache.store import CacheRoot, resolve_cache_dir
+
+    out = Output(json_out, quiet, verbose)
+    import_cwd()
+    if sort not in ("size", "created", "used"):
+        raise typer.BadParameter("must be size, created or used", param_hint="--sort")
+    root = CacheRoot(resolve_cache_dir(cache_dir))
+    if key:
+        report = report_entry(root, find_entry(root, key))
+        if json_out:
+            out.emit_json({"schema": "aotcache.inspect-entry/1", **report.to_json(detail=True)})
+        else:
+            render.entry_detail(out, report)
+        return
+    reports = scan(root)
+    if filter_text:
+        needle = filter_text.lower()
+        reports = [r for r in reports if needle in f"{r.entry_id} {r.model} {r.status}".lower()]
+    if sort == "size":
+        reports.sort(key=lambda r: r.bytes, reverse=True)
+    else:
+        reports.sort(key=lambda r: r.sort_time(sort), reverse=True)
+    if json_out:
+        out.emit_json({
+            "schema": "aotcache.inspect-cache/1",
+            "cache_dir": str(root.path),
+            "entries": [r.to_json() for r in reports],
+            "total_bytes": sum(r.bytes for r in reports),
+        })  # fmt: skip
+    else:
+        render.cache_table(out, root, reports)
+
+
+@app.command(
+    epilog="Examples:\n\n    aotcache verify examples/tiny_llama.py:spec --run\n\n    aotcache verify d7d511ad --strict --json\n\n"
+    "    AOTCACHE_TRUSTED_KEY=release.pub aotcache verify mypkg.model:spec",
+)
+@handle_errors
+def verify(
+    target_or_key: Annotated[str, typer.Argument(metavar="TARGET|KEY", help="A TARGET (with a colon) or an entry key.",
+                                                 show_default=False)],  # fmt: skip
+    cache_dir: CacheDir = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Also fail on warnings (unsigned entry, other thread count).")] = False,
+    run_check: Annotated[bool, typer.Option("--run", help="Load in a fresh process and compare with eager.")] = False,
+    trusted_key: Annotated[Path | None, typer.Option("--trusted-key", envvar="AOTCACHE_TRUSTED_KEY",
+                                                     help="Require a valid signature by this key.")] = None,  # fmt: skip
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file of config fields (for a TARGET).")] = None,
+    compilation_config: Annotated[str | None, typer.Option("--compilation-config", "-O", help="JSON config fields (for a TARGET).")] = None,
+    json_out: JsonFlag = False,
+    quiet: Quiet = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Check an entry before rollout: manifest, checksums, signature, environment, sources."""
+    from aotcache.signing import signature_checker
+    from aotcache.store import CacheRoot, resolve_cache_dir
+    from aotcache.verify_report import verify_entry, verify_target
+
+    out = Output(json_out, quiet, verbose)
+    import_cwd()
+    checker = signature_checker(trusted_key)
+    if ":" in target_or_key:
+        spec = _spec(target_or_key)
+        resolved = _config(spec.config_dict(), config, compilation_config, {})
+        root = CacheRoot(resolve_cache_dir(cache_dir, resolved.cache_dir))
+        report = verify_target(root, spec.build_model(), resolved, verify_signature=checker, strict=strict)
+        target = target_or_key
+    else:
+        root = CacheRoot(resolve_cache_dir(cache_dir))
+        report = verify_entry(root, target_or_key, verify_signature=checker, strict=strict)
+        target = report.get("target")
+    if run_check and report.get("entry"):
+        if not target:
+            raise TargetError("--run needs a TARGET: this entry does not record the one it was built from",
+                              hint="pass the TARGET instead of the key")  # fmt: skip
+        with render.status(out, "loading the entry in a fresh process and comparing with eager"):
+            report["run"] = _run_in_fresh_process(target, root.path, report)
+        report["ok"] = report["ok"] and report["run"].get("ok", False)
+    report["schema"] = "aotcache.verify/1"
+    if json_out:
+        out.emit_json(report)
+    else:
+        render.verify_report(out, report)
+    raise typer.Exit(EXIT_OK if report["ok"] else EXIT_CHECK_FAILED)
+
+
+def _run_in_fresh_process(target: str, cache_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+    command = [sys.executable, "-m", "aotcache.checkrun", target, "--cache-dir", str(cache_dir),
+               "--config-json", json.dumps(report["config"]), "--entry", report["entry"]]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    lines = done.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        result = {"ok": False, "error": (done.stderr.strip().splitlines() or ["the check process failed"])[-1]}
+    result["process_seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+@app.command(
+    epilog="Examples:\n\n    aotcache clear --broken\n\n    aotcache clear --older-than 30d --dry-run\n\n"
+    "    aotcache clear --max-size 5GB --yes\n\n    aotcache clear d7d511ad",
+)
+@handle_errors
+def clear(
+    keys: Annotated[list[str] | None, typer.Argument(metavar="[KEY]...", help="Entry keys (or unique prefixes).",
+                                                     show_default=False)] = None,  # fmt: skip
+    all_entries: Annotated[bool, typer.Option("--all", help="Every entry and leftover.")] = False,
+    stale: Annotated[bool, typer.Option("--stale", help="Entries whose traced sources changed.")] = False,
+    broken: Annotated[bool, typer.Option("--broken", help="Corrupt entries and unfinished builds.")] = False,
+    older_than: Annotated[str | None, typer.Option(help="Entries not used for this long, e.g. 30d, 12h.")] = None,
+    max_size: Annotated[str | None, typer.Option(help="Evict least recently used entries down to this size, e.g. 5GB.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
+    cache_dir: CacheDir = None,
+    json_out: JsonFlag = False,
+    quiet: Quiet = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Remove entries, unfinished builds and idle locks; report what was freed."""
+    from aotcache.maintenance import clear as run_clear
+    from aotcache.maintenance import parse_duration, parse_size, select
+    from aotcache.store import CacheRoot, resolve_cache_dir
+
+    out = Output(json_out, quiet, verbose)
+    import_cwd()
+    if not (keys or all_entries or stale or broken or older_than or max_size):
+        raise typer.Exit(_usage("nothing selected: pass KEY, --all, --stale, --broken, --older-than or --max-size"))
+    root = CacheRoot(resolve_cache_dir(cache_dir))
+    if not root.path.is_dir():
+        from aotcache.errors import CacheDirError
+
+        raise CacheDirError(f"cache dir {root.path} does not exist", hint="check --cache-dir or AOTCACHE_DIR")
+    chosen, kept = select(
+        root,
+        keys=keys,
+        all_entries=all_entries,
+        stale=stale,
+        broken=broken,
+        older_than=parse_duration(older_than) if older_than else None,
+        max_size=parse_size(max_size) if max_size is not None else None,
+    )
+    if chosen and not dry_run and not yes and sys.stdin.isatty() and not json_out:
+        render.clear_plan(out, chosen)
+        if not typer.confirm(f"Remove {len(chosen)} item(s)?", default=False):
+            raise typer.Exit(EXIT_CHECK_FAILED)
+    report = run_clear(root, chosen, kept, dry_run=dry_run)
+    if json_out:
+        out.emit_json(report.to_json())
+    else:
+        render.clear_report(out, report)
+
+
+def _usage(message: str) -> int:
+    from .common import stderr
+
+    stderr.print(f"error: {message}", markup=False)
+    return EXIT_USAGE
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""What every command shares: output streams, logging, and turning errors into one
+line on stderr with the documented exit code (a traceback only with --verbose)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from aotcache.errors import EXIT_CHECK_FAILED, AotCacheError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Output:
+    """Per-invocation output settings."""
+
+    def __init__(self, json_mode: bool = False, quiet: bool = False, verbose: int = 0) -> None:
+        self.json = json_mode
+        self.quiet = quiet
+        self.verbose = verbose
+        level = logging.WARNING if verbose == 0 else (logging.INFO if verbose == 1 else logging.DEBUG)
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+        if verbose == 0:
+            # torch logs loudly on some paths; errors still reach us as exceptions.
+            logging.getLogger("torch").setLevel(logging.ERROR)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        if not self.quiet and not self.json:
+            stdout.print(*args, **kwargs)
+
+    def emit_json(self, data: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        sys.stdout.flush()
+
+
+def fail(message: str, code: int, hint: str | None = None) -> typer.Exit:
+    text = f"error: {message}"
+    if hint:
+        text += f" ({hint})"
+    stderr.print(text, markup=False)
+    return typer.Exit(code)
+
+
+def handle_errors(command: F) -> F:
+    """Run a command; map AotCacheError to its exit code and one line on stderr."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose = kwargs.get("verbose", 0) or 0
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except AotCacheError as exc:
+            if verbose:
+                traceback.print_exc()
+            raise fail(exc.message, exc.exit_code, exc.hint) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except Exception as exc:
+            if verbose:
+                traceback.print_exc()
+            raise fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_CHECK_FAILED, "run with -v for the traceback") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def import_cwd() -> None:
+    """Let TARGETs and traced sources resolve from the working directory, as they do
+    for `python -m`: a console script's sys.path starts at its own bin/ instead."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def human_bytes(count: int | float | None) -> str:
+    if count is None:
+        return "-"
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def parse_int_list(text: str | None, field: str) -> list[int] | None:
+    from aotcache.errors import ConfigError
+
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [int(t) for t in items]
+    except ValueError:
+        raise ConfigError(field, text, "a comma-separated list of integers such as 1,2,4") from None

@@ -1,0 +1,78 @@
+"""Shared helpers for the test suite (imported by conftest and tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Small enough to compile fast, rich enough to exercise ranges and sizes:
+# ranges [1, 8] and [9, 32]; concrete sizes 1, 2, 4.
+TINY_CONFIG: dict[str, Any] = {
+    "compile_sizes": [1, 2, 4],
+    "compile_ranges_split_points": [8],
+    "max_num_batched_tokens": 32,
+    "splitting_ops": ["tinyllama::attention"],
+}
+TINY_UNITS = 5  # 2 ranges + 3 sizes
+
+
+def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("AOTCACHE_FORCE_LOAD", None)
+    env.update(extra or {})
+    return env
+
+
+def run_python(code: str, *, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run code in a fresh interpreter from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=python_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the installed `aotcache` console script as a real subprocess."""
+    exe = Path(sys.executable).with_name("aotcache")
+    return subprocess.run([str(exe), *args], cwd=REPO, env=python_env(env), capture_output=True, text=True,
+                          timeout=timeout, check=False)  # fmt: skip
+
+
+def last_json(text: str) -> Any:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+LOAD_AND_COMPARE = """
+import json, sys, torch, aotcache
+from examples import tiny_llama
+model = tiny_llama.build({layers})
+loaded = aotcache.load(model, {config!r}, cache_dir={cache!r}, strict=True)
+results = {{}}
+for size in {sizes!r}:
+    inputs = tiny_llama.example_inputs(size)
+    with torch.no_grad():
+        expected = model(*inputs)
+    got = loaded(*inputs)
+    unit = loaded.dispatch(size)
+    results[size] = [float((got - expected).abs().max()), [unit.start, unit.end]]
+error = None
+try:
+    loaded(*tiny_llama.example_inputs({too_big}))
+except aotcache.DispatchError as exc:
+    error = str(exc)
+compile_side = sorted(m for m in sys.modules if m.startswith(("torch._inductor", "torch._dynamo", "aotcache.backend")))
+print(json.dumps({{"entry": loaded.entry_id, "results": results, "dispatch_error": error, "compile_side": compile_side}}))
+"""

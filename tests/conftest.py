@@ -1,0 +1,40 @@
+"""Session fixtures: one precompiled tiny_llama entry shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from _support import REPO, TINY_CONFIG
+
+import aotcache
+
+
+@dataclass
+class TinyEntry:
+    cache_dir: Path
+    entry_id: str
+    path: Path
+    summary: dict
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_inductor_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every compile in the session (subprocesses too) shares one private Inductor
+    cache, so results never depend on the machine's /tmp/torchinductor_* state."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("inductor-cache"))
+    os.environ.pop("AOTCACHE_DIR", None)
+    os.environ.pop("AOTCACHE_FORCE_LOAD", None)
+    os.environ.pop("AOTCACHE_TRUSTED_KEY", None)
+    os.chdir(REPO)
+
+
+@pytest.fixture(scope="session")
+def tiny_entry(tmp_path_factory: pytest.TempPathFactory) -> TinyEntry:
+    from examples import tiny_llama
+
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    result = aotcache.precompile(tiny_llama.spec, TINY_CONFIG, cache_dir=cache)
+    return TinyEntry(cache, result.entry_id, result.path, result.summary)

@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aotcache.config import CompilationConfig, Range, default_capture_sizes, from_dict, load_config, parse_json
+from aotcache.errors import ConfigError
+from aotcache.modes import CompilationMode, CUDAGraphMode
+
+
+@pytest.mark.parametrize("value", [0, 1, 2, 3, "none", "STOCK_TORCH_COMPILE", "dynamo_trace_once", "Vllm_Compile", "3"])
+def test_mode_accepts_ints_and_names(value: object) -> None:
+    assert isinstance(CompilationConfig(mode=value).mode, CompilationMode)  # type: ignore[arg-type]
+
+
+def test_mode_names_and_ints_agree() -> None:
+    assert CompilationConfig(mode=2).mode == CompilationConfig(mode="dynamo_trace_once").mode == CompilationMode(2)
+
+
+@pytest.mark.parametrize("value", [4, -1, "fast", None, True, 2.0])
+def test_bad_mode_lists_valid_values(value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        CompilationConfig(mode=value)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "mode" in message and "VLLM_COMPILE" in message and "0-3" in message
+    assert info.value.field == "mode"
+
+
+def test_compile_ranges_sorted_deduplicated_inclusive() -> None:
+    config = CompilationConfig(compile_ranges_split_points=[32, 8, 32], max_num_batched_tokens=64)
+    assert config.compile_ranges_split_points == [8, 32]
+    assert config.get_compile_ranges() == [Range(1, 8), Range(9, 32), Range(33, 64)]
+
+
+def test_no_split_points_is_one_range() -> None:
+    assert CompilationConfig(max_num_batched_tokens=16).get_compile_ranges() == [Range(1, 16)]
+
+
+def test_range_contains_both_ends() -> None:
+    r = Range(9, 32)
+    assert 9 in r and 32 in r and 8 not in r and 33 not in r
+
+
+def test_compile_units_add_single_sizes_not_already_ranges() -> None:
+    config = CompilationConfig(compile_sizes=[1, 4], compile_ranges_split_points=[1, 8], max_num_batched_tokens=16)
+    # [1, 1] is already a range of its own, so size 1 adds nothing; size 4 gets a unit.
+    assert config.get_compile_units() == [Range(1, 1), Range(2, 8), Range(9, 16), Range(4, 4)]
+
+
+@pytest.mark.parametrize("points", [[0], [64], [65], [-3]])
+def test_split_point_out_of_range(points: list[int]) -> None:
+    with pytest.raises(ConfigError, match="compile_ranges_split_points"):
+        CompilationConfig(compile_ranges_split_points=points, max_num_batched_tokens=64)
+
+
+@pytest.mark.parametrize("sizes", [[0], [-1], [65]])
+def test_compile_size_out_of_range(sizes: list[int]) -> None:
+    with pytest.raises(ConfigError, match="compile_sizes") as info:
+        CompilationConfig(compile_sizes=sizes, max_num_batched_tokens=64)
+    assert "max_num_batched_tokens (64)" in str(info.value)
+
+
+def test_compile_sizes_sorted_and_duplicates_rejected() -> None:
+    assert CompilationConfig(compile_sizes=[8, 1, 4], max_num_batched_tokens=16).compile_sizes == [1, 4, 8]
+    with pytest.raises(ConfigError, match=r"\[4\] appear more than once"):
+        CompilationConfig(compile_sizes=[4, 1, 4], max_num_batched_tokens=16)
+
+
+def test_compile_sizes_alias_expands_capture_sizes() -> None:
+    config = CompilationConfig(compile_sizes="cudagraph_capture_sizes", cudagraph_capture_sizes=[4, 1, 2])
+    assert config.compile_sizes == [1, 2, 4]
+    with pytest.raises(ConfigError, match="compile_sizes"):
+        CompilationConfig(compile_sizes="all")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_num_batched_tokens", 0),
+        ("max_num_batched_tokens", "64"),
+        ("max_num_batched_tokens", True),
+        ("compile_sizes", [1, "2"]),
+        ("compile_sizes", 3),
+        ("splitting_ops", ["attention"]),
+        ("splitting_ops", [3]),
+        ("backend", "tvm"),
+        ("inductor_compile_config", {"x": object()}),
+        ("inductor_compile_config", [1]),
+        ("cudagraph_mode", "SOMETIMES"),
+        ("cudagraph_num_of_warmups", -1),
+        ("cudagraph_copy_inputs", "yes"),
+        ("cache_dir", 3),
+    ],
+)
+def test_each_invalid_value_names_field_value_and_allowed(field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_dict({field: value})
+    assert info.value.field == field
+    # the message names the offending value (for a list: the offending element)
+    offending = [value, *value] if isinstance(value, list) else [value]
+    assert any(repr(v) in str(info.value) for v in offending), str(info.value)
+    assert info.value.allowed
+
+
+def test_unknown_field_is_an_error_listing_valid_fields() -> None:
+    with pytest.raises(ConfigError, match="unknown field; valid fields are mode, compile_sizes"):
+        from_dict({"compile_size": [1]})
+
+
+def test_bs_to_padded_graph_size() -> None:
+    config = CompilationConfig(cudagraph_capture_sizes=[1, 2, 4, 8], max_num_batched_tokens=64)
+    assert config.compute_bs_to_padded_graph_size() == [1, 1, 2, 4, 4, 8, 8, 8, 8]
+
+
+def test_bs_to_padded_graph_size_default_sizes() -> None:
+    config = CompilationConfig(max_num_batched_tokens=8192)
+    table = config.compute_bs_to_padded_graph_size()
+    assert len(table) == 513 and table[3] == 4 and table[9] == 16 and table[257] == 272 and table[512] == 512
+    sizes = config.cudagraph_capture_sizes or []
+    for bs, padded in enumerate(table):
+        assert padded == min(s for s in sizes if s >= bs)
+
+
+def test_default_capture_sizes_follow_vllm() -> None:
+    sizes = default_capture_sizes(512)
+    assert sizes[:5] == [1, 2, 4, 8, 16] and 256 in sizes and 264 not in sizes and 272 in sizes and sizes[-1] == 512
+    assert default_capture_sizes(20) == [1, 2, 4, 8, 16]
+    assert CompilationConfig(max_num_batched_tokens=100).max_cudagraph_capture_size == 96
+
+
+def test_capture_sizes_validation() -> None:
+    with pytest.raises(ConfigError, match="cudagraph_capture_sizes"):
+        CompilationConfig(cudagraph_capture_sizes=[1, 128], max_num_batched_tokens=64)
+    with pytest.raises(ConfigError, match="appear more than once"):
+        CompilationConfig(cudagraph_capture_sizes=[1, 2, 2])
+    assert CompilationConfig(cudagraph_capture_sizes=[8, 1, 2]).cudagraph_capture_sizes == [1, 2, 8]
+    with pytest.raises(ConfigError, match="max_cudagraph_capture_size"):
+        CompilationConfig(cudagraph_capture_sizes=[1, 16], max_cudagraph_capture_size=8)
+
+
+def test_piecewise_cudagraphs_need_splitting_ops_and_vllm_mode() -> None:
+    with pytest.raises(ConfigError, match="splitting_ops"):
+        CompilationConfig(cudagraph_mode="PIECEWISE")
+    with pytest.raises(ConfigError, match="VLLM_COMPILE"):
+        CompilationConfig(cudagraph_mode="FULL_AND_PIECEWISE", mode=2, splitting_ops=["a::b"])
+    assert CompilationConfig(cudagraph_mode="full").cudagraph_mode == CUDAGraphMode.FULL
+
+
+def test_hash_ignores_non_graph_fields_and_tracks_graph_fields() -> None:
+    base = CompilationConfig(compile_sizes=[1, 2], max_num_batched_tokens=64)
+    same = base.replace(cache_dir="/elsewhere", debug_dump_path="/tmp/dump", cudagraph_num_of_warmups=3)
+    assert base.compute_hash() == same.compute_hash()
+    for change in ({"compile_sizes": [1, 4]}, {"max_num_batched_tokens": 128}, {"backend": "eager"},
+                   {"splitting_ops": ["a::b"]}, {"inductor_compile_config": {"max_autotune": True}}):  # fmt: skip
+        assert base.replace(**change).compute_hash() != base.compute_hash(), change
+
+
+def test_sources_merge_in_order(tmp_path) -> None:  # noqa: ANN001
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[tool.aotcache]\ncompile_sizes = [1, 2]\nmax_num_batched_tokens = 64\nbackend = "eager"\n')
+    toml = tmp_path / "aot.toml"
+    toml.write_text("compile_sizes = [4]\n")
+    config = load_config(
+        base={"max_num_batched_tokens": 32, "splitting_ops": ["a::b"]},
+        pyproject=pyproject,
+        config_file=toml,
+        json_text=json.dumps({"compile_ranges_split_points": [16]}),
+        overrides={"backend": "inductor", "compile_sizes": None},
+    )
+    assert config.max_num_batched_tokens == 64  # pyproject over base
+    assert config.compile_sizes == [4]  # file over pyproject
+    assert config.compile_ranges_split_points == [16]  # JSON
+    assert config.backend == "inductor"  # keyword overrides win; None means unset
+    assert config.splitting_ops == ["a::b"]  # base kept where nothing overrides
+
+
+def test_pyproject_discovery(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    (tmp_path / "pyproject.toml").write_text("[tool.aotcache]\nmax_num_batched_tokens = 99\n")
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    monkeypatch.chdir(nested)
+    assert load_config(pyproject=True).max_num_batched_tokens == 99
+
+
+def test_json_forms_and_errors() -> None:
+    assert parse_json("3") == {"mode": 3}
+    with pytest.raises(ConfigError, match="valid JSON"):
+        parse_json("{compile_sizes: [1]}")
+    with pytest.raises(ConfigError, match="JSON object"):
+        parse_json("[1, 2]")
+
+
+def test_bad_toml_is_a_config_error(tmp_path) -> None:  # noqa: ANN001
+    bad = tmp_path / "bad.toml"
+    bad.write_text("compile_sizes = [1,\n")
+    with pytest.raises(ConfigError, match="valid TOML"):
+        load_config(config_file=bad)
+    with pytest.raises(ConfigError, match="existing TOML file"):
+        load_config(config_file=tmp_path / "missing.toml")
+
+
+def test_round_trip_through_dict() -> None:
+    config = CompilationConfig(compile_sizes=[1, 2], compile_ranges_split_points=[8], max_num_batched_tokens=32,
+                               splitting_ops=["x::y"], cudagraph_mode="FULL_DECODE_ONLY")  # fmt: skip
+    assert from_dict(config.to_dict()) == config
