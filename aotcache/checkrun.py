@@ -52,8 +52,9 @@ def run(target: str, cache_dir: str | None, config: dict[str, Any], entry: str |
         diff = max((float((a - b).abs().max()) for a, b in zip(expected_leaves, got_leaves, strict=True)), default=0.0)
         unit = loaded.dispatch(size)
         finite = all(bool(torch.isfinite(t).all()) for t in got_leaves)
-        results.append({"size": size, "unit": [unit.start, unit.end], "max_abs_diff": diff,
-                        "ok": finite and diff <= TOLERANCE})  # fmt: skip
+        results.append(
+            {"size": size, "unit": [unit.start, unit.end], "max_abs_diff": diff, "ok": finite and diff <= TOLERANCE}
+        )
     return {
         "entry": loaded.entry_id,
         "load_seconds": round(load_seconds, 4),

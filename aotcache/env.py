@@ -24,10 +24,29 @@ from .key import Factor
 # CPU flags that kernels compiled for this host may depend on. With -march=native the
 # compiler may use any of them, so an entry records the ones its build host had.
 _ISA_FLAG_PREFIXES = (
-    "avx", "amx", "fma", "f16c", "sse", "ssse3", "bmi", "popcnt", "lzcnt", "movbe",
-    "adx", "sha_ni", "vaes", "vpclmulqdq", "gfni", "asimd", "sve", "neon", "fp16",
-    "bf16", "i8mm", "dotprod",
-)  # fmt: skip
+    "avx",
+    "amx",
+    "fma",
+    "f16c",
+    "sse",
+    "ssse3",
+    "bmi",
+    "popcnt",
+    "lzcnt",
+    "movbe",
+    "adx",
+    "sha_ni",
+    "vaes",
+    "vpclmulqdq",
+    "gfni",
+    "asimd",
+    "sve",
+    "neon",
+    "fp16",
+    "bf16",
+    "i8mm",
+    "dotprod",
+)
 
 # gcc -m option -> /proc/cpuinfo flag, where the two spellings differ.
 _GCC_TO_CPUINFO = {

@@ -12,16 +12,16 @@ import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 
 from .errors import ConfigError, DispatchError
 
-DynamicDims = dict[str, Union[int, list[int], dict[int, Optional[str]]]]
-NormalizedDims = dict[str, dict[int, Optional[str]]]
+DynamicDims = dict[str, int | list[int] | dict[int, str | None]]
+NormalizedDims = dict[str, dict[int, str | None]]
 
-_TENSOR_ANNOTATIONS = (torch.Tensor, Optional[torch.Tensor], torch.Tensor | None)
+_TENSOR_ANNOTATIONS = (torch.Tensor, torch.Tensor | None)
 
 
 def infer_dynamic_dims(forward: Callable[..., Any]) -> dict[str, int]:
@@ -71,7 +71,13 @@ class ArgSpec:
     value: Any = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "dtype": self.dtype, "shape": list(self.shape), "value": self.value}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "value": self.value,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ArgSpec:

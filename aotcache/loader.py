@@ -128,7 +128,8 @@ def _check_bound_tensor(source: str, tensor: Any, item: dict[str, Any]) -> None:
     dtype = str(tensor.dtype).removeprefix("torch.")
     if list(tensor.shape) != item["shape"] or dtype != item["dtype"]:
         raise DispatchError(
-            f"model tensor {source!r} is {dtype}{list(tensor.shape)}, the entry was built for {item['dtype']}{item['shape']}"
+            f"model tensor {source!r} is {dtype}{list(tensor.shape)}, "
+            f"the entry was built for {item['dtype']}{item['shape']}"
         )
 
 

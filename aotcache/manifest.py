@@ -93,8 +93,11 @@ def parse(raw: bytes, entry_id: str | None = None) -> Manifest:
     """Parse and validate manifest bytes; raise CorruptEntry or UnsupportedFormat."""
 
     def corrupt(why: str) -> CorruptEntry:
-        return CorruptEntry(f"manifest of entry {entry_id or '?'} is corrupt: {why}", entry_id=entry_id,
-                            hint="run `aotcache clear --broken` and precompile again")  # fmt: skip
+        return CorruptEntry(
+            f"manifest of entry {entry_id or '?'} is corrupt: {why}",
+            entry_id=entry_id,
+            hint="run `aotcache clear --broken` and precompile again",
+        )
 
     try:
         body = json.loads(raw.decode("ascii"))
@@ -131,7 +134,9 @@ def parse(raw: bytes, entry_id: str | None = None) -> Manifest:
             pieces=_dict(body, "pieces"),
             units=_list(body, "units"),
             artifacts=_dict(body, "artifacts"),
-            files={_safe_path(p): FileRecord(str(r["sha256"]), int(r["bytes"])) for p, r in _dict(body, "files").items()},
+            files={
+                _safe_path(p): FileRecord(str(r["sha256"]), int(r["bytes"])) for p, r in _dict(body, "files").items()
+            },
             stats=_dict(body, "stats"),
             format_version=version,
         )

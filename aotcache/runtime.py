@@ -22,7 +22,7 @@ Runnable = Callable[..., Any]
 
 def exec_module(source: bytes, filename: str) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": f"aotcache_entry.{filename}", "__builtins__": __builtins__}
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - verified entry code
+    exec(compile(source, filename, "exec"), namespace)
     return namespace
 
 

@@ -65,8 +65,10 @@ class EntryReport:
             )
             if detail:
                 data.update(
-                    factors={"lookup": [f.to_json() for f in self.manifest.lookup],
-                             "build": [f.to_json() for f in self.manifest.build]},  # fmt: skip
+                    factors={
+                        "lookup": [f.to_json() for f in self.manifest.lookup],
+                        "build": [f.to_json() for f in self.manifest.build],
+                    },
                     recorded=self.manifest.recorded,
                     config=config,
                     sources=self.manifest.sources,
@@ -100,7 +102,9 @@ def _iso(timestamp: float | None) -> str | None:
 _STATUS_ORDER = ("unsupported-format", "corrupt", "untrusted", "incompatible-env", "stale")
 
 
-def report_entry(root: CacheRoot, path: Path, *, verify_signature: Any = None, check_sources: bool = True) -> EntryReport:
+def report_entry(
+    root: CacheRoot, path: Path, *, verify_signature: Any = None, check_sources: bool = True
+) -> EntryReport:
     try:
         manifest, found = problems(path, verify_signature=verify_signature, check_sources=check_sources)
     except OSError as exc:  # removed or unreadable while we looked
@@ -129,16 +133,33 @@ def leftovers(root: CacheRoot) -> list[EntryReport]:
         abandoned = staging_is_abandoned(path)
         status = INCOMPLETE if abandoned else BUILDING
         message = "unfinished build (its process is gone)" if abandoned else "build in progress"
-        found.append(EntryReport(path.name, path, status, dir_size(path), problems=[Problem("files", status, message)],
-                                 created=_iso(os.path.getmtime(path) if path.exists() else None)))  # fmt: skip
+        found.append(
+            EntryReport(
+                path.name,
+                path,
+                status,
+                dir_size(path),
+                problems=[Problem("files", status, message)],
+                created=_iso(os.path.getmtime(path) if path.exists() else None),
+            )
+        )
     for path in root.trash_dirs():
-        found.append(EntryReport(path.name, path, INCOMPLETE, dir_size(path),
-                                 problems=[Problem("files", INCOMPLETE, "interrupted deletion")]))  # fmt: skip
+        found.append(
+            EntryReport(
+                path.name,
+                path,
+                INCOMPLETE,
+                dir_size(path),
+                problems=[Problem("files", INCOMPLETE, "interrupted deletion")],
+            )
+        )
     return found
 
 
 def scan(root: CacheRoot, *, verify_signature: Any = None, check_sources: bool = True) -> list[EntryReport]:
-    reports = [report_entry(root, p, verify_signature=verify_signature, check_sources=check_sources) for p in root.entry_dirs()]
+    reports = [
+        report_entry(root, p, verify_signature=verify_signature, check_sources=check_sources) for p in root.entry_dirs()
+    ]
     return reports + leftovers(root)
 
 
@@ -156,4 +177,3 @@ def find_entry(root: CacheRoot, key: str) -> Path:
 
 class AmbiguousKey(AotCacheError):
     exit_code = 2
-

@@ -46,7 +46,9 @@ def read_key(path: str | os.PathLike[str]) -> Key:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
     except ImportError:
-        raise ConfigError("key", str(path), "the cryptography package for Ed25519 keys: pip install 'aotcache[sign]'") from None
+        raise ConfigError(
+            "key", str(path), "the cryptography package for Ed25519 keys: pip install 'aotcache[sign]'"
+        ) from None
     try:
         if b"PRIVATE KEY" in data:
             key = serialization.load_pem_private_key(data, password=None)
@@ -82,8 +84,11 @@ def verify(entry: Path, manifest_bytes: bytes, key: Key) -> None:
         record = json.loads((entry / SIGNATURE_NAME).read_bytes())
         algorithm, key_id, signature = record["algorithm"], record["key_id"], record["signature"]
     except FileNotFoundError:
-        raise SignatureError(f"entry {entry_id} is not signed, and a trusted key is configured", entry_id=entry_id,
-                             hint="precompile with --sign-key") from None  # fmt: skip
+        raise SignatureError(
+            f"entry {entry_id} is not signed, and a trusted key is configured",
+            entry_id=entry_id,
+            hint="precompile with --sign-key",
+        ) from None
     except (ValueError, KeyError, TypeError, OSError):
         raise SignatureError(f"entry {entry_id} has an unreadable signature", entry_id=entry_id) from None
     if algorithm != key.algorithm or key_id != key.key_id:
@@ -92,8 +97,9 @@ def verify(entry: Path, manifest_bytes: bytes, key: Key) -> None:
             entry_id=entry_id,
         )
     if not _valid(manifest_bytes, str(signature), key):
-        raise SignatureError(f"entry {entry_id}: signature does not match the manifest (changed after signing)",
-                             entry_id=entry_id)  # fmt: skip
+        raise SignatureError(
+            f"entry {entry_id}: signature does not match the manifest (changed after signing)", entry_id=entry_id
+        )
 
 
 def _valid(manifest_bytes: bytes, signature: str, key: Key) -> bool:

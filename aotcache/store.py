@@ -65,8 +65,10 @@ class CacheRoot:
     def ensure_writable(self) -> None:
         """Create the layout; raise CacheDirError naming the problem if we cannot."""
         if self.path.exists() and not self.path.is_dir():
-            raise CacheDirError(f"cache dir {self.path} is a file, not a directory",
-                                hint="pass --cache-dir (or AOTCACHE_DIR) naming a directory")  # fmt: skip
+            raise CacheDirError(
+                f"cache dir {self.path} is a file, not a directory",
+                hint="pass --cache-dir (or AOTCACHE_DIR) naming a directory",
+            )
         try:
             for folder in (self.path, self.entries, self.staging, self.locks, self.trash, self.usage):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,7 @@ class CacheRoot:
         path.mkdir(parents=True)
         return path
 
-    def lock(self, entry_id: str, timeout: float = -1):  # noqa: ANN201 - filelock's type
+    def lock(self, entry_id: str, timeout: float = -1):
         from filelock import FileLock
 
         return FileLock(str(self.locks / f"{entry_id}.lock"), timeout=timeout)

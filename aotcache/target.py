@@ -72,8 +72,10 @@ def _import_module(name: str, target: str) -> Any:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
-            raise TargetError(f"cannot import {name!r} from TARGET {target!r}: {exc}",
-                              hint="check the module path, or run from the project root") from exc  # fmt: skip
+            raise TargetError(
+                f"cannot import {name!r} from TARGET {target!r}: {exc}",
+                hint="check the module path, or run from the project root",
+            ) from exc
         raise TargetError(f"importing {name!r} failed: {exc}", hint="install what the module needs") from exc
     except Exception as exc:
         raise TargetError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from exc
@@ -105,8 +107,10 @@ def as_spec(value: Any, *, origin: str = "model") -> ModelSpec:
         try:
             made = value()
         except TypeError as exc:
-            raise TargetError(f"{origin} must be callable without arguments: {exc}",
-                              hint="export a ModelSpec or a no-argument factory") from exc  # fmt: skip
+            raise TargetError(
+                f"{origin} must be callable without arguments: {exc}",
+                hint="export a ModelSpec or a no-argument factory",
+            ) from exc
         if isinstance(made, ModelSpec):
             return made
         if isinstance(made, torch.nn.Module):

@@ -52,14 +52,16 @@ def read_manifest(path: Path) -> tuple[Manifest, bytes]:
     except FileNotFoundError:
         if not path.exists():
             raise EntryNotFound(f"entry {path.name} does not exist", entry_id=path.name) from None
-        raise CorruptEntry(f"entry {path.name} has no manifest", entry_id=path.name,
-                           hint="run `aotcache clear --broken`") from None  # fmt: skip
+        raise CorruptEntry(
+            f"entry {path.name} has no manifest", entry_id=path.name, hint="run `aotcache clear --broken`"
+        ) from None
     manifest = manifest_mod.parse(raw, path.name)
     if manifest.entry_id != path.name:
         raise CorruptEntry(
-            f"entry {path.name} holds the manifest of entry {manifest.entry_id}", entry_id=path.name,
+            f"entry {path.name} holds the manifest of entry {manifest.entry_id}",
+            entry_id=path.name,
             hint="run `aotcache clear --broken`",
-        )  # fmt: skip
+        )
     return manifest, raw
 
 
@@ -153,24 +155,30 @@ def open_entry(
     diffs = file_problems(path, manifest, blobs)
     if diffs:
         raise CorruptEntry(
-            f"entry {entry_id} is corrupt", differences=diffs, entry_id=entry_id,
+            f"entry {entry_id} is corrupt",
+            differences=diffs,
+            entry_id=entry_id,
             hint="run `aotcache clear --broken` and precompile again",
-        )  # fmt: skip
+        )
     if check_env:
         diffs = environment_problems(manifest)
         if diffs:
             raise IncompatibleEnvironment(
-                f"entry {entry_id} was built for another environment", differences=diffs, entry_id=entry_id,
+                f"entry {entry_id} was built for another environment",
+                differences=diffs,
+                entry_id=entry_id,
                 hint="precompile on a host with the same software, or use an entry built for this one",
-            )  # fmt: skip
+            )
         check_cpu_compatible(manifest.recorded, entry_id)
     if check_sources:
         diffs = source_problems(manifest)
         if diffs:
             raise StaleEntry(
-                f"entry {entry_id} is stale: traced source files changed", differences=diffs, entry_id=entry_id,
+                f"entry {entry_id} is stale: traced source files changed",
+                differences=diffs,
+                entry_id=entry_id,
                 hint="precompile again",
-            )  # fmt: skip
+            )
     return OpenedEntry(path, manifest, blobs)
 
 

@@ -55,16 +55,19 @@ def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False
             continue
         problem = by_check.get(name)
         if manifest is None and name != "manifest":
-            checks.append({"check": name, "ok": False, "status": "skipped", "message": "manifest unreadable",
-                           "differences": []})  # fmt: skip
+            checks.append(
+                {"check": name, "ok": False, "status": "skipped", "message": "manifest unreadable", "differences": []}
+            )
             continue
-        checks.append({
-            "check": name,
-            "ok": problem is None,
-            "status": "ok" if problem is None else problem.status,
-            "message": "ok" if problem is None else problem.message,
-            "differences": [] if problem is None else _differences(problem),
-        })  # fmt: skip
+        checks.append(
+            {
+                "check": name,
+                "ok": problem is None,
+                "status": "ok" if problem is None else problem.status,
+                "message": "ok" if problem is None else problem.message,
+                "differences": [] if problem is None else _differences(problem),
+            }
+        )
     warnings = _warnings(path, manifest, verify_signature is not None) if manifest else []
     ok = all(c["ok"] for c in checks) and not (strict and warnings)
     return {
@@ -112,13 +115,15 @@ def verify_target(
         "model": type(model).__qualname__,
         "target": None,
         "config": config.to_dict(),
-        "checks": [{
-            "check": "lookup",
-            "ok": False,
-            "status": CacheMiss.reason,
-            "message": message + (f"; nearest entry {near.entry_id} differs" if near else ""),
-            "differences": [{"name": d.name, "old": d.old, "new": d.new} for d in differences],
-        }],  # fmt: skip
+        "checks": [
+            {
+                "check": "lookup",
+                "ok": False,
+                "status": CacheMiss.reason,
+                "message": message + (f"; nearest entry {near.entry_id} differs" if near else ""),
+                "differences": [{"name": d.name, "old": d.old, "new": d.new} for d in differences],
+            }
+        ],
         "warnings": [],
         "strict": strict,
         "ok": False,

@@ -103,7 +103,15 @@ def fx_module_source(graph: torch.fx.GraphModule) -> str:
     from torch.fx.graph_module import _format_import_block
     from torch.package import sys_importer
 
-    code = graph.graph.python_code(root_module="self")
+    # Type annotations add nothing at run time and may be unimportable strings.
+    annotated = [(node, node.type) for node in graph.graph.nodes if node.type is not None]
+    for node, _ in annotated:
+        node.type = None
+    try:
+        code = graph.graph.python_code(root_module="self")
+    finally:
+        for node, annotation in annotated:
+            node.type = annotation
     imports = _format_import_block(code.globals, sys_importer)
     return f"{imports}\n{code.src.strip()}\n"
 
@@ -174,7 +182,9 @@ def compiler_identity() -> str:
     compiler = get_cpp_compiler()
     path = shutil.which(compiler) or compiler
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, env={**os.environ, "LC_ALL": "C"})
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, env={**os.environ, "LC_ALL": "C"}
+        )
         first = (out.stdout or out.stderr).splitlines()[0].strip()
     except (OSError, IndexError, subprocess.SubprocessError):
         first = "unknown"

@@ -66,7 +66,9 @@ def _rewrite_import(node: ast.ImportFrom) -> None:
     allowed = inductor_runtime.REPLACED_IMPORTS[node.module or ""]
     for alias in node.names:
         if alias.name not in allowed:
-            raise UnsupportedWrapper(f"generated code imports {alias.name} from {node.module}, which aotcache cannot provide")
+            raise UnsupportedWrapper(
+                f"generated code imports {alias.name} from {node.module}, which aotcache cannot provide"
+            )
     node.module = RUNTIME_MODULE
 
 
@@ -110,7 +112,9 @@ def _extern_kernels(tree: ast.Module) -> list[str]:
         {
             node.attr
             for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "extern_kernels"
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "extern_kernels"
         }
     )
     for name in names:

@@ -162,8 +162,10 @@ def precompile(
                 path = root.publish(staging, entry_id)
         except OSError as exc:
             if is_disk_full(exc):
-                raise CacheDirError(f"cache dir {root.path} is full: {exc.strerror}",
-                                    hint="free space or run `aotcache clear --max-size`") from exc  # fmt: skip
+                raise CacheDirError(
+                    f"cache dir {root.path} is full: {exc.strerror}",
+                    hint="free space or run `aotcache clear --max-size`",
+                ) from exc
             raise CacheDirError(f"writing to cache dir {root.path} failed: {exc}") from exc
     counters.entries_saved += 1
     seconds["total"] = time.perf_counter() - started
@@ -359,7 +361,13 @@ def _compile_all(
         for piece_digest, result in done[unit].items():
             name = _store_artifact(result, files, artifacts)
             names[piece_digest] = name
-        unit_records.append({"range": [unit.start, unit.end], "artifacts": names, "added_for_guards": unit.start in added and unit.is_single_size()})
+        unit_records.append(
+            {
+                "range": [unit.start, unit.end],
+                "artifacts": names,
+                "added_for_guards": unit.start in added and unit.is_single_size(),
+            }
+        )
 
     _self_check(split, done, artifacts, files, inputs_of)
     return unit_records, artifacts, added
@@ -405,7 +413,9 @@ def _self_check(
     by_digest = {p.digest: p for p in split.unique_pieces()}
     loaded: dict[str, Any] = {}
     for unit, results in done.items():
-        sizes = [unit.start] if unit.is_single_size() else sorted({s for s in (unit.start, unit.end) if s not in singles})
+        sizes = (
+            [unit.start] if unit.is_single_size() else sorted({s for s in (unit.start, unit.end) if s not in singles})
+        )
         for piece_digest, result in results.items():
             name = hashlib.sha256(result.native.wrapper.encode()).hexdigest()
             if name not in loaded:
@@ -430,4 +440,3 @@ def _compare(ours: Any, theirs: Any, piece: str, unit: Range, size: int) -> None
             f"self-check failed: the stored artifact of {piece} ({_unit_label(unit)}) differs from Inductor's "
             f"result at size {size}: {str(exc).splitlines()[0]}"
         ) from None
-

@@ -33,18 +33,25 @@ app = typer.Typer(
 
 CacheDir = Annotated[
     Path | None,
-    typer.Option("--cache-dir", envvar="AOTCACHE_DIR", help="Cache directory [default: the user cache dir].",
-                 show_default=False),
-]  # fmt: skip
+    typer.Option(
+        "--cache-dir", envvar="AOTCACHE_DIR", help="Cache directory [default: the user cache dir].", show_default=False
+    ),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (documented in the README).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json output).")]
-Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging; -vv for debug. Shows tracebacks.")]
+Verbose = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="More logging; -vv for debug. Shows tracebacks.")
+]
 
 
-def _config(spec_config: dict[str, Any], config_file: Path | None, json_text: str | None, overrides: dict[str, Any]) -> Any:
+def _config(
+    spec_config: dict[str, Any], config_file: Path | None, json_text: str | None, overrides: dict[str, Any]
+) -> Any:
     from aotcache.config import load_config
 
-    return load_config(base=spec_config, pyproject=True, config_file=config_file, json_text=json_text, overrides=overrides)
+    return load_config(
+        base=spec_config, pyproject=True, config_file=config_file, json_text=json_text, overrides=overrides
+    )
 
 
 def _spec(target: str) -> Any:
@@ -57,16 +64,26 @@ def _spec(target: str) -> Any:
 @app.command(
     epilog="Examples:\n\n"
     "    aotcache precompile examples/tiny_llama.py:spec\n\n"
-    "    aotcache precompile mypkg.model:spec --compile-sizes 1,2,4,8 --split-points 512 --max-num-batched-tokens 8192\n\n"
-    "    aotcache precompile mypkg.model:spec --compilation-config '{\"backend\": \"eager\"}' --json",
+    "    aotcache precompile mypkg.model:spec --compile-sizes 1,2,4,8 --split-points 512\n\n"
+    '    aotcache precompile mypkg.model:spec --compilation-config \'{"backend": "eager"}\' --json',
 )
 @handle_errors
 def precompile(
-    target: Annotated[str, typer.Argument(help="package.module:attr or path/to/file.py:attr (a ModelSpec, model class, "
-                                          "factory or model; see README).", show_default=False)],  # fmt: skip
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="package.module:attr or path/to/file.py:attr (a ModelSpec, model class, "
+            "factory or model; see README).",
+            show_default=False,
+        ),
+    ],
     config: Annotated[Path | None, typer.Option("--config", help="TOML file of config fields.")] = None,
-    compilation_config: Annotated[str | None, typer.Option("--compilation-config", "-O",
-                                  help="JSON object of config fields (as vLLM's --compilation-config).")] = None,  # fmt: skip
+    compilation_config: Annotated[
+        str | None,
+        typer.Option(
+            "--compilation-config", "-O", help="JSON object of config fields (as vLLM's --compilation-config)."
+        ),
+    ] = None,
     compile_sizes: Annotated[str | None, typer.Option(help="Concrete sizes to compile, e.g. 1,2,4,8.")] = None,
     split_points: Annotated[str | None, typer.Option(help="compile_ranges_split_points, e.g. 16,32.")] = None,
     max_num_batched_tokens: Annotated[int | None, typer.Option(help="Largest size served.")] = None,
@@ -74,7 +91,9 @@ def precompile(
     backend: Annotated[str | None, typer.Option(help="inductor or eager.")] = None,
     cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Compile even if a valid entry exists.")] = False,
-    sign_key: Annotated[Path | None, typer.Option("--sign-key", help="Sign the entry (Ed25519 PEM or HMAC secret).")] = None,
+    sign_key: Annotated[
+        Path | None, typer.Option("--sign-key", help="Sign the entry (Ed25519 PEM or HMAC secret).")
+    ] = None,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -93,12 +112,22 @@ def precompile(
     if spec.example_inputs is None:
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
     from aotcache.backend.precompile import precompile as run
+
     from aotcache.counters import counters
 
     model = spec.build_model()
     with render.PrecompileProgress(enabled=not (json_out or quiet)) as progress:
-        result = run(model, resolved, spec.example_inputs, dynamic_arg_dims=spec.dynamic_arg_dims,
-                     cache_dir=cache_dir, force=force, sign_key=sign_key, progress=progress, origin=target)  # fmt: skip
+        result = run(
+            model,
+            resolved,
+            spec.example_inputs,
+            dynamic_arg_dims=spec.dynamic_arg_dims,
+            cache_dir=cache_dir,
+            force=force,
+            sign_key=sign_key,
+            progress=progress,
+            origin=target,
+        )
     summary = {"schema": "aotcache.precompile/1", **result.summary}
     if verbose:
         summary["counters"] = counters.snapshot()
@@ -115,11 +144,14 @@ def precompile(
 )
 @handle_errors
 def inspect_cache(
-    key: Annotated[str | None, typer.Argument(help="An entry key (or unique prefix) to show in detail.",
-                                              show_default=False)] = None,  # fmt: skip
+    key: Annotated[
+        str | None, typer.Argument(help="An entry key (or unique prefix) to show in detail.", show_default=False)
+    ] = None,
     cache_dir: CacheDir = None,
     sort: Annotated[str, typer.Option(help="Order rows by size, created or used.")] = "created",
-    filter_text: Annotated[str | None, typer.Option("--filter", help="Only rows whose key, model or status contain this.")] = None,
+    filter_text: Annotated[
+        str | None, typer.Option("--filter", help="Only rows whose key, model or status contain this.")
+    ] = None,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -149,31 +181,41 @@ def inspect_cache(
     else:
         reports.sort(key=lambda r: r.sort_time(sort), reverse=True)
     if json_out:
-        out.emit_json({
-            "schema": "aotcache.inspect-cache/1",
-            "cache_dir": str(root.path),
-            "entries": [r.to_json() for r in reports],
-            "total_bytes": sum(r.bytes for r in reports),
-        })  # fmt: skip
+        out.emit_json(
+            {
+                "schema": "aotcache.inspect-cache/1",
+                "cache_dir": str(root.path),
+                "entries": [r.to_json() for r in reports],
+                "total_bytes": sum(r.bytes for r in reports),
+            }
+        )
     else:
         render.cache_table(out, root, reports)
 
 
 @app.command(
-    epilog="Examples:\n\n    aotcache verify examples/tiny_llama.py:spec --run\n\n    aotcache verify d7d511ad --strict --json\n\n"
+    epilog="Examples:\n\n    aotcache verify examples/tiny_llama.py:spec --run\n\n"
+    "    aotcache verify d7d511ad --strict --json\n\n"
     "    AOTCACHE_TRUSTED_KEY=release.pub aotcache verify mypkg.model:spec",
 )
 @handle_errors
 def verify(
-    target_or_key: Annotated[str, typer.Argument(metavar="TARGET|KEY", help="A TARGET (with a colon) or an entry key.",
-                                                 show_default=False)],  # fmt: skip
+    target_or_key: Annotated[
+        str, typer.Argument(metavar="TARGET|KEY", help="A TARGET (with a colon) or an entry key.", show_default=False)
+    ],
     cache_dir: CacheDir = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Also fail on warnings (unsigned entry, other thread count).")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Also fail on warnings (unsigned entry, other thread count).")
+    ] = False,
     run_check: Annotated[bool, typer.Option("--run", help="Load in a fresh process and compare with eager.")] = False,
-    trusted_key: Annotated[Path | None, typer.Option("--trusted-key", envvar="AOTCACHE_TRUSTED_KEY",
-                                                     help="Require a valid signature by this key.")] = None,  # fmt: skip
+    trusted_key: Annotated[
+        Path | None,
+        typer.Option("--trusted-key", envvar="AOTCACHE_TRUSTED_KEY", help="Require a valid signature by this key."),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML file of config fields (for a TARGET).")] = None,
-    compilation_config: Annotated[str | None, typer.Option("--compilation-config", "-O", help="JSON config fields (for a TARGET).")] = None,
+    compilation_config: Annotated[
+        str | None, typer.Option("--compilation-config", "-O", help="JSON config fields (for a TARGET).")
+    ] = None,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -198,8 +240,10 @@ def verify(
         target = report.get("target")
     if run_check and report.get("entry"):
         if not target:
-            raise TargetError("--run needs a TARGET: this entry does not record the one it was built from",
-                              hint="pass the TARGET instead of the key")  # fmt: skip
+            raise TargetError(
+                "--run needs a TARGET: this entry does not record the one it was built from",
+                hint="pass the TARGET instead of the key",
+            )
         with render.status(out, "loading the entry in a fresh process and comparing with eager"):
             report["run"] = _run_in_fresh_process(target, root.path, report)
         report["ok"] = report["ok"] and report["run"].get("ok", False)
@@ -212,8 +256,18 @@ def verify(
 
 
 def _run_in_fresh_process(target: str, cache_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, "-m", "aotcache.checkrun", target, "--cache-dir", str(cache_dir),
-               "--config-json", json.dumps(report["config"]), "--entry", report["entry"]]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "aotcache.checkrun",
+        target,
+        "--cache-dir",
+        str(cache_dir),
+        "--config-json",
+        json.dumps(report["config"]),
+        "--entry",
+        report["entry"],
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -232,13 +286,17 @@ def _run_in_fresh_process(target: str, cache_dir: Path, report: dict[str, Any]) 
 )
 @handle_errors
 def clear(
-    keys: Annotated[list[str] | None, typer.Argument(metavar="[KEY]...", help="Entry keys (or unique prefixes).",
-                                                     show_default=False)] = None,  # fmt: skip
+    keys: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[KEY]...", help="Entry keys (or unique prefixes).", show_default=False),
+    ] = None,
     all_entries: Annotated[bool, typer.Option("--all", help="Every entry and leftover.")] = False,
     stale: Annotated[bool, typer.Option("--stale", help="Entries whose traced sources changed.")] = False,
     broken: Annotated[bool, typer.Option("--broken", help="Corrupt entries and unfinished builds.")] = False,
     older_than: Annotated[str | None, typer.Option(help="Entries not used for this long, e.g. 30d, 12h.")] = None,
-    max_size: Annotated[str | None, typer.Option(help="Evict least recently used entries down to this size, e.g. 5GB.")] = None,
+    max_size: Annotated[
+        str | None, typer.Option(help="Evict least recently used entries down to this size, e.g. 5GB.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
     cache_dir: CacheDir = None,

@@ -19,8 +19,16 @@ from aotcache.errors import EXIT_CHECK_FAILED, AotCacheError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _console(stderr: bool) -> Console:
+    """Wide when not a terminal (CI logs, pipes), so tables are never cut to 80 columns."""
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal else 200
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+stdout = _console(False)
+stderr = _console(True)
 
 
 class Output:
@@ -72,7 +80,9 @@ def handle_errors(command: F) -> F:
         except Exception as exc:
             if verbose:
                 traceback.print_exc()
-            raise fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_CHECK_FAILED, "run with -v for the traceback") from None
+            raise fail(
+                f"unexpected {type(exc).__name__}: {exc}", EXIT_CHECK_FAILED, "run with -v for the traceback"
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -107,15 +107,20 @@ def precompile_summary(out: Output, summary: dict[str, Any]) -> None:
     seconds = summary["seconds"]
     if summary["hit"]:
         after = seconds.get("total", 0.0) - seconds.get("trace", 0.0)
-        out.print(f"[green]✓[/] cache hit: entry [bold]{summary['entry']}[/] is up to date and verified "
-                  f"({after:.2f} s after a {seconds.get('trace', 0.0):.2f} s trace); nothing compiled")  # fmt: skip
+        out.print(
+            f"[green]✓[/] cache hit: entry [bold]{summary['entry']}[/] is up to date and verified "
+            f"({after:.2f} s after a {seconds.get('trace', 0.0):.2f} s trace); nothing compiled"
+        )
         out.print(f"  path   {summary['path']}")
         return
     out.print(f"[green]✓[/] compiled entry [bold]{summary['entry']}[/] ({summary['model']})")
     table = Table.grid(padding=(0, 2))
     table.add_row("  pieces", f"{summary['pieces_unique']} unique / {summary['pieces_total']} total")
-    table.add_row("  units", f"{summary['units_compiled']} compiled ({summary['units']} sizes/ranges × "
-                  f"{summary['pieces_unique']} unique pieces)")  # fmt: skip
+    table.add_row(
+        "  units",
+        f"{summary['units_compiled']} compiled ({summary['units']} sizes/ranges × "
+        f"{summary['pieces_unique']} unique pieces)",
+    )
     table.add_row("  artifacts", f"{summary['artifacts']} ({human_bytes(summary['bytes'])} on disk)")
     if summary.get("added_sizes"):
         table.add_row("  added", f"sizes {summary['added_sizes']} compiled apart (outside the range artifacts' guards)")
@@ -132,14 +137,28 @@ def cache_table(out: Output, root: Any, reports: list[Any]) -> None:
         out.print(f"no entries in {root.path}")
         return
     table = Table(title=f"aotcache entries in {root.path}", title_justify="left", header_style="bold")
-    for column in ("KEY", "MODEL", "MODE", "SIZES / RANGES", "ARTIFACTS", "SIZE ON DISK", "CREATED", "LAST USED", "STATUS"):
-        table.add_column(column, justify="right" if column in ("ARTIFACTS", "SIZE ON DISK") else "left")
+    for column in (
+        "KEY",
+        "MODEL",
+        "MODE",
+        "SIZES / RANGES",
+        "ARTIFACTS",
+        "SIZE ON DISK",
+        "CREATED",
+        "LAST USED",
+        "STATUS",
+    ):
+        table.add_column(
+            column,
+            justify="right" if column in ("ARTIFACTS", "SIZE ON DISK") else "left",
+            no_wrap=column in ("KEY", "STATUS", "SIZE ON DISK"),
+        )
     for r in reports:
         mode = r.manifest.config.get("mode", "-") if r.manifest else "-"
         backend = r.manifest.config.get("backend") if r.manifest else None
         style = STATUS_STYLE.get(r.status, "")
         table.add_row(
-            r.entry_id[:16],
+            r.entry_id[:23],
             r.model,
             f"{mode}/{backend}" if backend else mode,
             _sizes(r),
@@ -152,9 +171,12 @@ def cache_table(out: Output, root: Any, reports: list[Any]) -> None:
     out.print(table)
     complete = [r for r in reports if r.manifest is not None]
     leftover = [r for r in reports if r.manifest is None]
-    line = f"{len(complete)} entries, {human_bytes(sum(r.bytes for r in complete))}"
+    noun = "entry" if len(complete) == 1 else "entries"
+    line = f"{len(complete)} {noun}, {human_bytes(sum(r.bytes for r in complete))}"
     if leftover:
-        line += f"; {len(leftover)} leftovers, {human_bytes(sum(r.bytes for r in leftover))} (`aotcache clear --broken`)"
+        line += (
+            f"; {len(leftover)} leftovers, {human_bytes(sum(r.bytes for r in leftover))} (`aotcache clear --broken`)"
+        )
     out.print(line)
     problems = [r for r in reports if r.problems]
     for r in problems:
@@ -214,12 +236,18 @@ def verify_report(out: Output, report: dict[str, Any]) -> None:
         if run.get("error"):
             out.print(f"  [red]✗[/] run          {run['error']}")
         else:
-            out.print(f"  {'[green]✓[/]' if run['ok'] else '[red]✗[/]'} run          fresh process loaded it in "
-                      f"{run['load_seconds']:.3f} s; outputs vs eager (tolerance {run['tolerance']}):")  # fmt: skip
+            out.print(
+                f"  {'[green]✓[/]' if run['ok'] else '[red]✗[/]'} run          fresh process loaded it in "
+                f"{run['load_seconds']:.3f} s; outputs vs eager (tolerance {run['tolerance']}):"
+            )
             table = Table("SIZE", "UNIT", "MAX ABS DIFF", "", header_style="bold", box=None, padding=(0, 2))
             for r in run["results"]:
-                table.add_row(str(r["size"]), f"[{r['unit'][0]}, {r['unit'][1]}]", f"{r['max_abs_diff']:.2e}",
-                              "[green]ok[/]" if r["ok"] else "[red]FAIL[/]")  # fmt: skip
+                table.add_row(
+                    str(r["size"]),
+                    f"[{r['unit'][0]}, {r['unit'][1]}]",
+                    f"{r['max_abs_diff']:.2e}",
+                    "[green]ok[/]" if r["ok"] else "[red]FAIL[/]",
+                )
             out.print(table)
     verdict = "[green]PASS[/]" if report["ok"] else "[red]FAIL[/]"
     out.print(f"{verdict}{' (strict)' if report.get('strict') else ''}")
@@ -234,5 +262,6 @@ def clear_report(out: Output, report: Any) -> None:
     verb = "would remove" if report.dry_run else "removed"
     for r in report.removed:
         out.print(f"  {verb} {r.key[:32]:<32} {human_bytes(r.bytes):>9}  {r.reason}", markup=False)
-    freed = "would free" if report.dry_run else "freed"
-    out.print(f"{len(report.removed)} item(s) {verb}, {freed} {human_bytes(report.freed)}; {report.kept} entries kept")
+    freeing = "freeing" if report.dry_run else "freed"
+    kept = f"{report.kept} {'entry' if report.kept == 1 else 'entries'} kept"
+    out.print(f"{verb} {len(report.removed)} item(s), {freeing} {human_bytes(report.freed)}; {kept}")

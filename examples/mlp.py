@@ -1,6 +1,6 @@
 """A model with no splitting ops: the whole graph is a single compiled piece.
 
-    aotcache precompile examples/mlp.py:spec
+aotcache precompile examples/mlp.py:spec
 """
 
 from __future__ import annotations

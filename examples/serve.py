@@ -29,8 +29,10 @@ def main() -> int:
     assert loaded is not None
     first = loaded(*tiny_llama.example_inputs(5))
     ready = time.perf_counter() - started
-    print(f"loaded entry {loaded.entry_id} and ran it: {ready:.2f} s from process start "
-          f"(import torch included); output {tuple(first.shape)}")  # fmt: skip
+    print(
+        f"loaded entry {loaded.entry_id} and ran it: {ready:.2f} s from process start "
+        f"(import torch included); output {tuple(first.shape)}"
+    )
     worst = 0.0
     for size in (1, 2, 3, 4, 8, 12, 16, 17, 40, 64):
         inputs = tiny_llama.example_inputs(size)

@@ -19,7 +19,9 @@ HEADS = 4
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Causal attention over the token dimension; q, k, v are [tokens, heads, head_dim]."""
-    out = nn.functional.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True)
+    out = nn.functional.scaled_dot_product_attention(
+        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True
+    )
     return out.transpose(0, 1).contiguous()
 
 
@@ -99,7 +101,9 @@ def build(layers: int = 2, seed: int = 0) -> TinyLlama:
     return TinyLlama(layers=layers).eval()
 
 
-spec = ModelSpec(model=lambda: build(2), example_inputs=example_inputs, config=CONFIG, dynamic_arg_dims={"input_ids": 0})
+spec = ModelSpec(
+    model=lambda: build(2), example_inputs=example_inputs, config=CONFIG, dynamic_arg_dims={"input_ids": 0}
+)
 spec_8_layers = ModelSpec(
     model=lambda: build(8), example_inputs=example_inputs, config=CONFIG, dynamic_arg_dims={"input_ids": 0}
 )

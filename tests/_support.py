@@ -31,7 +31,9 @@ def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_python(code: str, *, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, *, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run code in a fresh interpreter from the repository root."""
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -47,8 +49,9 @@ def run_python(code: str, *, env: dict[str, str] | None = None, timeout: float =
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the installed `aotcache` console script as a real subprocess."""
     exe = Path(sys.executable).with_name("aotcache")
-    return subprocess.run([str(exe), *args], cwd=REPO, env=python_env(env), capture_output=True, text=True,
-                          timeout=timeout, check=False)  # fmt: skip
+    return subprocess.run(
+        [str(exe), *args], cwd=REPO, env=python_env(env), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def last_json(text: str) -> Any:
@@ -74,5 +77,6 @@ try:
 except aotcache.DispatchError as exc:
     error = str(exc)
 compile_side = sorted(m for m in sys.modules if m.startswith(("torch._inductor", "torch._dynamo", "aotcache.backend")))
-print(json.dumps({{"entry": loaded.entry_id, "results": results, "dispatch_error": error, "compile_side": compile_side}}))
+report = {{"entry": loaded.entry_id, "results": results, "dispatch_error": error, "compile_side": compile_side}}
+print(json.dumps(report))
 """

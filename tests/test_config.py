@@ -151,12 +151,17 @@ def test_hash_ignores_non_graph_fields_and_tracks_graph_fields() -> None:
     base = CompilationConfig(compile_sizes=[1, 2], max_num_batched_tokens=64)
     same = base.replace(cache_dir="/elsewhere", debug_dump_path="/tmp/dump", cudagraph_num_of_warmups=3)
     assert base.compute_hash() == same.compute_hash()
-    for change in ({"compile_sizes": [1, 4]}, {"max_num_batched_tokens": 128}, {"backend": "eager"},
-                   {"splitting_ops": ["a::b"]}, {"inductor_compile_config": {"max_autotune": True}}):  # fmt: skip
+    for change in (
+        {"compile_sizes": [1, 4]},
+        {"max_num_batched_tokens": 128},
+        {"backend": "eager"},
+        {"splitting_ops": ["a::b"]},
+        {"inductor_compile_config": {"max_autotune": True}},
+    ):
         assert base.replace(**change).compute_hash() != base.compute_hash(), change
 
 
-def test_sources_merge_in_order(tmp_path) -> None:  # noqa: ANN001
+def test_sources_merge_in_order(tmp_path) -> None:
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[tool.aotcache]\ncompile_sizes = [1, 2]\nmax_num_batched_tokens = 64\nbackend = "eager"\n')
     toml = tmp_path / "aot.toml"
@@ -175,7 +180,7 @@ def test_sources_merge_in_order(tmp_path) -> None:  # noqa: ANN001
     assert config.splitting_ops == ["a::b"]  # base kept where nothing overrides
 
 
-def test_pyproject_discovery(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_pyproject_discovery(tmp_path, monkeypatch) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.aotcache]\nmax_num_batched_tokens = 99\n")
     nested = tmp_path / "a" / "b"
     nested.mkdir(parents=True)
@@ -191,7 +196,7 @@ def test_json_forms_and_errors() -> None:
         parse_json("[1, 2]")
 
 
-def test_bad_toml_is_a_config_error(tmp_path) -> None:  # noqa: ANN001
+def test_bad_toml_is_a_config_error(tmp_path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("compile_sizes = [1,\n")
     with pytest.raises(ConfigError, match="valid TOML"):
@@ -201,6 +206,11 @@ def test_bad_toml_is_a_config_error(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_round_trip_through_dict() -> None:
-    config = CompilationConfig(compile_sizes=[1, 2], compile_ranges_split_points=[8], max_num_batched_tokens=32,
-                               splitting_ops=["x::y"], cudagraph_mode="FULL_DECODE_ONLY")  # fmt: skip
+    config = CompilationConfig(
+        compile_sizes=[1, 2],
+        compile_ranges_split_points=[8],
+        max_num_batched_tokens=32,
+        splitting_ops=["x::y"],
+        cudagraph_mode="FULL_DECODE_ONLY",
+    )
     assert from_dict(config.to_dict()) == config

@@ -27,17 +27,31 @@ def test_key_is_a_list_of_named_factors() -> None:
     factors = lookup_factors(from_dict(TINY_CONFIG), tiny_llama.build(2))
     names = [f.name for f in factors]
     assert len(names) == len(set(names))
-    for expected in ("aotcache.format", "config.compile_sizes", "config.splitting_ops", "model.class",
-                     "model.parameters", "torch.version", "torch.git_version", "python.version", "platform.machine",
-                     "cpu.capability", "torch.default_dtype", "torch.deterministic", "torch.matmul_precision"):  # fmt: skip
+    for expected in (
+        "aotcache.format",
+        "config.compile_sizes",
+        "config.splitting_ops",
+        "model.class",
+        "model.parameters",
+        "torch.version",
+        "torch.git_version",
+        "python.version",
+        "platform.machine",
+        "cpu.capability",
+        "torch.default_dtype",
+        "torch.deterministic",
+        "torch.matmul_precision",
+    ):
         assert expected in names
     assert "config.cache_dir" not in names and "config.debug_dump_path" not in names
 
 
-def test_same_inputs_same_key_across_processes(tmp_path) -> None:  # noqa: ANN001
+def test_same_inputs_same_key_across_processes(tmp_path) -> None:
     here = hash_factors(lookup_factors(from_dict(TINY_CONFIG), tiny_llama.build(2)))
     # Another process, another HOME and cache location: the key must not change.
-    done = run_python(KEY_SNIPPET.format(config=TINY_CONFIG), env={"HOME": str(tmp_path), "AOTCACHE_DIR": str(tmp_path)})
+    done = run_python(
+        KEY_SNIPPET.format(config=TINY_CONFIG), env={"HOME": str(tmp_path), "AOTCACHE_DIR": str(tmp_path)}
+    )
     assert done.returncode == 0, done.stderr
     assert last_json(done.stdout)["hash"] == here
 
@@ -84,14 +98,14 @@ def test_entry_id_combines_lookup_and_build() -> None:
 
 
 @pytest.mark.parametrize("var", ["HOME", "AOTCACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"])
-def test_per_host_paths_never_enter_the_key(var: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_per_host_paths_never_enter_the_key(var: str, tmp_path, monkeypatch) -> None:
     model = tiny_llama.build(2)
     before = hash_factors(lookup_factors(from_dict(TINY_CONFIG), model))
     monkeypatch.setenv(var, str(tmp_path / "elsewhere"))
     assert hash_factors(lookup_factors(from_dict(TINY_CONFIG), model)) == before
 
 
-def test_moved_cache_dir_still_hits(tiny_entry, tmp_path) -> None:  # noqa: ANN001
+def test_moved_cache_dir_still_hits(tiny_entry, tmp_path) -> None:
     moved = tmp_path / "moved-cache"
     shutil.copytree(tiny_entry.cache_dir, moved, symlinks=True)
     import aotcache

@@ -1,0 +1,115 @@
+"""Every torch internal aotcache relies on, checked against the installed torch.
+
+If a torch upgrade moves or changes one of these, this file fails first and says which;
+the fix belongs in aotcache/_torch_internals.py, aotcache/inductor_runtime.py or
+backend/_torch_compat.py, the only places that touch them."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import torch
+from aotcache.backend import _torch_compat as compat
+from aotcache.backend.native import export
+
+from aotcache import _torch_internals as internals
+from aotcache import inductor_runtime
+from aotcache.runtime import artifact_call
+
+
+def _small_graph() -> torch.fx.GraphModule:
+    def f(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (torch.relu(x @ w).sum(-1, keepdim=True) * x,)
+
+    return torch.fx.symbolic_trace(f)
+
+
+def test_kernel_loading_protocol() -> None:
+    from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+    assert CppPythonBindingsCodeCache.entry_function == internals.KERNEL_ENTRY_FUNCTION
+    assert internals.TENSOR_DATA_PTR_ENV in inspect.getsource(CppPythonBindingsCodeCache._load_library_inner)
+    assert internals.tensor_data_ptr_address() > 0
+
+
+def test_inductor_helpers_we_replace_still_exist_and_agree() -> None:
+    import importlib
+
+    for module, names in inductor_runtime.REPLACED_IMPORTS.items():
+        loaded = importlib.import_module(module)
+        for name in names:
+            assert hasattr(loaded, name), f"{module}.{name} is gone"
+    from torch._inductor.utils import ALIGN_BYTES
+
+    assert ALIGN_BYTES == inductor_runtime.ALIGN_BYTES
+    for nbytes in (0, 1, 63, 64, 65, 1000, 4096, 4097):
+        assert inductor_runtime._align(nbytes) == compat.inductor_align(nbytes)
+    for name in ("mm", "bmm", "addmm", "baddbmm", "convolution"):
+        assert getattr(inductor_runtime.extern_kernels, name) is compat.extern_kernel(name), name
+
+
+def test_standalone_compile_and_native_export_round_trip() -> None:
+    graph = _small_graph()
+    x, w = torch.randn(6, 8), torch.randn(8, 8)
+    with torch.no_grad():
+        artifact = compat.standalone_compile(graph, [x, w], "from_example_inputs", {})
+    info = compat.compiled_graph_info(artifact)
+    assert isinstance(info["source_code"], str) and "def call(" in info["source_code"]
+    assert info["mutated_inputs"] == [] and info["constants"] == [] and info["device_types"] == ["cpu"]
+    native = export(info["source_code"])
+    assert "torch._inductor" not in native.wrapper and native.kernels
+    for library in native.kernels.values():
+        assert os.path.isfile(library) and library.endswith(".so")
+    blobs = {"artifacts/w.py": native.wrapper.encode()}
+    kernels = {}
+    for digest, library in native.kernels.items():
+        blobs[f"kernels/{digest}.so"] = open(library, "rb").read()
+        kernels[digest] = f"kernels/{digest}.so"
+    call = artifact_call(blobs, {"wrapper": "artifacts/w.py", "kernels": kernels}, "test")
+    with torch.no_grad():
+        (ours,) = call([x, w])
+        (theirs,) = artifact(x, w)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_dynamo_and_fx_hooks() -> None:
+    files: set[str] = set()
+    seen: list[list[str]] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        seen.append(compat.traced_code_files())
+        return gm.forward
+
+    def helper(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    def top(x: torch.Tensor) -> torch.Tensor:
+        return helper(x) + 1
+
+    with compat.recording_inlined_files(files):
+        torch.compile(top, backend=backend, fullgraph=True)(torch.randn(3))
+    assert __file__ in files and seen and __file__ in seen[0]
+    compat.forget_compiled_code(top)
+    source = compat.fx_module_source(_small_graph())
+    namespace: dict = {}
+    exec(compile(source, "<fx>", "exec"), namespace)
+    assert callable(namespace["forward"])
+
+
+def test_op_names_and_splitting_op_files() -> None:
+    from examples import tiny_llama
+
+    packet = torch.ops.tinyllama.attention
+    assert compat.op_qualname(packet) == "tinyllama::attention"
+    assert compat.op_qualname(packet.default) == "tinyllama::attention"
+    assert compat.op_qualname(torch.relu) is None
+    assert tiny_llama.__file__ in compat.splitting_op_files(["tinyllama::attention"])
+
+
+def test_build_host_probes() -> None:
+    isa = compat.vec_isa()
+    assert set(isa) == {"vec_isa", "vec_isa_flags", "march"}
+    assert compat.compiler_identity().split(":")[0] in ("g++", "c++", "gcc", "clang++", "cc")
+    assert len(compat.torch_key()) == 64
+    assert len(compat.inductor_config_digest()) == 16
