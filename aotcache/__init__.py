@@ -30,6 +30,7 @@ from .errors import (
 )
 from .loader import LoadedModel, load
 from .modes import CompilationMode, CUDAGraphMode
+from .target import ModelSpec
 
 if TYPE_CHECKING:
     from .backend.precompile import PrecompileResult
@@ -60,6 +61,7 @@ __all__ = [
     "EntryNotFound",
     "IncompatibleEnvironment",
     "LoadedModel",
+    "ModelSpec",
     "Range",
     "SignatureError",
     "StaleEntry",

@@ -32,11 +32,23 @@ def check_sizes(units: list[list[int]]) -> list[int]:
     return sorted(sizes)
 
 
+PROGRESS_PREFIX = "AOTCACHE_PROGRESS"
+
+
+def report_progress(done: int, total: int, label: str) -> None:
+    """A line on stderr that `aotcache verify --run` turns into its progress bar."""
+    print(f"{PROGRESS_PREFIX} {done} {total} {label}", file=sys.stderr, flush=True)
+
+
 def run(target: str, cache_dir: str | None, config: dict[str, Any], entry: str | None) -> dict[str, Any]:
     spec = as_spec(import_target(target), origin=target)
     model = spec.build_model().eval()
+    resolved = from_dict(config)
+    capture = torch.cuda.is_available() and resolved.cudagraph_mode.name != "NONE"
     started = time.perf_counter()
-    loaded = load(model, from_dict(config), cache_dir=cache_dir, strict=True)
+    loaded = load(
+        model, resolved, cache_dir=cache_dir, strict=True, capture_cudagraphs=capture, progress=report_progress
+    )
     assert loaded is not None
     load_seconds = time.perf_counter() - started
     if entry and not loaded.entry_id.startswith(entry):
@@ -57,6 +69,7 @@ def run(target: str, cache_dir: str | None, config: dict[str, Any], entry: str |
         )
     return {
         "entry": loaded.entry_id,
+        "cudagraphs": capture,
         "load_seconds": round(load_seconds, 4),
         "tolerance": TOLERANCE,
         "results": results,

@@ -60,6 +60,15 @@ class LoadedModel:
         self._arg_slots: list[tuple[int, str]] = []
         self._size_slots: list[int] = []
         self.rebind()
+        self._graphs: Any = None
+
+    def enable_cudagraphs(self) -> None:
+        """Dispatch calls to CUDA graphs as the entry's config says (no-op without CUDA)."""
+        from .cudagraph import GraphRunner
+
+        runner = GraphRunner.create(self)
+        if runner is not None:
+            self._graphs = runner
 
     def rebind(self) -> None:
         """Bind the model's current tensors (call after replacing a parameter object;
@@ -86,22 +95,52 @@ class LoadedModel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         arguments = self._bind(args, kwargs)
-        size_source = arguments.get(self.spec.size_arg)
-        if not isinstance(size_source, torch.Tensor):
+        size = self._size_of(arguments)
+        if self._graphs is not None:
+            return self._graphs.run(arguments, size, uniform_decode=False)
+        return self._finish(self._execute(arguments, size, self._dispatch(size)))
+
+    def run_batch(self, *args: Any, uniform_decode: bool = False, **kwargs: Any) -> Any:
+        """Call with the batch kind CUDA-graph dispatch needs: `uniform_decode=True` for a
+        batch of decode requests of uniform_decode_query_len tokens each."""
+        arguments = self._bind(args, kwargs)
+        size = self._size_of(arguments)
+        if self._graphs is not None:
+            return self._graphs.run(arguments, size, uniform_decode=uniform_decode)
+        return self._finish(self._execute(arguments, size, self._dispatch(size)))
+
+    def _size_of(self, arguments: dict[str, Any]) -> int:
+        source = arguments.get(self.spec.size_arg)
+        if not isinstance(source, torch.Tensor):
             raise DispatchError(f"argument {self.spec.size_arg!r} must be a tensor")
-        size = size_source.shape[self.spec.size_dim]
+        size = int(source.shape[self.spec.size_dim])
         self.spec.check(arguments, size)
-        variant = self._variants[self._dispatch(size)]
+        return size
+
+    def graph_values(self, arguments: dict[str, Any], size: int) -> list[Any]:
+        """The stitching graph's inputs for a call: bound tensors, arguments, the size."""
         values = list(self._template)
         for index, name in self._arg_slots:
             values[index] = arguments[name]
         for index in self._size_slots:
             values[index] = size
+        return values
+
+    def _execute(self, arguments: dict[str, Any], size: int, unit: int) -> Any:
         with torch.no_grad():
-            outputs = self._stitch(variant, *values)
+            return self._stitch(self._variants[unit], *self.graph_values(arguments, size))
+
+    def _finish(self, outputs: Any) -> Any:
         if self._output_spec is None:
             return outputs
         return torch.utils._pytree.tree_unflatten(list(outputs), self._output_spec)
+
+    def capture_cudagraphs(self, progress: Any = None) -> int:
+        """Capture every configured CUDA graph now (instead of on first use); returns how
+        many were captured. A no-op without CUDA or with cudagraph_mode NONE."""
+        if self._graphs is None:
+            return 0
+        return self._graphs.capture_all(progress)
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if len(args) > len(self._params):
@@ -211,12 +250,18 @@ def load(
     cache_dir: str | os.PathLike[str] | None = None,
     strict: bool | None = None,
     trusted_key: str | os.PathLike[str] | None = None,
+    capture_cudagraphs: bool = False,
+    progress: Any = None,
 ) -> LoadedModel | None:
     """Load the verified entry for `model` and `config`.
 
     On a miss (no entry, stale sources, corruption, another environment, bad signature)
     raise the typed error when strict (or AOTCACHE_FORCE_LOAD=1); otherwise log why
     and return None so that the caller may compile instead.
+
+    capture_cudagraphs=True dispatches calls to CUDA graphs per the config's
+    cudagraph_mode and captures every configured size right away (`progress(done,
+    total, label)` is told of each); without CUDA it logs once and runs without graphs.
     """
     config = as_config(config)
     strict = strict_from_env(strict)
@@ -234,5 +279,8 @@ def load(
         return None
     counters.entries_loaded += 1
     root.mark_used(loaded.entry_id)
+    if capture_cudagraphs:
+        loaded.enable_cudagraphs()
+        loaded.capture_cudagraphs(progress)
     log.info("aotcache: loaded entry %s from %s", loaded.entry_id, root.path)
     return loaded

@@ -50,6 +50,7 @@ class Manifest:
     artifacts: dict[str, dict[str, Any]]
     files: dict[str, FileRecord]
     stats: dict[str, Any] = field(default_factory=dict)
+    output_dims: list[list[int]] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -138,6 +139,7 @@ def parse(raw: bytes, entry_id: str | None = None) -> Manifest:
                 _safe_path(p): FileRecord(str(r["sha256"]), int(r["bytes"])) for p, r in _dict(body, "files").items()
             },
             stats=_dict(body, "stats"),
+            output_dims=_list(body, "output_dims"),
             format_version=version,
         )
         unlisted = [p for p in manifest.referenced_paths() if _safe_path(p) not in manifest.files]

@@ -47,6 +47,7 @@ class Capture:
     traced_files: set[str]
     seconds: float
     output_spec: str | None = None
+    output_dims: list[list[int]] | None = None  # per graph output, the dims of the dynamic size
 
 
 def capture(
@@ -105,7 +106,28 @@ def capture(
     inputs = _graph_inputs(graph, example_inputs, model, arguments)
     symbol = _dynamic_symbol(example_inputs, inputs)
     output_spec = _output_spec(graph, output)
-    return Capture(graph, inputs, example_inputs, symbol, input_spec, traced_files, seconds, output_spec)
+    return Capture(
+        graph,
+        inputs,
+        example_inputs,
+        symbol,
+        input_spec,
+        traced_files,
+        seconds,
+        output_spec,
+        _output_dims(graph, symbol),
+    )
+
+
+def _output_dims(graph: fx.GraphModule, symbol: Any) -> list[list[int]]:
+    node = next(n for n in reversed(graph.graph.nodes) if n.op == "output")
+    produced = node.args[0] if isinstance(node.args[0], (tuple, list)) else [node.args[0]]
+    dims = []
+    for item in produced:
+        value = item.meta.get("example_value") if isinstance(item, fx.Node) else None
+        shape = value.shape if isinstance(value, torch.Tensor) else ()
+        dims.append([i for i, d in enumerate(shape) if isinstance(d, torch.SymInt) and d.node.expr == symbol])
+    return dims
 
 
 def _output_spec(graph: fx.GraphModule, output: Any) -> str:

@@ -267,6 +267,7 @@ def _build(
         input_spec=captured.input_spec.to_json(),
         graph_inputs=[item.to_json() for item in captured.inputs],
         output_spec=captured.output_spec,
+        output_dims=captured.output_dims or [],
         sources=[s.to_json() for s in traced],
         stitch="graph.py",
         pieces=pieces,

@@ -244,8 +244,8 @@ def verify(
                 "--run needs a TARGET: this entry does not record the one it was built from",
                 hint="pass the TARGET instead of the key",
             )
-        with render.status(out, "loading the entry in a fresh process and comparing with eager"):
-            report["run"] = _run_in_fresh_process(target, root.path, report)
+        with render.RunProgress(enabled=not (json_out or quiet)) as progress:
+            report["run"] = _run_in_fresh_process(target, root.path, report, progress)
         report["ok"] = report["ok"] and report["run"].get("ok", False)
     report["schema"] = "aotcache.verify/1"
     if json_out:
@@ -255,7 +255,11 @@ def verify(
     raise typer.Exit(EXIT_OK if report["ok"] else EXIT_CHECK_FAILED)
 
 
-def _run_in_fresh_process(target: str, cache_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+def _run_in_fresh_process(target: str, cache_dir: Path, report: dict[str, Any], progress: Any) -> dict[str, Any]:
+    """Run aotcache.checkrun in a new interpreter; its progress lines (CUDA graph
+    capture) drive the progress bar, its last stdout line is the result."""
+    from aotcache.checkrun import PROGRESS_PREFIX
+
     command = [
         sys.executable,
         "-m",
@@ -270,12 +274,21 @@ def _run_in_fresh_process(target: str, cache_dir: Path, report: dict[str, Any]) 
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    lines = done.stdout.strip().splitlines()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    errors = []
+    assert process.stderr is not None and process.stdout is not None
+    for line in process.stderr:
+        if line.startswith(PROGRESS_PREFIX):
+            _, done, total, label = line.rstrip("\n").split(" ", 3)
+            progress.update(int(done), int(total), f"capturing CUDA graphs: {label}")
+        else:
+            errors.append(line.rstrip("\n"))
+    lines = process.stdout.read().strip().splitlines()
+    process.wait()
     try:
         result = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        result = {"ok": False, "error": (done.stderr.strip().splitlines() or ["the check process failed"])[-1]}
+        result = {"ok": False, "error": ([e for e in errors if e.strip()] or ["the check process failed"])[-1]}
     result["process_seconds"] = round(time.perf_counter() - started, 3)
     return result
 

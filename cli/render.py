@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,13 +66,33 @@ class PrecompileProgress:
             self._progress.update(self._task, advance=1, description=label)
 
 
-@contextlib.contextmanager
-def status(out: Output, message: str) -> Iterator[None]:
-    if out.json or out.quiet:
-        yield
-        return
-    with stderr.status(message):
-        yield
+class RunProgress:
+    """verify --run: a spinner while the fresh process loads and compares, and a bar
+    over CUDA-graph captures when it reports them."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress = (
+            Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=stderr, transient=True
+            )
+            if enabled
+            else None
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> RunProgress:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task("loading in a fresh process and comparing with eager", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, done: int, total: int, label: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total, description=label)
 
 
 def _ago(iso: str | None) -> str:
