@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 from .config import CompilationConfig, Range, load_config
 from .counters import counters
+from .decorators import ignore_compile, support_compile
 from .errors import (
     AotCacheError,
     CacheDirError,
@@ -68,8 +69,11 @@ __all__ = [
     "TargetError",
     "UnsupportedFormat",
     "__version__",
+    "config",
     "counters",
+    "ignore_compile",
     "load",
     "load_config",
     "precompile",
+    "support_compile",
 ]

@@ -8,12 +8,17 @@ split points (which are boundaries, so a repeat means nothing).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
 import os
 import re
+import sys
 import tomllib
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +78,12 @@ class CompilationConfig:
     uniform_decode_query_len: int = 1
     cache_dir: str | None = None
     debug_dump_path: str | None = None
+    # The values given for fields that get derived defaults, so that replace() derives
+    # them again instead of carrying stale ones (e.g. capture sizes past a new maximum).
+    _given: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._given = {name: getattr(self, name) for name in _DERIVED_FIELDS}
         self.mode = parse_enum(CompilationMode, "mode", self.mode)
         self.cudagraph_mode = parse_enum(CUDAGraphMode, "cudagraph_mode", self.cudagraph_mode)
         self.max_num_batched_tokens = _positive_int("max_num_batched_tokens", self.max_num_batched_tokens)
@@ -201,13 +210,17 @@ class CompilationConfig:
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        data = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
         data["mode"] = self.mode.name
         data["cudagraph_mode"] = self.cudagraph_mode.name
         return data
 
     def replace(self, **overrides: Any) -> CompilationConfig:
-        return from_dict({**self.to_dict(), **overrides})
+        return from_dict({**self.to_dict(), **self._given, **overrides})
+
+
+_DERIVED_FIELDS = ("compile_sizes", "cudagraph_capture_sizes", "max_cudagraph_capture_size")
 
 
 def default_capture_sizes(max_size: int) -> list[int]:
@@ -218,7 +231,7 @@ def default_capture_sizes(max_size: int) -> list[int]:
 
 # -- loading ---------------------------------------------------------------------------
 
-FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CompilationConfig))
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CompilationConfig) if f.init)
 
 
 def from_dict(data: dict[str, Any], *, source: str | None = None) -> CompilationConfig:
@@ -372,3 +385,51 @@ def _json_dict(name: str, value: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         raise ConfigError(name, value, "JSON-serialisable values (numbers, strings, bools, lists, tables)") from None
     return dict(value)
+
+
+# -- the current config (for @support_compile models) -----------------------------------
+
+CONFIG_ENV = "AOTCACHE_COMPILATION_CONFIG"
+_current: contextvars.ContextVar[CompilationConfig | None] = contextvars.ContextVar("aotcache_config", default=None)
+
+
+def current_config() -> CompilationConfig:
+    """The config in effect: the innermost `with aotcache.config(...)`, else the nearest
+    pyproject's [tool.aotcache] with AOTCACHE_COMPILATION_CONFIG (JSON) over it."""
+    config = _current.get()
+    if config is not None:
+        return config
+    return load_config(pyproject=True, json_text=os.environ.get(CONFIG_ENV) or None)
+
+
+@contextlib.contextmanager
+def use_config(
+    config: CompilationConfig | dict[str, Any] | None = None, /, **fields: Any
+) -> Iterator[CompilationConfig]:
+    """`with aotcache.config(compile_sizes=[1, 2]):` - fields apply over the config in
+    effect; a CompilationConfig (or dict) given positionally replaces it first."""
+    if isinstance(config, CompilationConfig):
+        base = config
+    elif isinstance(config, dict):
+        base = from_dict(config)
+    else:
+        base = current_config()
+    effective = base.replace(**fields) if fields else base
+    token = _current.set(effective)
+    try:
+        yield effective
+    finally:
+        _current.reset(token)
+
+
+class _ConfigModule(types.ModuleType):
+    """Makes the module itself callable, so that `aotcache.config(...)` is the context
+    manager while `from aotcache.config import CompilationConfig` keeps working."""
+
+    def __call__(
+        self, config: CompilationConfig | dict[str, Any] | None = None, /, **fields: Any
+    ) -> contextlib.AbstractContextManager[CompilationConfig]:
+        return use_config(config, **fields)
+
+
+sys.modules[__name__].__class__ = _ConfigModule

@@ -96,6 +96,12 @@ class InputSpec:
         specs = []
         size_source: tuple[str, int] | None = None
         for name, value in arguments.items():
+            if name in dims and value is not None and not isinstance(value, torch.Tensor):
+                raise ConfigError(
+                    "dynamic_arg_dims",
+                    {name: sorted(dims[name])},
+                    f"dims of tensor arguments: argument {name!r} is a {type(value).__name__}, not a tensor",
+                )
             if value is None:
                 specs.append(ArgSpec(name, "none"))
             elif isinstance(value, torch.Tensor):

@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
+from .binding import GraphBinder, load_treespec, unflatten
 from .config import CompilationConfig, Range, load_config
 from .counters import counters
 from .dispatch import SizeDispatcher
-from .errors import CacheMiss, DispatchError, EntryNotFound
-from .identity import resolve
+from .errors import CacheMiss, EntryNotFound
 from .inputs import InputSpec
 from .key import explain, hash_factors
 from .lookup import lookup_factors
@@ -51,16 +51,43 @@ class LoadedModel:
         self.model = model
         self.spec = InputSpec.from_json(manifest.input_spec)
         self.units = [Range(*u["range"]) for u in manifest.units]
+        self.binder = GraphBinder(model, manifest.graph_inputs, self.spec)
         self._dispatch = SizeDispatcher(self.units)
         self._variants = build_variants(manifest, opened.blobs)
         self._stitch = fx_forward(opened.blobs, manifest.stitch, "graph")
-        self._output_spec = _load_treespec(manifest.output_spec)
-        self._params = self.spec.params
-        self._template: list[Any] = []
-        self._arg_slots: list[tuple[int, str]] = []
-        self._size_slots: list[int] = []
-        self.rebind()
+        self._output_spec = load_treespec(manifest.output_spec)
         self._graphs: Any = None
+
+    def rebind(self) -> None:
+        """Bind the model's current tensors (call after replacing a parameter object;
+        in-place updates such as load_state_dict need no rebind)."""
+        self.binder.rebind()
+
+    def dispatch(self, size: int) -> Range:
+        """The compile unit that serves a call of this size (raises DispatchError)."""
+        return self.units[self._dispatch(size)]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run_batch(*args, **kwargs)
+
+    def run_batch(self, *args: Any, uniform_decode: bool = False, **kwargs: Any) -> Any:
+        """Call with the batch kind CUDA-graph dispatch needs: `uniform_decode=True` for a
+        batch of decode requests of uniform_decode_query_len tokens each."""
+        arguments = self.binder.arguments(args, kwargs)
+        size = self.binder.size(arguments)
+        if self._graphs is not None:
+            return self._graphs.run(arguments, size, uniform_decode=uniform_decode)
+        return self._finish(self._execute(arguments, size, self._dispatch(size)))
+
+    def graph_values(self, arguments: dict[str, Any], size: int) -> list[Any]:
+        return self.binder.values(arguments, size)
+
+    def _execute(self, arguments: dict[str, Any], size: int, unit: int) -> Any:
+        with torch.no_grad():
+            return self._stitch(self._variants[unit], *self.binder.values(arguments, size))
+
+    def _finish(self, outputs: Any) -> Any:
+        return unflatten(outputs, self._output_spec)
 
     def enable_cudagraphs(self) -> None:
         """Dispatch calls to CUDA graphs as the entry's config says (no-op without CUDA)."""
@@ -70,71 +97,6 @@ class LoadedModel:
         if runner is not None:
             self._graphs = runner
 
-    def rebind(self) -> None:
-        """Bind the model's current tensors (call after replacing a parameter object;
-        in-place updates such as load_state_dict need no rebind)."""
-        template: list[Any] = []
-        self._arg_slots, self._size_slots = [], []
-        for index, item in enumerate(self.manifest.graph_inputs):
-            kind, source = item["kind"], item["source"]
-            if kind == "size":
-                self._size_slots.append(index)
-                template.append(None)
-            elif kind == "arg":
-                self._arg_slots.append((index, source))
-                template.append(None)
-            else:
-                tensor = resolve(self.model, source)
-                _check_bound_tensor(source, tensor, item)
-                template.append(tensor)
-        self._template = template
-
-    def dispatch(self, size: int) -> Range:
-        """The compile unit that serves a call of this size (raises DispatchError)."""
-        return self.units[self._dispatch(size)]
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        arguments = self._bind(args, kwargs)
-        size = self._size_of(arguments)
-        if self._graphs is not None:
-            return self._graphs.run(arguments, size, uniform_decode=False)
-        return self._finish(self._execute(arguments, size, self._dispatch(size)))
-
-    def run_batch(self, *args: Any, uniform_decode: bool = False, **kwargs: Any) -> Any:
-        """Call with the batch kind CUDA-graph dispatch needs: `uniform_decode=True` for a
-        batch of decode requests of uniform_decode_query_len tokens each."""
-        arguments = self._bind(args, kwargs)
-        size = self._size_of(arguments)
-        if self._graphs is not None:
-            return self._graphs.run(arguments, size, uniform_decode=uniform_decode)
-        return self._finish(self._execute(arguments, size, self._dispatch(size)))
-
-    def _size_of(self, arguments: dict[str, Any]) -> int:
-        source = arguments.get(self.spec.size_arg)
-        if not isinstance(source, torch.Tensor):
-            raise DispatchError(f"argument {self.spec.size_arg!r} must be a tensor")
-        size = int(source.shape[self.spec.size_dim])
-        self.spec.check(arguments, size)
-        return size
-
-    def graph_values(self, arguments: dict[str, Any], size: int) -> list[Any]:
-        """The stitching graph's inputs for a call: bound tensors, arguments, the size."""
-        values = list(self._template)
-        for index, name in self._arg_slots:
-            values[index] = arguments[name]
-        for index in self._size_slots:
-            values[index] = size
-        return values
-
-    def _execute(self, arguments: dict[str, Any], size: int, unit: int) -> Any:
-        with torch.no_grad():
-            return self._stitch(self._variants[unit], *self.graph_values(arguments, size))
-
-    def _finish(self, outputs: Any) -> Any:
-        if self._output_spec is None:
-            return outputs
-        return torch.utils._pytree.tree_unflatten(list(outputs), self._output_spec)
-
     def capture_cudagraphs(self, progress: Any = None) -> int:
         """Capture every configured CUDA graph now (instead of on first use); returns how
         many were captured. A no-op without CUDA or with cudagraph_mode NONE."""
@@ -142,40 +104,8 @@ class LoadedModel:
             return 0
         return self._graphs.capture_all(progress)
 
-    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        if len(args) > len(self._params):
-            raise DispatchError(f"forward takes {len(self._params)} arguments, got {len(args)}")
-        arguments = dict(zip(self._params, args, strict=False))
-        for name, value in kwargs.items():
-            if name not in self._params:
-                raise DispatchError(f"forward has no argument {name!r}")
-            if name in arguments:
-                raise DispatchError(f"argument {name!r} given twice")
-            arguments[name] = value
-        for spec in self.spec.args:
-            if spec.name not in arguments:
-                arguments[spec.name] = spec.value
-        return arguments
-
     def __repr__(self) -> str:
         return f"LoadedModel(entry={self.entry_id}, model={self.manifest.model_class})"
-
-
-def _check_bound_tensor(source: str, tensor: Any, item: dict[str, Any]) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise DispatchError(f"model attribute {source!r} is not a tensor any more")
-    dtype = str(tensor.dtype).removeprefix("torch.")
-    if list(tensor.shape) != item["shape"] or dtype != item["dtype"]:
-        raise DispatchError(
-            f"model tensor {source!r} is {dtype}{list(tensor.shape)}, "
-            f"the entry was built for {item['dtype']}{item['shape']}"
-        )
-
-
-def _load_treespec(text: str | None) -> Any:
-    if text is None:
-        return None
-    return torch.utils._pytree.treespec_loads(text)
 
 
 def candidate_entries(root: CacheRoot, lookup_hash: str) -> list[Path]:

@@ -56,6 +56,7 @@ def capture(
     kwargs: dict[str, Any],
     dynamic_arg_dims: DynamicDims | None,
     splitting_ops: list[str],
+    mark_unbacked_dims: dict[str, Any] | None = None,
 ) -> Capture:
     start = time.perf_counter()  # the trace's cost includes importing Dynamo
     forward = type(model).forward
@@ -67,14 +68,13 @@ def capture(
     input_spec = InputSpec.from_arguments(arguments, dims)
     for name, dim_ids in dims.items():
         value = arguments.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, torch.Tensor):
-            raise CompileError(
-                f"argument {name!r} has dynamic dims {sorted(dim_ids)} but is a {type(value).__name__}, not a tensor",
-                hint="list only tensor arguments in dynamic_arg_dims",
-            )
-        torch._dynamo.mark_dynamic(value, [d % value.ndim for d in dim_ids])
+        if isinstance(value, torch.Tensor):  # InputSpec refused every other non-None type
+            torch._dynamo.mark_dynamic(value, [d % value.ndim for d in dim_ids])
+    for name, unbacked in (mark_unbacked_dims or {}).items():
+        value = arguments.get(name)
+        if isinstance(value, torch.Tensor):
+            for dim in [unbacked] if isinstance(unbacked, int) else unbacked:
+                torch._dynamo.decorators.mark_unbacked(value, dim % value.ndim, hint_override=value.shape[dim])
 
     captured: dict[str, Any] = {}
 

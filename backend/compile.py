@@ -114,20 +114,28 @@ _GUARD_NAMES: dict[str, Callable[..., Any]] = {
 }
 
 
+def _guard_code(guards: str) -> Any:
+    try:
+        return compile(guards, "<guards>", "eval")
+    except SyntaxError:
+        raise CompileError(f"cannot read the shape guards of a compiled piece: {guards!r}") from None
+
+
+def _holds(code: Any, guards: str, size: int) -> bool:
+    try:
+        return bool(eval(code, {"__builtins__": {}, **_GUARD_NAMES}, {"L": _AnySize(size)}))
+    except Exception:
+        raise CompileError(f"cannot evaluate the shape guards of a compiled piece: {guards!r}") from None
+
+
+def guard_holds(guards: str | None, size: int) -> bool:
+    """Whether an artifact's recorded shape guards hold for this dynamic size."""
+    return not guards or _holds(_guard_code(guards), guards, size)
+
+
 def sizes_failing_guards(guards: str | None, unit: Range) -> list[int]:
     """The sizes of a range for which an artifact's recorded shape guards do not hold."""
     if not guards or unit.is_single_size():
         return []
-    try:
-        code = compile(guards, "<guards>", "eval")
-    except SyntaxError:
-        raise CompileError(f"cannot read the shape guards of a compiled piece: {guards!r}") from None
-    failing = []
-    for size in range(unit.start, unit.end + 1):
-        try:
-            ok = eval(code, {"__builtins__": {}, **_GUARD_NAMES}, {"L": _AnySize(size)})
-        except Exception:
-            raise CompileError(f"cannot evaluate the shape guards of a compiled piece: {guards!r}") from None
-        if not ok:
-            failing.append(size)
-    return failing
+    code = _guard_code(guards)
+    return [size for size in range(unit.start, unit.end + 1) if not _holds(code, guards, size)]

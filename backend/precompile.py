@@ -4,6 +4,7 @@ check each artifact against Inductor's own output, and publish the entry atomica
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import time
@@ -22,7 +23,13 @@ from aotcache.counters import counters
 from aotcache.env import host_cpu_flags, isa_flags, thread_count
 from aotcache.errors import CacheDirError, CacheMiss, CompileError
 from aotcache.identity import model_device_type, model_signature, resolve
-from aotcache.inputs import InputSpec, example_arguments
+from aotcache.inputs import (
+    DEFAULT_TRACE_SIZE,
+    InputSpec,
+    example_arguments,
+    infer_dynamic_dims,
+    normalize_dynamic_dims,
+)
 from aotcache.key import EntryKey, Factor, digest
 from aotcache.lookup import lookup_factors
 from aotcache.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileRecord, Manifest
@@ -91,6 +98,7 @@ def precompile(
     example_inputs: ExampleInputs,
     *,
     dynamic_arg_dims: dict[str, Any] | None = None,
+    mark_unbacked_dims: dict[str, Any] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
     sign_key: str | os.PathLike[str] | None = None,
@@ -111,14 +119,17 @@ def precompile(
     def inputs_at(size: int | None) -> dict[str, Any]:
         return example_arguments(model, example_inputs, size, spec_holder.get("spec"))
 
-    trace_arguments = inputs_at(None)
     if dynamic_arg_dims is None:
-        from aotcache.inputs import infer_dynamic_dims
-
         dynamic_arg_dims = infer_dynamic_dims(type(model).forward)
+    trace_arguments = inputs_at(None)
+    dims = normalize_dynamic_dims(dynamic_arg_dims, inspect.signature(type(model).forward), type(model).__qualname__)
+    spec_holder["spec"] = InputSpec.from_arguments(trace_arguments, dims)
+    example_size = trace_arguments[spec_holder["spec"].size_arg].shape[spec_holder["spec"].size_dim]
+    if example_size < 2:  # Dynamo specialises sizes 0 and 1: trace with a larger example
+        trace_arguments = inputs_at(max(2, min(DEFAULT_TRACE_SIZE, config.max_num_batched_tokens)))
 
     progress.stage("trace")
-    captured = capture(model, (), trace_arguments, dynamic_arg_dims, config.splitting_ops)
+    captured = capture(model, (), trace_arguments, dynamic_arg_dims, config.splitting_ops, mark_unbacked_dims)
     counters.traces += 1
     spec_holder["spec"] = captured.input_spec
     seconds["trace"] = captured.seconds

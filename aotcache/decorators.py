@@ -1,0 +1,199 @@
+"""@support_compile: the library face, after vLLM's @support_torch_compile.
+
+A decorated model class compiles (or loads) itself on its first call, as the config's
+mode says:
+
+=====================  =========================================================
+NONE                   plain eager
+STOCK_TORCH_COMPILE    plain eager here; `torch.compile` is left to the caller
+DYNAMO_TRACE_ONCE      one Dynamo trace, the whole graph through Inductor, in
+                       memory; guards are not re-evaluated afterwards
+VLLM_COMPILE           load the verified cache entry if there is one; otherwise
+                       precompile, save and use it
+=====================  =========================================================
+
+AOTCACHE_FORCE_LOAD=1 (or strict=True) turns a VLLM_COMPILE miss into an error;
+AOTCACHE_DISABLE_CACHE=1 compiles without reading or writing the cache. A `None`
+argument must stay `None` for the model's life: the graph was captured without it.
+
+Importing this module imports nothing of the compile side; that happens only when a
+compile is really needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+from .config import CompilationConfig, current_config, from_dict
+from .counters import counters
+from .errors import ConfigError
+from .inputs import DynamicDims, infer_dynamic_dims, normalize_dynamic_dims
+from .loader import load, strict_from_env
+from .modes import CompilationMode
+
+log = logging.getLogger("aotcache")
+
+T = TypeVar("T", bound=type)
+IGNORE_KEY = "_aotcache_ignore_compile"
+DISABLE_CACHE_ENV = "AOTCACHE_DISABLE_CACHE"
+_WRAPPED = "_aotcache_wrapped"
+
+
+@dataclass
+class _State:
+    config: CompilationConfig
+    strict: bool | None
+    runner: Callable[..., Any] | None = None
+
+
+def support_compile(
+    cls: T | None = None,
+    *,
+    dynamic_arg_dims: DynamicDims | None = None,
+    mark_unbacked_dims: dict[str, int | list[int]] | None = None,
+    enable_if: Callable[[CompilationConfig], bool] | None = None,
+) -> Any:
+    """Decorate an nn.Module class: `@support_compile` or `@support_compile(...)`.
+
+    dynamic_arg_dims maps forward's argument names to an int, a list of ints (negative
+    allowed) or {dim: shape_id}; when omitted, every argument annotated torch.Tensor or
+    Optional[torch.Tensor] gets dim 0. Errors are raised here, at decoration time.
+    The instance takes `compilation_config=` (a CompilationConfig or dict) and
+    `aotcache_strict=` keyword arguments; otherwise `with aotcache.config(...)` or the
+    pyproject/environment defaults apply."""
+
+    def decorate(target: T) -> T:
+        if not isinstance(target, type) or not callable(getattr(target, "forward", None)):
+            raise TypeError("decorated class should have a forward method.")
+        signature = inspect.signature(target.forward)
+        dims = dynamic_arg_dims if dynamic_arg_dims is not None else infer_dynamic_dims(target.forward)
+        normalize_dynamic_dims(dims, signature, target.__qualname__)
+        for name in mark_unbacked_dims or {}:
+            if name not in signature.parameters or name == "self":
+                raise ConfigError("mark_unbacked_dims", name, f"an argument of {target.__qualname__}.forward")
+        target._aotcache_dynamic_arg_dims = dims  # type: ignore[attr-defined]
+        target._aotcache_mark_unbacked_dims = dict(mark_unbacked_dims or {})  # type: ignore[attr-defined]
+        target._aotcache_enable_if = enable_if  # type: ignore[attr-defined]
+        setattr(target, IGNORE_KEY, False)  # a re-decorated child of an ignored class compiles
+        _wrap_init(target)
+        _wrap_call(target)
+        return target
+
+    return decorate(cls) if cls is not None else decorate
+
+
+def ignore_compile(cls: T) -> T:
+    """Turn compilation off for this class (and subclasses that do not re-decorate)."""
+    setattr(cls, IGNORE_KEY, True)
+    return cls
+
+
+def _wrap_init(cls: type) -> None:
+    original = cls.__init__
+    if getattr(original, _WRAPPED, False):
+        return
+    accepts_config = "compilation_config" in inspect.signature(original).parameters
+
+    @functools.wraps(original)
+    def __init__(
+        self: Any, *args: Any, compilation_config: Any = None, aotcache_strict: bool | None = None, **kwargs: Any
+    ) -> None:
+        if accepts_config:
+            kwargs["compilation_config"] = compilation_config
+        original(self, *args, **kwargs)
+        if isinstance(compilation_config, dict):
+            config = from_dict(compilation_config)
+        elif isinstance(compilation_config, CompilationConfig):
+            config = compilation_config
+        else:
+            config = current_config()
+        self._aotcache = _State(config, aotcache_strict)
+        if not _compiles(self):
+            return
+        counters.models_seen += 1
+
+    setattr(__init__, _WRAPPED, True)
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _compiles(module: Any) -> bool:
+    state: _State = module._aotcache
+    cls = type(module)
+    enable_if = getattr(cls, "_aotcache_enable_if", None)
+    return not (
+        state.config.mode in (CompilationMode.NONE, CompilationMode.STOCK_TORCH_COMPILE)
+        or getattr(cls, IGNORE_KEY, False)
+        or (enable_if is not None and not enable_if(state.config))
+    )
+
+
+def _wrap_call(cls: type) -> None:
+    if getattr(cls.__call__, _WRAPPED, False):
+        return
+
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state: _State | None = getattr(self, "_aotcache", None)
+        if state is None or torch.compiler.is_compiling() or not _compiles(self):
+            return torch.nn.Module.__call__(self, *args, **kwargs)
+        if state.runner is None:
+            state.runner = _first_call(self, state, args, kwargs)
+        return state.runner(*args, **kwargs)
+
+    setattr(__call__, _WRAPPED, True)
+    cls.__call__ = __call__  # type: ignore[method-assign]
+
+
+def _first_call(module: Any, state: _State, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any]:
+    cls = type(module)
+    dims = cls._aotcache_dynamic_arg_dims
+    config = state.config
+    if config.mode == CompilationMode.DYNAMO_TRACE_ONCE:
+        from .backend.trace_once import TraceOnceRunner
+
+        return TraceOnceRunner(module, _call_arguments(module, args, kwargs), dims, config)
+    return _load_or_compile(module, state, args, kwargs, dims)
+
+
+def _call_arguments(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    bound = inspect.signature(type(module).forward).bind(module, *args, **kwargs)
+    bound.apply_defaults()
+    return dict(list(bound.arguments.items())[1:])
+
+
+def _load_or_compile(
+    module: Any, state: _State, args: tuple[Any, ...], kwargs: dict[str, Any], dims: DynamicDims
+) -> Callable[..., Any]:
+    config = state.config
+    disabled = os.environ.get(DISABLE_CACHE_ENV, "").strip().lower() in ("1", "true", "yes")
+    strict = strict_from_env(state.strict)
+    if not disabled:
+        loaded = load(module, config, strict=strict)
+        if loaded is not None:
+            return loaded
+    from .backend.precompile import precompile
+
+    example = _call_arguments(module, args, kwargs)
+    unbacked = type(module)._aotcache_mark_unbacked_dims
+    if disabled:
+        scratch = tempfile.mkdtemp(prefix="aotcache-nocache-")
+        try:
+            precompile(module, config, example, dynamic_arg_dims=dims, mark_unbacked_dims=unbacked, cache_dir=scratch)
+            loaded = load(module, config, cache_dir=scratch, strict=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # the loader keeps what it needs in memory
+    else:
+        result = precompile(module, config, example, dynamic_arg_dims=dims, mark_unbacked_dims=unbacked)
+        log.info("aotcache: compiled and saved entry %s", result.entry_id)
+        loaded = load(module, config, strict=True)
+    assert loaded is not None
+    return loaded
