@@ -44,6 +44,8 @@ class GraphBinder:
         self._template = template
 
     def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not kwargs and len(args) == len(self._params):  # the common case, on every call
+            return dict(zip(self._params, args, strict=True))
         if len(args) > len(self._params):
             raise DispatchError(f"forward takes {len(self._params)} arguments, got {len(args)}")
         arguments = dict(zip(self._params, args, strict=False))
@@ -98,4 +100,6 @@ def unflatten(outputs: Any, treespec: Any) -> Any:
     """Rebuild forward's return value (tensor, tuple, dict...) from the graph outputs."""
     if treespec is None:
         return outputs
+    if treespec.is_leaf():  # forward returned one tensor: the common case, on every call
+        return outputs[0]
     return torch.utils._pytree.tree_unflatten(list(outputs), treespec)

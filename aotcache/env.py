@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -63,6 +64,8 @@ _GCC_TO_CPUINFO = {
 }
 
 CPU_FLAGS_OVERRIDE_ENV = "AOTCACHE_CPU_FLAGS"
+# Names of the lookup factors that describe the host rather than the model or config.
+ENV_FACTOR_PREFIXES = ("aotcache.", "torch.", "python.", "platform.", "cpu.", "device.", "cuda.", "hip.", "triton.")
 
 
 def lookup_env_factors(device_type: str = "cpu") -> list[Factor]:
@@ -157,18 +160,34 @@ def required_cpu_flags(build: dict[str, object]) -> list[str]:
     return sorted(needed)
 
 
-def check_cpu_compatible(build: dict[str, object], entry_id: str | None = None) -> None:
-    """Refuse an entry whose kernels need CPU features this host lacks.
-
-    Running AVX-512 kernels on a host without AVX-512 crashes; running them beside ATen
-    at another capability gave NaNs on this project's test machine. Never run them."""
-    if build.get("device_type", "cpu") != "cpu":
-        return
+def host_problems(build: dict[str, Any]) -> list[Difference]:
+    """What this host lacks to run an entry's kernels, from the entry's build record:
+    CPU features (running AVX-512 kernels without AVX-512 crashes; beside ATen at another
+    capability they gave NaNs on this project's test machine), and the versioned
+    C++/C runtime symbols the kernels were linked against (a newer compiler's kernels
+    need a newer libstdc++)."""
+    if not build.get("kernels"):
+        return []
+    problems = []
     missing = sorted(set(required_cpu_flags(build)) - host_cpu_flags())
     if missing:
+        problems.append(Difference("cpu.flags", "present", "missing: " + " ".join(missing)))
+    from .elfdeps import missing_versions
+
+    lacking = missing_versions(build.get("runtime_versions") or {})
+    if lacking:
+        what = "; ".join(f"{library} lacks {', '.join(versions)}" for library, versions in lacking.items())
+        problems.append(Difference("compiler", build.get("compiler", "?"), f"this host's runtime: {what}"))
+    return problems
+
+
+def check_host_compatible(build: dict[str, Any], entry_id: str | None = None) -> None:
+    """Refuse, before anything of the entry runs, an entry this host cannot run."""
+    problems = host_problems(build)
+    if problems:
         raise IncompatibleEnvironment(
-            "this CPU lacks features the entry's kernels were compiled for",
-            differences=[Difference("cpu.flags", "present", "missing: " + " ".join(missing))],
+            "this host cannot run the entry's kernels",
+            differences=problems,
             entry_id=entry_id,
             hint="precompile on a host like this one, or set TORCHINDUCTOR_CPP_MARCH to a baseline "
             "such as x86-64-v3 when precompiling",

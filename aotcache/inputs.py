@@ -8,6 +8,7 @@ annotated `torch.Tensor` or `Optional[torch.Tensor]` gets dim 0.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -137,10 +138,39 @@ class InputSpec:
             int(data["size_dim"]),
         )
 
+    @functools.cached_property
+    def _tensor_checks(self) -> list[tuple[str, torch.dtype, int, list[tuple[int, int]], list[int], ArgSpec]]:
+        checks = []
+        for spec in self.args:
+            if spec.kind == "tensor":
+                static = [(i, d) for i, d in enumerate(spec.shape) if d is not None]
+                dynamic = [i for i, d in enumerate(spec.shape) if d is None]
+                checks.append((spec.name, getattr(torch, spec.dtype or ""), len(spec.shape), static, dynamic, spec))
+        return checks
+
+    @functools.cached_property
+    def _other_specs(self) -> list[ArgSpec]:
+        return [spec for spec in self.args if spec.kind != "tensor"]
+
     def check(self, arguments: dict[str, Any], size: int) -> None:
         """Refuse arguments the entry was not built for: a compiled graph would give wrong
-        answers or crash where Dynamo's guards would have re-traced."""
-        for spec in self.args:
+        answers or crash where Dynamo's guards would have re-traced. This runs on every
+        call, so the common case is a few identity and int comparisons."""
+        for name, dtype, ndim, static, dynamic, spec in self._tensor_checks:
+            value = arguments.get(name)
+            if not isinstance(value, torch.Tensor):
+                _check_tensor(spec, value, size)  # raises with the full story
+                continue
+            shape = value.shape
+            if value.dtype is not dtype or len(shape) != ndim:
+                _check_tensor(spec, value, size)
+            for dim, expected in static:
+                if shape[dim] != expected:
+                    _check_tensor(spec, value, size)
+            for dim in dynamic:
+                if shape[dim] != size:
+                    _check_tensor(spec, value, size)
+        for spec in self._other_specs:
             value = arguments.get(spec.name)
             if spec.kind == "none":
                 if value is not None:
@@ -150,8 +180,6 @@ class InputSpec:
                     raise DispatchError(
                         f"argument {spec.name!r} was {spec.value!r} when the entry was built, got {value!r}"
                     )
-            else:
-                _check_tensor(spec, value, size)
 
 
 def _check_tensor(spec: ArgSpec, value: Any, size: int) -> None:

@@ -14,7 +14,8 @@ from .binding import GraphBinder, load_treespec, unflatten
 from .config import CompilationConfig, Range, load_config
 from .counters import counters
 from .dispatch import SizeDispatcher
-from .errors import CacheMiss, EntryNotFound
+from .env import ENV_FACTOR_PREFIXES
+from .errors import CacheMiss, EntryNotFound, IncompatibleEnvironment
 from .inputs import InputSpec
 from .key import explain, hash_factors
 from .lookup import lookup_factors
@@ -83,8 +84,11 @@ class LoadedModel:
         return self.binder.values(arguments, size)
 
     def _execute(self, arguments: dict[str, Any], size: int, unit: int) -> Any:
-        with torch.no_grad():
-            return self._stitch(self._variants[unit], *self.binder.values(arguments, size))
+        values = self.binder.values(arguments, size)
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self._stitch(self._variants[unit], *values)
+        return self._stitch(self._variants[unit], *values)
 
     def _finish(self, outputs: Any) -> Any:
         return unflatten(outputs, self._output_spec)
@@ -140,6 +144,14 @@ def nearest_entry(root: CacheRoot, factors: list[Any]) -> Manifest | None:
     return best[1] if best else None
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 def find_and_open(
     model: torch.nn.Module,
     config: CompilationConfig,
@@ -151,20 +163,33 @@ def find_and_open(
     lookup_hash = hash_factors(factors)[:16]
     failures: list[CacheMiss] = []
     for path in candidate_entries(root, lookup_hash):
+        identity = _identity(path)
         try:
             return open_entry(path, verify_signature=verify_signature)
-        except CacheMiss as exc:
-            failures.append(exc)
-        except FileNotFoundError:
-            failures.append(EntryNotFound(f"entry {path.name} was removed while loading", entry_id=path.name))
+        except (CacheMiss, FileNotFoundError) as exc:
+            if _identity(path) != identity:  # removed or replaced while we read it: a clean miss
+                failures.append(EntryNotFound(f"entry {path.name} was removed while loading", entry_id=path.name))
+            elif isinstance(exc, CacheMiss):
+                failures.append(exc)
+            else:
+                raise
     if failures:
         raise failures[0]
     near = nearest_entry(root, factors)
     if near is not None:
+        differences = explain(near.lookup, factors)
+        if all(d.name.startswith(ENV_FACTOR_PREFIXES) for d in differences):
+            raise IncompatibleEnvironment(
+                f"the entry for {type(model).__qualname__} with this config ({near.entry_id}) was built for "
+                "another environment",
+                differences=differences,
+                entry_id=near.entry_id,
+                hint="precompile on a host with the same software and CPU capability",
+            )
         raise EntryNotFound(
             f"no entry for {type(model).__qualname__} with this config and environment in {root.path}; "
-            f"nearest is {near.entry_id}",
-            differences=explain(near.lookup, factors),
+            f"nearest is {near.entry_id} (lookup key {lookup_hash})",
+            differences=differences,
             hint="precompile with this config on a host like this one",
         )
     raise EntryNotFound(

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import CacheDirError
+from .failpoints import failpoint
 
 CACHE_DIR_ENV = "AOTCACHE_DIR"
 CACHEDIR_TAG = (
@@ -99,12 +100,18 @@ class CacheRoot:
 
     def publish(self, staging: Path, entry_id: str) -> Path:
         """Make a finished staging dir visible as an entry, in one rename. An existing
-        entry of the same id (a broken one being replaced) goes to the trash first."""
+        entry of the same id (a broken one, or --force) is swapped out atomically where
+        the kernel can exchange two directories, so readers see the old or the new one."""
         fsync_tree(staging)
+        failpoint("before-publish")
         target = self.entry_dir(entry_id)
-        if target.exists():
-            self.remove_entry(target)
-        os.rename(staging, target)
+        if target.exists() and exchange(staging, target):
+            shutil.rmtree(staging, ignore_errors=True)  # staging now holds the old entry
+        else:
+            if target.exists():
+                self.remove_entry(target)
+            os.rename(staging, target)
+        failpoint("after-publish")
         fsync_dir(self.entries)
         return target
 
@@ -193,13 +200,39 @@ def write_file_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Write and fsync a file inside a staging dir (published later by a rename)."""
+def write_file(path: Path, data: bytes, point: str | None = None) -> None:
+    """Write and fsync a file inside a staging dir (published later by a rename).
+    `point` names a failpoint reached half-way through the write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
+        if point is not None:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            failpoint(point)
+            data = data[len(data) // 2 :]
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where the
+    platform or file system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def fsync_dir(path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import manifest as manifest_mod
-from .env import check_cpu_compatible, lookup_env_factors
+from .env import ENV_FACTOR_PREFIXES, check_host_compatible, host_problems, lookup_env_factors
 from .errors import (
     CacheMiss,
     CorruptEntry,
@@ -29,8 +29,6 @@ from .key import Factor, explain
 from .lookup import tool_factors
 from .manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from .sources import SourceFile, changed
-
-ENV_FACTOR_PREFIXES = ("aotcache.", "torch.", "python.", "platform.", "cpu.", "device.", "cuda.", "hip.", "triton.")
 
 
 @dataclass
@@ -169,7 +167,7 @@ def open_entry(
                 entry_id=entry_id,
                 hint="precompile on a host with the same software, or use an entry built for this one",
             )
-        check_cpu_compatible(manifest.recorded, entry_id)
+        check_host_compatible(manifest.recorded, entry_id)
     if check_sources:
         diffs = source_problems(manifest)
         if diffs:
@@ -210,11 +208,7 @@ def problems(
     diffs = file_problems(path, manifest)
     if diffs:
         found.append(Problem("files", CorruptEntry.reason, "files differ from the manifest", diffs))
-    diffs = environment_problems(manifest)
-    try:
-        check_cpu_compatible(manifest.recorded, manifest.entry_id)
-    except IncompatibleEnvironment as exc:
-        diffs += exc.differences
+    diffs = environment_problems(manifest) + host_problems(manifest.recorded)
     if diffs:
         found.append(Problem("environment", IncompatibleEnvironment.reason, "built for another environment", diffs))
     if check_sources:

@@ -16,12 +16,13 @@ from typing import Any, Protocol
 
 import torch
 
-from aotcache import __version__, signing
+from aotcache import __version__, elfdeps, signing
 from aotcache import sources as sources_mod
 from aotcache.config import CompilationConfig, Range
 from aotcache.counters import counters
 from aotcache.env import host_cpu_flags, isa_flags, thread_count
 from aotcache.errors import CacheDirError, CacheMiss, CompileError
+from aotcache.failpoints import failpoint
 from aotcache.identity import model_device_type, model_signature, resolve
 from aotcache.inputs import (
     DEFAULT_TRACE_SIZE,
@@ -132,6 +133,7 @@ def precompile(
     captured = capture(model, (), trace_arguments, dynamic_arg_dims, config.splitting_ops, mark_unbacked_dims)
     counters.traces += 1
     spec_holder["spec"] = captured.input_spec
+    failpoint("after-trace")
     seconds["trace"] = captured.seconds
 
     traced = sources_mod.record(captured.traced_files)
@@ -166,7 +168,7 @@ def precompile(
                 manifest = _build(model, config, captured, traced, key, inputs_at, staging, progress, seconds)
                 manifest.recorded["target"] = origin
                 manifest_bytes = manifest.to_bytes()
-                write_file(staging / MANIFEST_NAME, manifest_bytes)
+                write_file(staging / MANIFEST_NAME, manifest_bytes, point="manifest-write")
                 if key_for_signing is not None:
                     write_file(staging / SIGNATURE_NAME, signing.sign(manifest_bytes, key_for_signing))
                 progress.stage("publish")
@@ -254,9 +256,12 @@ def _build(
     seconds["compile"] = time.perf_counter() - start
 
     for rel, data in sorted(files.items()):
-        write_file(staging / rel, data)
+        write_file(staging / rel, data, point="kernel-write" if rel.startswith("kernels/") else None)
     records = {rel: FileRecord(hashlib.sha256(data).hexdigest(), len(data)) for rel, data in files.items()}
     recorded = _recorded(compiled, model)
+    recorded["runtime_versions"] = elfdeps.merge(
+        elfdeps.required_versions(data) for rel, data in files.items() if rel.startswith("kernels/")
+    )
     stats = {
         "trace_seconds": round(seconds.get("trace", 0.0), 3),
         "compile_seconds": round(seconds.get("compile", 0.0), 3),
@@ -340,6 +345,7 @@ def _compile_all(
             real = inputs_of(unit.start)[piece.name] if unit.is_single_size() else None
             result = compile_unit(piece.graph, piece.digest, unit, real, patches)
             counters.compiles += 1
+            failpoint("after-first-compile")
             done[unit][piece.digest] = result
             progress.unit_done(f"{piece.name} {_unit_label(unit)}")
 

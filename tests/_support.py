@@ -80,3 +80,21 @@ compile_side = sorted(m for m in sys.modules if m.startswith(("torch._inductor",
 report = {{"entry": loaded.entry_id, "results": results, "dispatch_error": error, "compile_side": compile_side}}
 print(json.dumps(report))
 """
+
+
+def rewrite_manifest(entry: Path, mutate: Any) -> None:
+    """Edit an entry's manifest and write it back with a valid checksum (what an attacker
+    or a careless tool could do; a signature is what catches it)."""
+    from aotcache import manifest as manifest_mod
+
+    path = entry / "manifest.json"
+    parsed = manifest_mod.parse(path.read_bytes(), entry.name)
+    mutate(parsed)
+    path.write_bytes(parsed.to_bytes())
+
+
+def copy_cache(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target

@@ -1,0 +1,449 @@
+"""The fault suite: crash safety, concurrency, corruption, hostile input, trust.
+
+Real processes, real entries. Run alone with `pytest -m fault`; it also runs in
+`make test`. Each property here was checked by breaking it once on purpose (see the
+README's Guarantees section).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from _support import REPO, TINY_CONFIG, copy_cache, last_json, python_env, rewrite_manifest, run_cli
+from aotcache.cli.app import app
+from typer.testing import CliRunner
+
+import aotcache
+from aotcache import failpoints, kernels, runtime
+from aotcache.errors import CacheDirError, CorruptEntry, SignatureError, UnsupportedFormat
+from aotcache.scan import scan
+from aotcache.store import CacheRoot
+from aotcache.verify import open_entry
+from aotcache.verify_report import verify_entry
+from examples import tiny_llama
+
+pytestmark = pytest.mark.fault
+
+BUILD = """
+import json, sys, aotcache
+from examples import tiny_llama
+config, cache = json.loads(sys.argv[1]), sys.argv[2]
+result = aotcache.precompile(tiny_llama.spec, config, cache_dir=cache)
+print(json.dumps({"entry": result.entry_id, "hit": result.hit, "compiles": aotcache.counters.compiles}))
+"""
+
+
+def _config(max_tokens: int) -> dict:
+    """A config of its own key (max_num_batched_tokens differs), same Inductor graphs."""
+    return {**TINY_CONFIG, "max_num_batched_tokens": max_tokens}
+
+
+def _start_build(config: dict, cache: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", BUILD, json.dumps(config), str(cache)],
+        cwd=REPO,
+        env=python_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 600) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return last_json(out)
+
+
+def _assert_every_visible_entry_is_whole(cache: Path, existing: str) -> None:
+    """No entry the loader can see is half-written; the entry that was there before
+    still verifies and computes the right numbers."""
+    for path in CacheRoot(cache).entry_dirs():
+        open_entry(path)  # raises on anything partial
+    model = tiny_llama.build(2)
+    loaded = aotcache.load(model, TINY_CONFIG, cache_dir=cache, strict=True)
+    assert loaded is not None and loaded.entry_id == existing
+    ids = tiny_llama.example_inputs(6)[0]
+    with torch.no_grad():
+        assert (loaded(ids) - model(ids)).abs().max() <= 1e-4
+
+
+def _stage_reached(cache: Path, before: set[str]) -> str:
+    root = CacheRoot(cache)
+    if {p.name for p in root.entry_dirs()} - before:
+        return "published"
+    staging = [p for p in root.staging_dirs() if not p.name.startswith(".")]
+    if not staging:
+        return "trace"
+    if any((p / "manifest.json").exists() for p in staging):
+        return "manifest/publish"
+    if any((p / "kernels").exists() for p in staging):
+        return "file writes"
+    return "compile"
+
+
+# -- 1. crash safety -------------------------------------------------------------------------
+
+
+def test_sigkill_at_random_moments_and_at_every_failpoint(tiny_entry, tmp_path) -> None:
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "cache")
+    started = time.time()
+    _finish(_start_build(_config(40), cache))
+    full = time.time() - started
+    rng = random.Random(20261124)
+    stages: dict[str, int] = {}
+    kills = 0
+    for i in range(22):
+        before = {p.name for p in CacheRoot(cache).entry_dirs()}
+        proc = _start_build(_config(100 + i), cache)
+        try:
+            proc.wait(timeout=rng.uniform(0.5, full * 1.05))
+            stage = "finished"
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            stage = _stage_reached(cache, before)
+        proc.communicate()
+        stages[stage] = stages.get(stage, 0) + 1
+        _assert_every_visible_entry_is_whole(cache, tiny_entry.entry_id)
+    for i, point in enumerate(failpoints.POINTS):
+        proc = _start_build(_config(200 + i), cache, env={"AOTCACHE_FAILPOINT": point})
+        proc.communicate(timeout=600)
+        assert proc.returncode == -signal.SIGKILL, point
+        kills += 1
+        stages[point] = stages.get(point, 0) + 1
+        _assert_every_visible_entry_is_whole(cache, tiny_entry.entry_id)
+    print(f"\nSIGKILLs: {kills}; where they landed: {stages}")
+    assert kills >= 20
+    reports = scan(CacheRoot(cache))
+    assert any(r.status == "incomplete" for r in reports)
+    listed = CliRunner().invoke(app, ["inspect-cache", "--cache-dir", str(cache), "--json"])
+    assert "incomplete" in {e["status"] for e in json.loads(listed.stdout)["entries"]}
+    cleared = CliRunner().invoke(app, ["clear", "--broken", "--cache-dir", str(cache), "--json"])
+    assert cleared.exit_code == 0
+    assert all(r.status == "ok" for r in scan(CacheRoot(cache)))
+    assert list(CacheRoot(cache).staging_dirs()) == []
+    # a killed build leaves nothing that blocks the next one
+    again = _finish(_start_build(_config(200 + failpoints.POINTS.index("kernel-write")), cache))
+    assert again["hit"] is False and again["compiles"] > 0
+
+
+# -- 2. concurrency ------------------------------------------------------------------------
+
+
+def test_four_processes_same_key_compile_once(tmp_path) -> None:
+    procs = [_start_build(_config(48), tmp_path) for _ in range(4)]
+    results = [_finish(p) for p in procs]
+    assert len({r["entry"] for r in results}) == 1
+    assert sorted(r["hit"] for r in results) == [False, True, True, True]
+    assert sum(r["compiles"] for r in results) == 5 * 3  # every unit compiled exactly once
+    assert len(CacheRoot(tmp_path).entry_dirs()) == 1
+    open_entry(CacheRoot(tmp_path).entry_dirs()[0])
+
+
+def test_two_processes_different_keys_one_cache_dir(tmp_path) -> None:
+    a, b = _start_build(_config(20), tmp_path), _start_build(_config(24), tmp_path)
+    results = [_finish(a), _finish(b)]
+    assert len({r["entry"] for r in results}) == 2
+    for path in CacheRoot(tmp_path).entry_dirs():
+        open_entry(path)
+
+
+LOAD_LOOP = """
+import json, sys, torch, aotcache
+from examples import tiny_llama
+config, cache, rounds = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+model = tiny_llama.build(2)
+ids = tiny_llama.example_inputs(6)[0]
+with torch.no_grad():
+    expected = model(ids)
+counts = {"ok": 0, "miss": 0, "wrong": 0, "error": []}
+for _ in range(rounds):
+    try:
+        loaded = aotcache.load(model, config, cache_dir=cache, strict=True)
+        ok = (loaded(ids) - expected).abs().max() <= 1e-4
+        counts["ok" if ok else "wrong"] += 1
+    except aotcache.CacheMiss as exc:
+        counts["miss"] += 1
+        counts.setdefault("reasons", {}).setdefault(exc.reason, 0)
+        counts["reasons"][exc.reason] += 1
+    except Exception as exc:
+        counts["error"].append(f"{type(exc).__name__}: {exc}")
+print(json.dumps(counts))
+"""
+
+
+def test_clear_while_loading_gives_whole_entry_or_clean_miss(tiny_entry, tmp_path) -> None:
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "cache")
+    template = tmp_path / "template"
+    copy_cache(tiny_entry.path, template)
+    root = CacheRoot(cache)
+    loader = subprocess.Popen(
+        [sys.executable, "-c", LOAD_LOOP, json.dumps(TINY_CONFIG), str(cache), "150"],
+        cwd=REPO,
+        env=python_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    cycles = 0
+    while loader.poll() is None:
+        root.remove_entry(root.entry_dir(tiny_entry.entry_id))  # what `clear` does
+        staging = root.new_staging_dir(tiny_entry.entry_id)
+        staging.rmdir()
+        copy_cache(template, staging)
+        root.publish(staging, tiny_entry.entry_id)
+        cycles += 1
+        time.sleep(0.03)  # let some loads see the whole entry
+    out, err = loader.communicate()
+    assert loader.returncode == 0, err[-2000:]
+    counts = last_json(out)
+    assert counts["error"] == [] and counts["wrong"] == 0, counts
+    assert counts["ok"] > 0 and counts["ok"] + counts["miss"] == 150
+    reasons = counts.get("reasons", {})
+    print(f"\nclear/re-publish cycles during 150 loads: {cycles}; ok {counts['ok']}, clean misses {reasons}")
+    assert set(reasons) <= {"not-found"}  # a removed entry is a miss, never "corrupt"
+
+
+# -- 3. corruption -------------------------------------------------------------------------
+
+
+def test_every_file_truncated_or_flipped_is_caught_before_anything_runs(tiny_entry, tmp_path, monkeypatch) -> None:
+    ran: list[str] = []
+    real_exec, real_load = runtime.exec_module, kernels._load
+    monkeypatch.setattr(runtime, "exec_module", lambda *a: ran.append("exec") or real_exec(*a))
+    monkeypatch.setattr(kernels, "_load", lambda *a: ran.append("dlopen") or real_load(*a))
+    rng = random.Random(7)
+    model = tiny_llama.build(2)
+    files = sorted(p.relative_to(tiny_entry.path) for p in tiny_entry.path.rglob("*") if p.is_file())
+    tried = 0
+    for rel in files:
+        for damage in ("truncate", "flip"):
+            cache = copy_cache(tiny_entry.cache_dir, tmp_path / f"c{tried}")
+            entry = cache / "entries" / tiny_entry.entry_id
+            target = entry / rel
+            data = bytearray(target.read_bytes())
+            if damage == "truncate":
+                del data[rng.randrange(len(data)) :]
+            else:
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            target.write_bytes(bytes(data))
+            report = verify_entry(CacheRoot(cache), tiny_entry.entry_id)
+            assert not report["ok"], (rel, damage)
+            failed = [c for c in report["checks"] if not c["ok"]]
+            assert failed[0]["check"] in ("manifest", "files")
+            assert rel.name == "manifest.json" or rel.as_posix() in json.dumps(failed)
+            with pytest.raises(CorruptEntry):
+                aotcache.load(model, TINY_CONFIG, cache_dir=cache, strict=True)
+            assert ran == [], f"code ran before {damage} of {rel} was caught"
+            # lenient: a clean miss, and recompiling replaces the damaged entry
+            assert aotcache.load(model, TINY_CONFIG, cache_dir=cache, strict=False) is None
+            tried += 1
+            if tried % 17 == 0:
+                result = aotcache.precompile(tiny_llama.spec, TINY_CONFIG, cache_dir=cache)
+                assert not result.hit
+                ran.clear()
+                assert aotcache.load(model, TINY_CONFIG, cache_dir=cache, strict=True) is not None
+                ran.clear()
+            import shutil
+
+            shutil.rmtree(cache)
+    print(f"\ncorruptions tried: {tried} (every file of the entry, truncated and bit-flipped); all detected")
+    assert tried == 2 * len(files)
+
+
+def test_verify_cli_names_a_damaged_file(tiny_entry, tmp_path) -> None:
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
+    wrapper = next((cache / "entries" / tiny_entry.entry_id / "artifacts").iterdir())
+    wrapper.write_text(wrapper.read_text().replace("def call(", "def call_(", 1))
+    done = run_cli("verify", tiny_entry.entry_id, "--cache-dir", str(cache))
+    assert done.returncode == 1 and f"artifacts/{wrapper.name}" in done.stdout and "FAIL" in done.stdout
+
+
+# -- 5. hostile or odd input ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_path", ["../outside.py", "/etc/passwd", "kernels/../../x.so", "kernels//x.so"])
+def test_manifest_paths_outside_the_entry_are_refused(bad_path: str, tiny_entry, tmp_path) -> None:
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
+    entry = cache / "entries" / tiny_entry.entry_id
+
+    def escape(manifest: aotcache.manifest.Manifest) -> None:
+        record = manifest.files.pop(manifest.stitch)
+        manifest.stitch = bad_path
+        manifest.files[bad_path] = record
+
+    rewrite_manifest(entry, escape)
+    with pytest.raises(CorruptEntry, match=r"leaves the entry|unexpected structure"):
+        aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=cache, strict=True)
+    assert not verify_entry(CacheRoot(cache), tiny_entry.entry_id)["ok"]
+
+
+def test_symlinks_inside_an_entry_are_refused(tiny_entry, tmp_path) -> None:
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
+    entry = cache / "entries" / tiny_entry.entry_id
+    kernel = next((entry / "kernels").iterdir())
+    outside = tmp_path / "elsewhere.so"
+    outside.write_bytes(kernel.read_bytes())  # even identical bytes: a link is refused
+    kernel.unlink()
+    kernel.symlink_to(outside)
+    with pytest.raises(CorruptEntry, match="symbolic link"):
+        aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=cache, strict=True)
+    (entry / "extra").symlink_to("/etc")
+    report = verify_entry(CacheRoot(cache), tiny_entry.entry_id)
+    names = [d["name"] for c in report["checks"] for d in c["differences"]]
+    assert f"kernels/{kernel.name}" in names and "extra" in names
+
+
+def test_newer_format_version_is_refused(tiny_entry, tmp_path) -> None:
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
+    entry = cache / "entries" / tiny_entry.entry_id
+    rewrite_manifest(entry, lambda m: setattr(m, "format_version", 99))
+    with pytest.raises(UnsupportedFormat, match="format version 99"):
+        aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=cache, strict=True)
+    done = run_cli("inspect-cache", "--cache-dir", str(cache), "--json")
+    assert json.loads(done.stdout)["entries"][0]["status"] == "unsupported-format"
+
+
+def test_missing_cache_dir_is_a_clean_miss_and_clear_exits_3(tmp_path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(aotcache.EntryNotFound):
+        aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=missing, strict=True)
+    result = CliRunner().invoke(app, ["clear", "--all", "--cache-dir", str(missing)])
+    assert result.exit_code == 3 and "does not exist" in result.stderr
+    listing = CliRunner().invoke(app, ["inspect-cache", "--cache-dir", str(missing)])
+    assert listing.exit_code == 0 and "no entries" in listing.stdout
+    assert not missing.exists()
+
+
+def test_read_only_cache_dir_exits_3_and_loses_nothing(tiny_entry, tmp_path, monkeypatch) -> None:
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
+    real_mkdir = Path.mkdir
+
+    def read_only(self: Path, *args: object, **kwargs: object) -> None:
+        if str(self).startswith(str(cache)) and not self.exists():
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    (cache / "staging").rmdir()  # the layout must be re-created: the read-only file system refuses
+    result = CliRunner().invoke(
+        app,
+        [
+            "precompile",
+            "examples/tiny_llama.py:spec",
+            "--compilation-config",
+            json.dumps(_config(36)),
+            "--cache-dir",
+            str(cache),
+        ],
+    )
+    assert result.exit_code == 3 and "not writable" in result.stderr and "Traceback" not in result.output
+    assert aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=cache, strict=True) is not None
+
+
+def test_disk_full_during_writes_exits_3_and_loses_nothing(tiny_entry, tmp_path) -> None:
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
+    for point in ("kernel-write", "manifest-write"):
+        done = run_cli(
+            "precompile",
+            "examples/tiny_llama.py:spec",
+            "--compilation-config",
+            json.dumps(_config(44)),
+            "--cache-dir",
+            str(cache),
+            env={"AOTCACHE_FAILPOINT": f"enospc:{point}"},
+        )
+        assert done.returncode == 3, done.stderr
+        assert "is full" in done.stderr and "Traceback" not in done.stderr
+        assert list(CacheRoot(cache).staging_dirs()) == []  # the partial build was removed
+        _assert_every_visible_entry_is_whole(cache, tiny_entry.entry_id)
+
+
+def test_cache_dir_error_type_for_library_callers(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(CacheDirError, match="is a file"):
+        aotcache.precompile(tiny_llama.spec, TINY_CONFIG, cache_dir=blocker)
+
+
+# -- 6. trust ----------------------------------------------------------------------------------
+
+
+def _keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    (tmp_path / "release.key").write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (tmp_path / "release.pub").write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    (tmp_path / "hmac.secret").write_bytes(os.urandom(32).hex().encode())
+    return {
+        "ed25519": (tmp_path / "release.key", tmp_path / "release.pub"),
+        "hmac": (tmp_path / "hmac.secret", tmp_path / "hmac.secret"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "hmac"])
+def test_signed_entries_and_what_a_trusted_key_refuses(kind: str, tiny_entry, tmp_path, monkeypatch) -> None:
+    sign_key, trusted = _keys(tmp_path)[kind]
+    unsigned = copy_cache(tiny_entry.cache_dir, tmp_path / "unsigned")
+    model = tiny_llama.build(2)
+    with pytest.raises(SignatureError, match="not signed"):
+        aotcache.load(model, TINY_CONFIG, cache_dir=unsigned, strict=True, trusted_key=trusted)
+    signed = copy_cache(tiny_entry.cache_dir, tmp_path / "signed")
+    result = CliRunner().invoke(
+        app,
+        [
+            "precompile",
+            "examples/tiny_llama.py:spec",
+            "--compilation-config",
+            json.dumps(TINY_CONFIG),
+            "--cache-dir",
+            str(signed),
+            "--sign-key",
+            str(sign_key),
+        ],
+    )
+    assert result.exit_code == 0, result.output  # a hit: the existing entry gets signed
+    entry = signed / "entries" / tiny_entry.entry_id
+    assert (entry / "manifest.sig").exists()
+    monkeypatch.setenv("AOTCACHE_TRUSTED_KEY", str(trusted))
+    assert aotcache.load(model, TINY_CONFIG, cache_dir=signed, strict=True) is not None
+    verified = CliRunner().invoke(app, ["verify", tiny_entry.entry_id, "--cache-dir", str(signed), "--strict"])
+    assert verified.exit_code == 0, verified.output
+    # the manifest changed after signing (a valid checksum does not help)
+    tampered = copy_cache(signed, tmp_path / "tampered")
+    rewrite_manifest(tampered / "entries" / tiny_entry.entry_id, lambda m: m.stats.update(note="changed"))
+    with pytest.raises(SignatureError, match="changed after signing"):
+        aotcache.load(model, TINY_CONFIG, cache_dir=tampered, strict=True)
+    # an artifact changed after signing
+    swapped = copy_cache(signed, tmp_path / "swapped")
+    kernel = next((swapped / "entries" / tiny_entry.entry_id / "kernels").iterdir())
+    kernel.write_bytes(kernel.read_bytes() + b"\0")
+    with pytest.raises(CorruptEntry):
+        aotcache.load(model, TINY_CONFIG, cache_dir=swapped, strict=True)
+    # another key
+    other = _keys(tmp_path / "other" if (tmp_path / "other").mkdir() is None else tmp_path)[kind][1]
+    with pytest.raises(SignatureError, match="another key"):
+        aotcache.load(model, TINY_CONFIG, cache_dir=signed, strict=True, trusted_key=other)
+    refused = CliRunner().invoke(app, ["verify", tiny_entry.entry_id, "--cache-dir", str(tampered), "--json"])
+    signature = next(c for c in json.loads(refused.stdout)["checks"] if c["check"] == "signature")
+    assert refused.exit_code == 1 and not signature["ok"]
