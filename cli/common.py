@@ -31,6 +31,19 @@ stdout = _console(False)
 stderr = _console(True)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of the record (typer's test runner
+    swaps it per invocation), never to a stream that has since been closed."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 class Output:
     """Per-invocation output settings."""
 
@@ -39,7 +52,9 @@ class Output:
         self.quiet = quiet
         self.verbose = verbose
         level = logging.WARNING if verbose == 0 else (logging.INFO if verbose == 1 else logging.DEBUG)
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+        logging.basicConfig(
+            level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[_StderrHandler()], force=True
+        )
         if verbose == 0:
             # torch logs loudly on some paths; errors still reach us as exceptions.
             logging.getLogger("torch").setLevel(logging.ERROR)
