@@ -107,9 +107,10 @@ def steady_state(build: Any, cache: str) -> dict[str, Any]:
     model = build()
     loaded = aotcache.load(model, CONFIG, cache_dir=cache, strict=True)
     compiled = torch.compile(model, fullgraph=True, dynamic=True)
-    results = {str(size): time_calls(model, loaded, compiled, size) for size in (1, 8)}
-    results["python_overhead_us"] = python_overhead(loaded)
-    return results
+    return {
+        "sizes": {str(size): time_calls(model, loaded, compiled, size) for size in (1, 8)},
+        "python_overhead_us": python_overhead(loaded),
+    }
 
 
 def time_calls(model: Any, loaded: Any, compiled: Any, size: int) -> dict[str, float]:
@@ -246,7 +247,8 @@ def bench_model(layers: int, reps: int, cold_reps: int, scratch: Path) -> dict[s
         fresh = {**base, "TORCHINDUCTOR_CACHE_DIR": str(scratch / f"inductor-mega-{layers}-{i}")}
         mega_runs.append(spawn("mega_load", layers, cache, fresh, str(mega)))
     row["mega_cache_warm_s"] = median_of(mega_runs)
-    row["steady_us"] = spawn("steady", layers, cache, warm_dir)
+    steady = spawn("steady", layers, cache, warm_dir)
+    row["steady_us"] = steady["sizes"]
     load = row["aotcache_load_s"]
     row["ratios"] = {
         "load_over_cold": load / row["cold_precompile_s"],
@@ -254,6 +256,7 @@ def bench_model(layers: int, reps: int, cold_reps: int, scratch: Path) -> dict[s
         "load_over_mega_cache": load / row["mega_cache_warm_s"],
         "load_over_floor": load / row["floor_s"],
         "dispatch_overhead_us": {size: t["aotcache"] - t["pieces_direct"] for size, t in row["steady_us"].items()},
+        "dispatch_python_cpu_us": steady["python_overhead_us"],
     }
     return row
 
@@ -279,8 +282,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         for size, t in r["steady_us"].items():
-            if not isinstance(t, dict):
-                continue
             lines.append(
                 f"| {r['layers']} layers | {size} | {t['eager']:.0f} | {t['aotcache']:.0f} | {t['pieces_direct']:.0f} "
                 f"| {t['torch_compile']:.0f} | {t['aotcache'] - t['pieces_direct']:.1f} |"
