@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .binding import GraphBinder, load_treespec, unflatten
-from .config import CompilationConfig, Range, load_config
+from .config import CompilationConfig, Range, current_config, from_dict
 from .counters import counters
 from .dispatch import SizeDispatcher
 from .env import ENV_FACTOR_PREFIXES
@@ -36,9 +36,13 @@ def strict_from_env(strict: bool | None) -> bool:
 
 
 def as_config(config: CompilationConfig | dict[str, Any] | None) -> CompilationConfig:
+    """A dict is a set of fields over the defaults; None is the config in effect (the
+    innermost `with aotcache.config(...)`, else pyproject and AOTCACHE_COMPILATION_CONFIG)."""
     if isinstance(config, CompilationConfig):
         return config
-    return load_config(pyproject=True, overrides=dict(config or {}))
+    if config is None:
+        return current_config()
+    return from_dict(dict(config))
 
 
 class LoadedModel:

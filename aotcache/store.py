@@ -18,7 +18,6 @@ import contextlib
 import errno
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,13 +252,6 @@ def fsync_tree(root: Path) -> None:
 
 def is_disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def age_seconds(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 @contextlib.contextmanager

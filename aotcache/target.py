@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .config import CompilationConfig, from_dict
+from .config import CompilationConfig
 from .errors import TargetError
 
 
@@ -130,6 +130,3 @@ def _module_spec(model: torch.nn.Module, origin: str) -> ModelSpec:
     config = getattr(type(model), "_aotcache_config", None)
     return ModelSpec(model=model, example_inputs=builder, config=config, dynamic_arg_dims=dims)
 
-
-def spec_config(spec: ModelSpec) -> CompilationConfig:
-    return from_dict(spec.config_dict())
