@@ -129,4 +129,3 @@ def _module_spec(model: torch.nn.Module, origin: str) -> ModelSpec:
     dims = getattr(type(model), "_aotcache_dynamic_arg_dims", None)
     config = getattr(type(model), "_aotcache_config", None)
     return ModelSpec(model=model, example_inputs=builder, config=config, dynamic_arg_dims=dims)
-
