@@ -275,3 +275,12 @@ def test_clear_older_than(tmp_path) -> None:
     os.utime(stamp, (time.time() - 3 * 86400,) * 2)
     data = json.loads(invoke("clear", "--older-than", "2d", "--cache-dir", str(tmp_path), "--json").stdout)
     assert [r["key"] for r in data["removed"]] == [entry_id]
+
+
+def test_quiet_and_verbose(tiny_entry) -> None:
+    quiet = invoke("precompile", TARGET, *TINY_FLAGS, "--cache-dir", str(tiny_entry.cache_dir), "-q")
+    assert quiet.exit_code == 0 and quiet.stdout == ""
+    verbose = invoke("precompile", TARGET, *TINY_FLAGS, "--cache-dir", str(tiny_entry.cache_dir), "-v", "--json")
+    data = json.loads(verbose.stdout)
+    assert set(data["counters"]) == {"models_seen", "traces", "compiles", "entries_saved", "entries_loaded", "misses"}
+    assert data["counters"]["traces"] >= 1
