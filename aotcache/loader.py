@@ -148,12 +148,14 @@ def nearest_entry(root: CacheRoot, factors: list[Any]) -> Manifest | None:
     return best[1] if best else None
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which directory `path` is now: a removed and re-created entry may reuse the
+    inode number, but not the change time."""
     try:
         info = os.stat(path)
     except OSError:
         return None
-    return info.st_dev, info.st_ino
+    return info.st_dev, info.st_ino, info.st_ctime_ns
 
 
 def find_and_open(
@@ -182,7 +184,8 @@ def find_and_open(
     near = nearest_entry(root, factors)
     if near is not None:
         differences = explain(near.lookup, factors)
-        if all(d.name.startswith(ENV_FACTOR_PREFIXES) for d in differences):
+        # (no differences: the entry was published after we listed; a clean miss)
+        if differences and all(d.name.startswith(ENV_FACTOR_PREFIXES) for d in differences):
             raise IncompatibleEnvironment(
                 f"the entry for {type(model).__qualname__} with this config ({near.entry_id}) was built for "
                 "another environment",

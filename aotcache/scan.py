@@ -128,7 +128,7 @@ def leftovers(root: CacheRoot) -> list[EntryReport]:
     """Unfinished builds (staging) and interrupted deletions (trash)."""
     found = []
     for path in root.staging_dirs():
-        if path.name.startswith(".probe-"):
+        if path.name.startswith("."):  # a write probe or a signature being renamed in
             continue
         abandoned = staging_is_abandoned(path)
         status = INCOMPLETE if abandoned else BUILDING

@@ -35,7 +35,7 @@ from aotcache.key import EntryKey, Factor, digest
 from aotcache.lookup import lookup_factors
 from aotcache.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileRecord, Manifest
 from aotcache.runtime import artifact_call, piece_runner
-from aotcache.store import CacheRoot, cleanup_on_error, is_disk_full, resolve_cache_dir, write_file, write_file_atomic
+from aotcache.store import CacheRoot, cleanup_on_error, is_disk_full, resolve_cache_dir, write_file
 from aotcache.verify import open_entry
 
 from . import _torch_compat as compat
@@ -115,24 +115,22 @@ def precompile(
     root.ensure_writable()
     key_for_signing = signing.read_key(sign_key) if sign_key else None
     model.eval()
-    spec_holder: dict[str, InputSpec] = {}
-
-    def inputs_at(size: int | None) -> dict[str, Any]:
-        return example_arguments(model, example_inputs, size, spec_holder.get("spec"))
-
+    forward = type(model).forward
     if dynamic_arg_dims is None:
-        dynamic_arg_dims = infer_dynamic_dims(type(model).forward)
-    trace_arguments = inputs_at(None)
-    dims = normalize_dynamic_dims(dynamic_arg_dims, inspect.signature(type(model).forward), type(model).__qualname__)
-    spec_holder["spec"] = InputSpec.from_arguments(trace_arguments, dims)
-    example_size = trace_arguments[spec_holder["spec"].size_arg].shape[spec_holder["spec"].size_dim]
-    if example_size < 2:  # Dynamo specialises sizes 0 and 1: trace with a larger example
+        dynamic_arg_dims = infer_dynamic_dims(forward)
+    dims = normalize_dynamic_dims(dynamic_arg_dims, inspect.signature(forward), type(model).__qualname__)
+    trace_arguments = example_arguments(model, example_inputs, None, None)
+    spec = InputSpec.from_arguments(trace_arguments, dims)
+
+    def inputs_at(size: int) -> dict[str, Any]:
+        return example_arguments(model, example_inputs, size, spec)
+
+    if trace_arguments[spec.size_arg].shape[spec.size_dim] < 2:  # Dynamo specialises sizes 0 and 1
         trace_arguments = inputs_at(max(2, min(DEFAULT_TRACE_SIZE, config.max_num_batched_tokens)))
 
     progress.stage("trace")
     captured = capture(model, (), trace_arguments, dynamic_arg_dims, config.splitting_ops, mark_unbacked_dims)
     counters.traces += 1
-    spec_holder["spec"] = captured.input_spec
     failpoint("after-trace")
     seconds["trace"] = captured.seconds
 
@@ -141,7 +139,7 @@ def precompile(
     build = [
         Factor("sources", sources_mod.sources_digest(traced)),
         Factor("input_spec", digest(captured.input_spec.to_json())),
-        Factor("march", os.environ.get("TORCHINDUCTOR_CPP_MARCH") or "native"),
+        Factor("march", _march()),
     ]
     key = EntryKey(lookup, build)
     entry_id = key.entry_id
@@ -195,8 +193,11 @@ def _existing(root: CacheRoot, entry_id: str, sign_key: signing.Key | None) -> A
         log.warning("existing entry %s is unusable (%s); building it again", entry_id, exc.one_line())
         return None
     if sign_key is not None and not (path / SIGNATURE_NAME).exists():
+        # Written beside the entry and renamed in, so no reader sees a partial file.
         raw = (path / MANIFEST_NAME).read_bytes()
-        write_file_atomic(path / SIGNATURE_NAME, signing.sign(raw, sign_key))
+        pending = root.staging / f".{entry_id}.{os.getpid()}.sig"
+        write_file(pending, signing.sign(raw, sign_key))
+        os.replace(pending, path / SIGNATURE_NAME)
     return opened
 
 
@@ -218,7 +219,7 @@ def _build(
     captured: Capture,
     traced: list[sources_mod.SourceFile],
     key: EntryKey,
-    inputs_at: Callable[[int | None], dict[str, Any]],
+    inputs_at: Callable[[int], dict[str, Any]],
     staging: Path,
     progress: Progress,
     seconds: dict[str, float],
@@ -294,13 +295,18 @@ def _build(
     )
 
 
+def _march() -> str:
+    """The -march Inductor compiles kernels for (TORCHINDUCTOR_CPP_MARCH, else native)."""
+    return os.environ.get("TORCHINDUCTOR_CPP_MARCH") or "native"
+
+
 def _recorded(compiled: bool, model: torch.nn.Module) -> dict[str, Any]:
     """What the build host knew that a serving host cannot compute without a compiler."""
     recorded: dict[str, Any] = {
         "device_type": model_device_type(model),
         "threads": thread_count(),
         "kernels": compiled,
-        "march": os.environ.get("TORCHINDUCTOR_CPP_MARCH") or "native",
+        "march": _march(),
         "vec_isa": None,
         "vec_isa_flags": "",
         "cpu_flags": [],
@@ -320,7 +326,7 @@ def _compile_all(
     captured: Capture,
     split: SplitGraph,
     units: list[Range],
-    inputs_at: Callable[[int | None], dict[str, Any]],
+    inputs_at: Callable[[int], dict[str, Any]],
     files: dict[str, bytes],
     progress: Progress,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], list[int]]:

@@ -210,7 +210,7 @@ def test_clear_while_loading_gives_whole_entry_or_clean_miss(tiny_entry, tmp_pat
         copy_cache(template, staging)
         root.publish(staging, tiny_entry.entry_id)
         cycles += 1
-        time.sleep(0.03)  # let some loads see the whole entry
+        time.sleep(0.05)  # let some loads see the whole entry
     out, err = loader.communicate()
     assert loader.returncode == 0, err[-2000:]
     counts = last_json(out)
