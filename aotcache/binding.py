@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .errors import DispatchError
-from .identity import resolve
+from .identity import dtype_name, resolve
 from .inputs import InputSpec
 
 
@@ -82,7 +82,7 @@ class GraphBinder:
 def _check_bound_tensor(source: str, tensor: Any, item: dict[str, Any]) -> None:
     if not isinstance(tensor, torch.Tensor):
         raise DispatchError(f"model attribute {source!r} is not a tensor any more")
-    dtype = str(tensor.dtype).removeprefix("torch.")
+    dtype = dtype_name(tensor.dtype)
     if list(tensor.shape) != item["shape"] or dtype != item["dtype"]:
         raise DispatchError(
             f"model tensor {source!r} is {dtype}{list(tensor.shape)}, "

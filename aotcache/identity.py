@@ -55,8 +55,13 @@ def resolve(model: torch.nn.Module, path: str) -> Any:
     return target
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' for torch.float32: how manifests and errors name dtypes."""
+    return str(dtype).removeprefix("torch.")
+
+
 def describe(tensor: torch.Tensor) -> list[Any]:
-    return [list(tensor.shape), str(tensor.dtype).removeprefix("torch.")]
+    return [list(tensor.shape), dtype_name(tensor.dtype)]
 
 
 def model_signature(model: torch.nn.Module) -> dict[str, Any]:

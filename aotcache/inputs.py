@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, DispatchError
+from .identity import dtype_name
 
 DynamicDims = dict[str, int | list[int] | dict[int, str | None]]
 NormalizedDims = dict[str, dict[int, str | None]]
@@ -108,7 +109,7 @@ class InputSpec:
             elif isinstance(value, torch.Tensor):
                 dynamic = {d % value.ndim for d in dims.get(name, {})}
                 shape = tuple(None if i in dynamic else int(s) for i, s in enumerate(value.shape))
-                specs.append(ArgSpec(name, "tensor", str(value.dtype).removeprefix("torch."), shape))
+                specs.append(ArgSpec(name, "tensor", dtype_name(value.dtype), shape))
                 if dynamic and size_source is None:
                     size_source = (name, min(dynamic))
             elif isinstance(value, (bool, int, float, str)):
@@ -185,7 +186,7 @@ class InputSpec:
 def _check_tensor(spec: ArgSpec, value: Any, size: int) -> None:
     if not isinstance(value, torch.Tensor):
         raise DispatchError(f"argument {spec.name!r} must be a tensor, got {type(value).__name__}")
-    dtype = str(value.dtype).removeprefix("torch.")
+    dtype = dtype_name(value.dtype)
     if dtype != spec.dtype or value.ndim != len(spec.shape):
         raise DispatchError(
             f"argument {spec.name!r} must be {spec.dtype} with {len(spec.shape)} dims, "

@@ -53,6 +53,11 @@ def hash_factors(factors: Sequence[Factor]) -> str:
     return digest([[f.name, f.value] for f in factors])
 
 
+def lookup_hash(factors: Sequence[Factor]) -> str:
+    """The short hash that names an entry's lookup key (the first half of its id)."""
+    return hash_factors(factors)[:KEY_DIGEST_CHARS]
+
+
 @dataclass(frozen=True)
 class EntryKey:
     lookup: list[Factor]
@@ -60,7 +65,7 @@ class EntryKey:
 
     @property
     def lookup_hash(self) -> str:
-        return hash_factors(self.lookup)[:KEY_DIGEST_CHARS]
+        return lookup_hash(self.lookup)
 
     @property
     def build_hash(self) -> str:

@@ -17,7 +17,7 @@ from .dispatch import SizeDispatcher
 from .env import ENV_FACTOR_PREFIXES
 from .errors import CacheMiss, EntryNotFound, IncompatibleEnvironment
 from .inputs import InputSpec
-from .key import explain, hash_factors
+from .key import explain, lookup_hash
 from .lookup import lookup_factors
 from .manifest import Manifest
 from .runtime import build_variants, fx_forward
@@ -116,10 +116,10 @@ class LoadedModel:
         return f"LoadedModel(entry={self.entry_id}, model={self.manifest.model_class})"
 
 
-def candidate_entries(root: CacheRoot, lookup_hash: str) -> list[Path]:
+def candidate_entries(root: CacheRoot, key: str) -> list[Path]:
     """Entries of this lookup key, newest first."""
     dated = []
-    for path in root.entries_with_lookup(lookup_hash):
+    for path in root.entries_with_lookup(key):
         try:
             manifest, _ = read_manifest(path)
             dated.append((manifest.created, path))
@@ -166,9 +166,9 @@ def find_and_open(
 ) -> OpenedEntry:
     """The newest entry for this model and config that passes every check."""
     factors = lookup_factors(config, model)
-    lookup_hash = hash_factors(factors)[:16]
+    key = lookup_hash(factors)
     failures: list[CacheMiss] = []
-    for path in candidate_entries(root, lookup_hash):
+    for path in candidate_entries(root, key):
         identity = _identity(path)
         try:
             return open_entry(path, verify_signature=verify_signature)
@@ -195,12 +195,12 @@ def find_and_open(
             )
         raise EntryNotFound(
             f"no entry for {type(model).__qualname__} with this config and environment in {root.path}; "
-            f"nearest is {near.entry_id} (lookup key {lookup_hash})",
+            f"nearest is {near.entry_id} (lookup key {key})",
             differences=differences,
             hint="precompile with this config on a host like this one",
         )
     raise EntryNotFound(
-        f"no entry for {type(model).__qualname__} (lookup key {lookup_hash}) in {root.path}",
+        f"no entry for {type(model).__qualname__} (lookup key {key}) in {root.path}",
         hint="run `aotcache precompile` for this model and config",
     )
 

@@ -16,7 +16,7 @@ from . import __version__
 from .config import CompilationConfig
 from .env import thread_count
 from .errors import CacheMiss
-from .key import explain, hash_factors
+from .key import explain, lookup_hash
 from .loader import candidate_entries, nearest_entry
 from .lookup import lookup_factors
 from .manifest import SIGNATURE_NAME, Manifest
@@ -99,7 +99,7 @@ def verify_target(
     that passes, else the newest), or a not-found report explaining the nearest miss."""
     factors = lookup_factors(config, model)
     reports = []
-    for path in candidate_entries(root, hash_factors(factors)[:16]):
+    for path in candidate_entries(root, lookup_hash(factors)):
         report = report_for(path, verify_signature=verify_signature, strict=strict)
         if report["ok"]:
             return report

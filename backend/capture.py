@@ -17,7 +17,7 @@ import torch
 from torch import fx
 
 from aotcache.errors import CompileError
-from aotcache.identity import tensor_attributes
+from aotcache.identity import dtype_name, tensor_attributes
 from aotcache.inputs import DynamicDims, InputSpec, normalize_dynamic_dims
 
 from . import _torch_compat as compat
@@ -165,7 +165,7 @@ def _graph_inputs(
         source, kind = by_id[id(value)]
         fake = node.meta.get("example_value")
         shape = [compat.dim_repr(d) for d in (fake.shape if fake is not None else value.shape)]
-        result.append(GraphInput(node.name, kind, source, shape, str(value.dtype).removeprefix("torch.")))
+        result.append(GraphInput(node.name, kind, source, shape, dtype_name(value.dtype)))
     return result
 
 
