@@ -7,14 +7,13 @@ imports aotcache.backend (Dynamo, Inductor) only when called.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-from .config import CompilationConfig, Range, load_config
-from .counters import counters
-from .decorators import ignore_compile, support_compile
-from .errors import (
+from aotcache.config import CompilationConfig, Range, load_config, use_config
+from aotcache.counters import counters
+from aotcache.decorators import ignore_compile, support_compile
+from aotcache.errors import (
     AotCacheError,
     CacheDirError,
     CacheMiss,
@@ -29,12 +28,25 @@ from .errors import (
     TargetError,
     UnsupportedFormat,
 )
-from .loader import LoadedModel, load
-from .modes import CompilationMode, CUDAGraphMode
-from .target import ModelSpec
+from aotcache.modes import CompilationMode, CUDAGraphMode
+from aotcache.serve.loader import LoadedModel, load
+from aotcache.target import ModelSpec
+from aotcache.version import __version__
 
 if TYPE_CHECKING:
     from .backend.precompile import PrecompileResult
+
+
+def config(
+    config: CompilationConfig | dict[str, Any] | None = None, /, **fields: Any
+) -> contextlib.AbstractContextManager[CompilationConfig]:
+    """`with aotcache.config(compile_sizes=[1, 2]):` sets the config that @support_compile
+    models built inside the block use: fields apply over the config in effect; a
+    CompilationConfig (or dict) given positionally replaces it first.
+
+    This function shadows the `aotcache.config` submodule as an attribute of the package;
+    `from aotcache.config import CompilationConfig` is unaffected (it reads sys.modules)."""
+    return use_config(config, **fields)
 
 
 def precompile(model: Any, config: Any = None, example_inputs: Any = None, **kwargs: Any) -> PrecompileResult:
@@ -43,7 +55,7 @@ def precompile(model: Any, config: Any = None, example_inputs: Any = None, **kwa
     `model` is an nn.Module or a TARGET string ("pkg.module:attr", "path/file.py:attr");
     `config` a CompilationConfig or dict; `example_inputs` a tuple, a dict of forward
     arguments, or a function size -> inputs."""
-    from .api import precompile as run
+    from aotcache.api import precompile as run
 
     return run(model, config, example_inputs, **kwargs)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from .config import CompilationConfig, from_dict
-from .target import ModelSpec, as_spec, import_target
+from aotcache.config import CompilationConfig, from_dict
+from aotcache.target import ModelSpec, as_spec, import_target
 
 
 def resolve_spec(model: Any, example_inputs: Any = None, dynamic_arg_dims: Any = None) -> ModelSpec:
@@ -38,7 +38,7 @@ def precompile(
     else:
         resolved = from_dict({**spec.config_dict(), **(config or {})})
     if spec.example_inputs is None:
-        from .errors import TargetError
+        from aotcache.errors import TargetError
 
         raise TargetError("no example inputs: pass example_inputs=... or give the model an example_inputs method")
     from .backend.precompile import precompile as run

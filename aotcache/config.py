@@ -15,16 +15,14 @@ import hashlib
 import json
 import os
 import re
-import sys
 import tomllib
-import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .modes import CompilationMode, CUDAGraphMode, parse_enum
+from aotcache.errors import ConfigError
+from aotcache.modes import CompilationMode, CUDAGraphMode, parse_enum
 
 CAPTURE_SIZES_ALIAS = "cudagraph_capture_sizes"
 DEFAULT_MAX_CAPTURE_SIZE = 512
@@ -420,16 +418,3 @@ def use_config(
         yield effective
     finally:
         _current.reset(token)
-
-
-class _ConfigModule(types.ModuleType):
-    """Makes the module itself callable, so that `aotcache.config(...)` is the context
-    manager while `from aotcache.config import CompilationConfig` keeps working."""
-
-    def __call__(
-        self, config: CompilationConfig | dict[str, Any] | None = None, /, **fields: Any
-    ) -> contextlib.AbstractContextManager[CompilationConfig]:
-        return use_config(config, **fields)
-
-
-sys.modules[__name__].__class__ = _ConfigModule

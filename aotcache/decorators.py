@@ -34,12 +34,12 @@ from typing import Any, TypeVar
 
 import torch
 
-from .config import CompilationConfig, current_config, from_dict
-from .counters import counters
-from .errors import ConfigError
-from .inputs import DynamicDims, infer_dynamic_dims, normalize_dynamic_dims
-from .loader import load, strict_from_env
-from .modes import CompilationMode
+from aotcache.config import CompilationConfig, current_config, from_dict
+from aotcache.counters import counters
+from aotcache.errors import ConfigError
+from aotcache.modes import CompilationMode
+from aotcache.serve.inputs import DynamicDims, bind_call, infer_dynamic_dims, normalize_dynamic_dims
+from aotcache.serve.loader import load, strict_from_env
 
 log = logging.getLogger("aotcache")
 
@@ -165,9 +165,7 @@ def _first_call(module: Any, state: _State, args: tuple[Any, ...], kwargs: dict[
 
 
 def _call_arguments(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    bound = inspect.signature(type(module).forward).bind(module, *args, **kwargs)
-    bound.apply_defaults()
-    return dict(list(bound.arguments.items())[1:])
+    return bind_call(type(module).forward, module, args, kwargs)
 
 
 def _load_or_compile(
@@ -190,7 +188,10 @@ def _load_or_compile(
             precompile(module, config, example, dynamic_arg_dims=dims, mark_unbacked_dims=unbacked, cache_dir=scratch)
             loaded = load(module, config, cache_dir=scratch, strict=True)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)  # the loader keeps what it needs in memory
+            # The loader keeps what it needs in memory; a leftover temp dir is only litter.
+            shutil.rmtree(
+                scratch, onerror=lambda *failed: log.warning("could not delete %s: %s", failed[1], failed[2][1])
+            )
     else:
         result = precompile(module, config, example, dynamic_arg_dims=dims, mark_unbacked_dims=unbacked)
         log.info("aotcache: compiled and saved entry %s", result.entry_id)

@@ -26,6 +26,9 @@ class Difference:
     def __str__(self) -> str:
         return f"{self.name}: {_short(self.old)} -> {_short(self.new)}"
 
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "old": self.old, "new": self.new}
+
 
 def _short(value: Any, limit: int = 80) -> str:
     text = str(value)
@@ -93,6 +96,7 @@ class CacheMiss(AotCacheError):
     ) -> None:
         self.differences = list(differences or [])
         self.entry_id = entry_id
+        self.summary = message  # the message without the differences
         if self.differences:
             message = message + ": " + "; ".join(str(d) for d in self.differences)
         super().__init__(message, hint=hint)

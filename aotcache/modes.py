@@ -53,18 +53,10 @@ class CUDAGraphMode(enum.Enum):
     def requires_piecewise_compilation(self) -> bool:
         return self.has_piecewise_cudagraphs()
 
-    def max_cudagraph_mode(self) -> CUDAGraphMode:
-        value = max(self.value) if self.separate_routine() else self.value
-        return CUDAGraphMode(value)
-
-    def valid_runtime_modes(self) -> bool:
-        """Only NONE, PIECEWISE and FULL may be passed to a graph wrapper at run time."""
-        return self in (CUDAGraphMode.NONE, CUDAGraphMode.PIECEWISE, CUDAGraphMode.FULL)
-
 
 def parse_enum(enum_cls: type[enum.Enum], field: str, value: Any) -> Any:
     """Accept a member, its name (any case) or, for int enums, its int value."""
-    from .errors import ConfigError
+    from aotcache.errors import ConfigError
 
     names = [m.name for m in enum_cls]
     allowed = "one of " + ", ".join(names)

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from .config import CompilationConfig
-from .errors import TargetError
+from aotcache.config import CompilationConfig
+from aotcache.errors import TargetError
 
 
 @dataclass

@@ -48,29 +48,36 @@ def forget_compiled_code(function: Callable[..., Any]) -> None:
     torch._dynamo.eval_frame.remove_from_cache(function)
 
 
-def splitting_op_files(names: list[str]) -> set[str]:
+def splitting_op_files(names: list[str]) -> tuple[set[str], list[str]]:
     """Source files of the Python implementations of custom ops (Dynamo does not trace
     into opaque ops, so their files would otherwise be missing from the key): from
-    torch.library.custom_op's definition, else from where the fake impl was registered."""
+    torch.library.custom_op's definition, else from where the fake impl was registered.
+    Also returns the ops for which no file was found (e.g. ops implemented in C++)."""
     from torch._library.custom_ops import OPDEFS
     from torch._library.simple_registry import singleton
 
-    files = set()
+    files: set[str] = set()
+    unfound = []
     for name in names:
         qualname = name.split(".")[0]
+        found = set()
         opdef = OPDEFS.get(qualname)
         functions = [getattr(opdef, "_init_fn", None), getattr(opdef, "_abstract_fn", None)] if opdef else []
         for fn in functions:
-            if fn is not None:
-                with contextlib.suppress(TypeError, OSError):
-                    path = inspect.getsourcefile(fn)
-                    if path:
-                        files.add(path)
+            try:
+                path = inspect.getsourcefile(fn) if fn is not None else None
+            except (TypeError, OSError):  # a builtin or C function has no source file
+                path = None
+            if path:
+                found.add(path)
         kernel = singleton.find(qualname).fake_impl.kernel
         source = getattr(kernel, "source", None)
         if isinstance(source, str) and ":" in source:
-            files.add(source.rsplit(":", 1)[0])
-    return files
+            found.add(source.rsplit(":", 1)[0])
+        if not found:
+            unfound.append(name)
+        files |= found
+    return files, unfound
 
 
 def op_qualname(target: Any) -> str | None:
@@ -88,13 +95,6 @@ def dim_repr(dim: Any) -> Any:
     if isinstance(dim, torch.SymInt):
         return str(dim.node.expr)
     return int(dim)
-
-
-def concrete(value: Any, symbol: Any, size: int) -> int:
-    """A symbolic int (or plain int) evaluated with the dynamic size."""
-    if isinstance(value, torch.SymInt):
-        return int(value.node.expr.subs(symbol, size))
-    return int(value)
 
 
 def fx_module_source(graph: torch.fx.GraphModule) -> str:
@@ -137,7 +137,6 @@ def compiled_graph_info(artifact: Any) -> dict[str, Any]:
         "mutated_inputs": sorted(getattr(fn, "mutated_inputs", None) or []),
         "constants": sorted((getattr(fn, "constants", None) or {}).keys()),
         "device_types": sorted(getattr(fn, "device_types", None) or []),
-        "cache_key": getattr(fn, "cache_key", None),
     }
 
 

@@ -8,6 +8,7 @@ ops, which Dynamo does not trace into).
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ import torch
 from torch import fx
 
 from aotcache.errors import CompileError
-from aotcache.identity import dtype_name, tensor_attributes
-from aotcache.inputs import DynamicDims, InputSpec, normalize_dynamic_dims
+from aotcache.key.identity import dtype_name, tensor_attributes
+from aotcache.serve.inputs import DynamicDims, InputSpec, normalize_dynamic_dims
 
 from . import _torch_compat as compat
+
+log = logging.getLogger("aotcache.capture")
 
 
 @dataclass(frozen=True)
@@ -52,30 +55,57 @@ class Capture:
 
 def capture(
     model: torch.nn.Module,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    arguments: dict[str, Any],
     dynamic_arg_dims: DynamicDims | None,
     splitting_ops: list[str],
     mark_unbacked_dims: dict[str, Any] | None = None,
 ) -> Capture:
     start = time.perf_counter()  # the trace's cost includes importing Dynamo
     forward = type(model).forward
-    signature = inspect.signature(forward)
-    dims = normalize_dynamic_dims(dynamic_arg_dims, signature, type(model).__qualname__)
-    bound = signature.bind(model, *args, **kwargs)
-    bound.apply_defaults()
-    arguments = dict(list(bound.arguments.items())[1:])  # drop self
+    dims = normalize_dynamic_dims(dynamic_arg_dims, inspect.signature(forward), type(model).__qualname__)
     input_spec = InputSpec.from_arguments(arguments, dims)
+    _mark_dynamic(arguments, dims, mark_unbacked_dims or {})
+    graph, example_inputs, traced_files, output = _trace(model, arguments)
+    seconds = time.perf_counter() - start
+    op_files, unfound = compat.splitting_op_files(splitting_ops)
+    traced_files |= op_files
+    for name in unfound:
+        log.warning(
+            "splitting op %s: no Python source file of its implementation was found, so editing it will not "
+            "make entries stale (ops implemented in C++ are fine; otherwise rebuild with --force after an edit)",
+            name,
+        )
+    inputs = _graph_inputs(graph, example_inputs, model, arguments)
+    symbol = _dynamic_symbol(example_inputs, inputs)
+    return Capture(
+        graph,
+        inputs,
+        example_inputs,
+        symbol,
+        input_spec,
+        traced_files,
+        seconds,
+        _output_spec(graph, output),
+        _output_dims(graph, symbol),
+    )
+
+
+def _mark_dynamic(arguments: dict[str, Any], dims: dict[str, dict[int, Any]], unbacked: dict[str, Any]) -> None:
     for name, dim_ids in dims.items():
         value = arguments.get(name)
         if isinstance(value, torch.Tensor):  # InputSpec refused every other non-None type
             torch._dynamo.mark_dynamic(value, [d % value.ndim for d in dim_ids])
-    for name, unbacked in (mark_unbacked_dims or {}).items():
+    for name, wanted in unbacked.items():
         value = arguments.get(name)
         if isinstance(value, torch.Tensor):
-            for dim in [unbacked] if isinstance(unbacked, int) else unbacked:
+            for dim in [wanted] if isinstance(wanted, int) else wanted:
                 torch._dynamo.decorators.mark_unbacked(value, dim % value.ndim, hint_override=value.shape[dim])
 
+
+def _trace(model: torch.nn.Module, arguments: dict[str, Any]) -> tuple[fx.GraphModule, list[Any], set[str], Any]:
+    """One Dynamo trace of forward: the graph, its example inputs, the files traced
+    through, and forward's output."""
+    forward = type(model).forward
     captured: dict[str, Any] = {}
 
     def backend(gm: fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
@@ -87,7 +117,7 @@ def capture(
     traced_files: set[str] = {inspect.getsourcefile(forward) or ""}
     try:
         with torch.no_grad(), compat.recording_inlined_files(traced_files):
-            output = torch.compile(model.forward, backend=backend, fullgraph=True, dynamic=False)(*args, **kwargs)
+            output = torch.compile(model.forward, backend=backend, fullgraph=True, dynamic=False)(**arguments)
     except Exception as exc:  # Dynamo raises many unrelated types; report them as one.
         raise CompileError(
             f"Dynamo could not trace {type(model).__qualname__}.forward: {type(exc).__name__}: {exc}".strip(),
@@ -95,28 +125,9 @@ def capture(
         ) from exc
     finally:
         compat.forget_compiled_code(forward)
-    seconds = time.perf_counter() - start
     if "graph" not in captured:
         raise CompileError(f"Dynamo produced no graph for {type(model).__qualname__}.forward")
-    traced_files |= set(captured["traced_code"])
-    traced_files |= compat.splitting_op_files(splitting_ops)
-
-    graph: fx.GraphModule = captured["graph"]
-    example_inputs = captured["example_inputs"]
-    inputs = _graph_inputs(graph, example_inputs, model, arguments)
-    symbol = _dynamic_symbol(example_inputs, inputs)
-    output_spec = _output_spec(graph, output)
-    return Capture(
-        graph,
-        inputs,
-        example_inputs,
-        symbol,
-        input_spec,
-        traced_files,
-        seconds,
-        output_spec,
-        _output_dims(graph, symbol),
-    )
+    return captured["graph"], captured["example_inputs"], traced_files | set(captured["traced_code"]), output
 
 
 def _output_dims(graph: fx.GraphModule, symbol: Any) -> list[list[int]]:

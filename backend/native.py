@@ -1,5 +1,5 @@
 """Export an Inductor-compiled piece as a native artifact: Inductor's own wrapper code,
-rewritten to import its few runtime helpers from aotcache.inductor_runtime, plus the
+rewritten to import its few runtime helpers from aotcache.formats.inductor_runtime, plus the
 compiled kernel libraries it calls.
 
 Loading such an artifact needs neither a C++ compiler nor Inductor: the wrapper is plain
@@ -14,14 +14,14 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
-from aotcache import inductor_runtime
 from aotcache.errors import CompileError
+from aotcache.formats import inductor_runtime
 
 from . import _torch_compat as compat
 
-# Modules a rewritten wrapper may import (besides aotcache.inductor_runtime).
+# Modules a rewritten wrapper may import (besides aotcache.formats.inductor_runtime).
 ALLOWED_IMPORTS = frozenset({"ctypes", "torch", "math", "random", "os", "tempfile", "cmath"})
-RUNTIME_MODULE = "aotcache.inductor_runtime"
+RUNTIME_MODULE = "aotcache.formats.inductor_runtime"
 # Generated helpers that only serve Inductor's benchmarking harness.
 DROPPED_FUNCTIONS = frozenset({"get_args", "benchmark_compiled_module"})
 

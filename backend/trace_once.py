@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from aotcache.binding import GraphBinder, load_treespec, unflatten
 from aotcache.config import CompilationConfig, Range
 from aotcache.counters import counters
-from aotcache.inputs import DEFAULT_TRACE_SIZE, InputSpec, normalize_dynamic_dims, resize
+from aotcache.serve.binding import GraphBinder, load_treespec, unflatten
+from aotcache.serve.inputs import DEFAULT_TRACE_SIZE, InputSpec, normalize_dynamic_dims, resize
 
 from . import _torch_compat as compat
 from .capture import capture
@@ -31,7 +31,7 @@ class TraceOnceRunner:
         )
         if arguments[spec.size_arg].shape[spec.size_dim] < 2:  # Dynamo specialises sizes 0 and 1
             arguments = resize(arguments, spec, DEFAULT_TRACE_SIZE)
-        self.captured = capture(model, (), arguments, dims, [])
+        self.captured = capture(model, arguments, dims, [])
         counters.traces += 1
         self.config = config
         graph_inputs = [item.to_json() for item in self.captured.inputs]

@@ -68,7 +68,9 @@ def child(mode: str, layers: int, cache: str, spawned: float, extra: str | None)
         loaded = aotcache.load(build(), CONFIG, cache_dir=cache, strict=True)
         out = loaded(ids)
         seconds = time.time() - spawned
-        heavy = [m for m in sys.modules if m.startswith(("torch._inductor", "torch._dynamo"))]
+        from aotcache.serve import COMPILE_SIDE_MODULES
+
+        heavy = [m for m in sys.modules if m.startswith(COMPILE_SIDE_MODULES)]
         return {"seconds": seconds, "shape": list(out.shape), "compile_side_modules": len(heavy)}
     if mode in ("torch_cold", "torch_warm", "mega_load"):
         if mode == "mega_load":
@@ -85,7 +87,7 @@ def child(mode: str, layers: int, cache: str, spawned: float, extra: str | None)
             Path(extra).write_bytes(artifacts[0])
         return {"seconds": seconds, "shape": list(out.shape)}
     if mode == "floor":
-        from aotcache.kernels import load_kernel
+        from aotcache.formats.kernels import load_kernel
 
         entry = next(Path(cache, "entries").iterdir())
         for path in sorted(entry.rglob("*")):
@@ -124,8 +126,8 @@ def time_calls(model: Any, loaded: Any, compiled: Any, size: int) -> dict[str, f
 
     ids = tiny_llama.example_inputs(size)[0]
     values = loaded.graph_values({"input_ids": ids}, size)
-    variant = loaded._variants[loaded._dispatch(size)]
-    stitch = loaded._stitch
+    variant = loaded.unit_pieces[loaded.unit_index(size)]
+    stitch = loaded.stitch
 
     def direct() -> Any:
         with torch.no_grad():
@@ -166,13 +168,13 @@ def python_overhead(loaded: Any) -> float:
 
     ids = tiny_llama.example_inputs(8)[0]
     values = loaded.graph_values({"input_ids": ids}, 8)
-    variant = loaded._variants[loaded._dispatch(8)]
+    variant = loaded.unit_pieces[loaded.unit_index(8)]
     result = (torch.zeros(8, 128),)
-    loaded._stitch = lambda unit, *args: result
+    loaded.stitch = lambda unit, *args: result
 
     def direct() -> Any:
         with torch.no_grad():
-            return loaded._stitch(variant, *values)
+            return loaded.stitch(variant, *values)
 
     def full() -> Any:
         return loaded(ids)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aotcache.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, TargetError
+from aotcache.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CacheDirError, TargetError
 
 from . import render
 from .common import Output, handle_errors, import_cwd, parse_int_list
@@ -30,6 +30,25 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode="markdown",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from aotcache.version import __version__
+
+        typer.echo(f"aotcache {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Compile PyTorch models ahead of time in CI; load them verified, with no compiler, at serve time."""
+
 
 CacheDir = Annotated[
     Path | None,
@@ -101,13 +120,7 @@ def precompile(
     """Trace TARGET once, compile every range and size, and publish a verified entry."""
     out = Output(json_out, quiet, verbose)
     spec = _spec(target)
-    overrides = {
-        "compile_sizes": parse_int_list(compile_sizes, "compile_sizes"),
-        "compile_ranges_split_points": parse_int_list(split_points, "compile_ranges_split_points"),
-        "max_num_batched_tokens": max_num_batched_tokens,
-        "splitting_ops": splitting_ops.split(",") if splitting_ops else None,
-        "backend": backend,
-    }
+    overrides = _precompile_overrides(compile_sizes, split_points, max_num_batched_tokens, splitting_ops, backend)
     resolved = _config(spec.config_dict(), config, compilation_config, overrides)
     if spec.example_inputs is None:
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
@@ -115,10 +128,9 @@ def precompile(
 
     from aotcache.counters import counters
 
-    model = spec.build_model()
     with render.PrecompileProgress(enabled=not (json_out or quiet)) as progress:
         result = run(
-            model,
+            spec.build_model(),
             resolved,
             spec.example_inputs,
             dynamic_arg_dims=spec.dynamic_arg_dims,
@@ -135,6 +147,23 @@ def precompile(
         out.emit_json(summary)
     else:
         render.precompile_summary(out, summary)
+
+
+def _precompile_overrides(
+    compile_sizes: str | None,
+    split_points: str | None,
+    max_num_batched_tokens: int | None,
+    splitting_ops: str | None,
+    backend: str | None,
+) -> dict[str, Any]:
+    """Config fields given as precompile's own options (None: not given)."""
+    return {
+        "compile_sizes": parse_int_list(compile_sizes, "compile_sizes"),
+        "compile_ranges_split_points": parse_int_list(split_points, "compile_ranges_split_points"),
+        "max_num_batched_tokens": max_num_batched_tokens,
+        "splitting_ops": splitting_ops.split(",") if splitting_ops else None,
+        "backend": backend,
+    }
 
 
 @app.command(
@@ -157,8 +186,8 @@ def inspect_cache(
     verbose: Verbose = 0,
 ) -> None:
     """List cache entries with their status and size, or show one entry in detail."""
-    from aotcache.scan import find_entry, report_entry, scan
-    from aotcache.store import CacheRoot, resolve_cache_dir
+    from aotcache.store.root import CacheRoot, resolve_cache_dir
+    from aotcache.store.scan import find_entry, report_entry, scan
 
     out = Output(json_out, quiet, verbose)
     import_cwd()
@@ -221,9 +250,9 @@ def verify(
     verbose: Verbose = 0,
 ) -> None:
     """Check an entry before rollout: manifest, checksums, signature, environment, sources."""
-    from aotcache.signing import signature_checker
-    from aotcache.store import CacheRoot, resolve_cache_dir
-    from aotcache.verify_report import verify_entry, verify_target
+    from aotcache.store.report import verify_entry, verify_target
+    from aotcache.store.root import CacheRoot, resolve_cache_dir
+    from aotcache.store.signing import signature_checker
 
     out = Output(json_out, quiet, verbose)
     import_cwd()
@@ -256,14 +285,14 @@ def verify(
 
 
 def _run_in_fresh_process(target: str, cache_dir: Path, report: dict[str, Any], progress: Any) -> dict[str, Any]:
-    """Run aotcache.checkrun in a new interpreter; its progress lines (CUDA graph
+    """Run aotcache.serve.checkrun in a new interpreter; its progress lines (CUDA graph
     capture) drive the progress bar, its last stdout line is the result."""
-    from aotcache.checkrun import PROGRESS_PREFIX
+    from aotcache.serve.checkrun import PROGRESS_PREFIX
 
     command = [
         sys.executable,
         "-m",
-        "aotcache.checkrun",
+        "aotcache.serve.checkrun",
         target,
         "--cache-dir",
         str(cache_dir),
@@ -318,9 +347,9 @@ def clear(
     verbose: Verbose = 0,
 ) -> None:
     """Remove entries, unfinished builds and idle locks; report what was freed."""
-    from aotcache.maintenance import clear as run_clear
-    from aotcache.maintenance import parse_duration, parse_size, select
-    from aotcache.store import CacheRoot, resolve_cache_dir
+    from aotcache.store.clear import clear as run_clear
+    from aotcache.store.clear import parse_duration, parse_size, select
+    from aotcache.store.root import CacheRoot, resolve_cache_dir
 
     out = Output(json_out, quiet, verbose)
     import_cwd()
@@ -328,8 +357,6 @@ def clear(
         raise typer.Exit(_usage("nothing selected: pass KEY, --all, --stale, --broken, --older-than or --max-size"))
     root = CacheRoot(resolve_cache_dir(cache_dir))
     if not root.path.is_dir():
-        from aotcache.errors import CacheDirError
-
         raise CacheDirError(f"cache dir {root.path} does not exist", hint="check --cache-dir or AOTCACHE_DIR")
     chosen, kept = select(
         root,
@@ -349,6 +376,11 @@ def clear(
         out.emit_json(report.to_json())
     else:
         render.clear_report(out, report)
+    if report.errors:
+        raise CacheDirError(
+            f"could not remove {len(report.errors)} item(s) of {root.path}: {report.errors[0]}",
+            hint="check the cache dir's permissions and mount; what was not removed is still listed",
+        )
 
 
 def _usage(message: str) -> int:

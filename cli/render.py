@@ -279,7 +279,8 @@ def clear_plan(out: Output, chosen: list[Any]) -> None:
 def clear_report(out: Output, report: Any) -> None:
     verb = "would remove" if report.dry_run else "removed"
     for r in report.removed:
-        out.print(f"  {verb} {r.key[:32]:<32} {human_bytes(r.bytes):>9}  {r.reason}", markup=False)
+        failed = f"  (not removed: {r.error})" if r.error else ""
+        out.print(f"  {verb} {r.key[:32]:<32} {human_bytes(r.bytes):>9}  {r.reason}{failed}", markup=False)
     freeing = "freeing" if report.dry_run else "freed"
     kept = f"{report.kept} {'entry' if report.kept == 1 else 'entries'} kept"
     out.print(f"{verb} {len(report.removed)} item(s), {freeing} {human_bytes(report.freed)}; {kept}")

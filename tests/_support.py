@@ -60,6 +60,7 @@ def last_json(text: str) -> Any:
 
 LOAD_AND_COMPARE = """
 import json, sys, torch, aotcache
+from aotcache.serve import COMPILE_SIDE_MODULES
 from examples import tiny_llama
 model = tiny_llama.build({layers})
 loaded = aotcache.load(model, {config!r}, cache_dir={cache!r}, strict=True)
@@ -76,7 +77,7 @@ try:
     loaded(*tiny_llama.example_inputs({too_big}))
 except aotcache.DispatchError as exc:
     error = str(exc)
-compile_side = sorted(m for m in sys.modules if m.startswith(("torch._inductor", "torch._dynamo", "aotcache.backend")))
+compile_side = sorted(m for m in sys.modules if m.startswith(COMPILE_SIDE_MODULES))
 report = {{"entry": loaded.entry_id, "results": results, "dispatch_error": error, "compile_side": compile_side}}
 print(json.dumps(report))
 """
@@ -85,7 +86,7 @@ print(json.dumps(report))
 def rewrite_manifest(entry: Path, mutate: Any) -> None:
     """Edit an entry's manifest and write it back with a valid checksum (what an attacker
     or a careless tool could do; a signature is what catches it)."""
-    from aotcache import manifest as manifest_mod
+    from aotcache.store import manifest as manifest_mod
 
     path = entry / "manifest.json"
     parsed = manifest_mod.parse(path.read_bytes(), entry.name)

@@ -9,10 +9,10 @@ import torch
 from _support import TINY_CONFIG
 
 import aotcache
-from aotcache import cudagraph
 from aotcache.config import CompilationConfig
-from aotcache.cudagraph import BatchDescriptor, CudagraphDispatcher, CUDAGraphWrapper, pad_tensor, unpad_tensor
 from aotcache.modes import CUDAGraphMode
+from aotcache.serve import cudagraph
+from aotcache.serve.cudagraph import BatchDescriptor, CudagraphDispatcher, CUDAGraphWrapper, pad_tensor, unpad_tensor
 from examples import tiny_llama
 
 NONE, PIECEWISE, FULL = CUDAGraphMode.NONE, CUDAGraphMode.PIECEWISE, CUDAGraphMode.FULL
@@ -29,8 +29,6 @@ def test_mode_helpers() -> None:
     assert [x.has_full_cudagraphs() for x in m] == [False, False, True, True, True]
     assert [x.has_piecewise_cudagraphs() for x in m] == [False, True, False, False, True]
     assert [x.requires_piecewise_compilation() for x in m] == [False, True, False, False, True]
-    assert [x.max_cudagraph_mode() for x in m] == [NONE, PIECEWISE, FULL, FULL, FULL]
-    assert [x.valid_runtime_modes() for x in m] == [True, True, True, False, False]
     assert (
         CompilationConfig(cudagraph_mode="full_and_piecewise", splitting_ops=["a::b"]).cudagraph_mode
         == m.FULL_AND_PIECEWISE
@@ -110,7 +108,7 @@ def test_wrapper_passes_through_without_cuda(caplog, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(cudagraph, "_warned_no_cuda", False)
     calls = []
-    with caplog.at_level(logging.WARNING, logger="aotcache.cudagraph"):
+    with caplog.at_level(logging.WARNING, logger="aotcache.serve.cudagraph"):
         wrappers = [CUDAGraphWrapper(lambda x: calls.append(x) or x + 1, PIECEWISE) for _ in range(3)]
         with cudagraph.graph_context(PIECEWISE, BatchDescriptor(4)):
             assert wrappers[0](torch.ones(2)).tolist() == [2.0, 2.0]

@@ -75,6 +75,14 @@ def test_decoration_errors() -> None:
 
     with pytest.raises(ConfigError, match=r"none found in the forward method of .*NoTensors"):
         aotcache.support_compile(NoTensors)
+
+    class Unresolvable(nn.Module):
+        def forward(self, x: NoSuchType) -> torch.Tensor:  # type: ignore[name-defined] # noqa: F821
+            return x
+
+    # Said, not swallowed: inferring dims from annotations that do not resolve fails by name.
+    with pytest.raises(ConfigError, match=r"annotations of .*Unresolvable.forward cannot be resolved.*NoSuchType"):
+        aotcache.support_compile(Unresolvable)
     with pytest.raises(ValueError, match="argument y not found"):
         _decorate(dynamic_arg_dims={"y": 0})
     with pytest.raises(ConfigError, match="an int, a list of ints"):

@@ -13,8 +13,8 @@ import pytest
 from _support import LOAD_AND_COMPARE, REPO, TINY_CONFIG, TINY_UNITS, last_json, python_env, run_python
 
 import aotcache
-from aotcache import runtime
 from aotcache.errors import CorruptEntry, EntryNotFound, StaleEntry
+from aotcache.formats import native
 from examples import tiny_llama
 
 # every compile size, and the first, a middle and the last size of every range
@@ -124,13 +124,13 @@ def test_force_load_env_makes_a_miss_an_error(tiny_entry, monkeypatch) -> None:
 
 def test_every_flipped_byte_is_detected_before_anything_runs(tiny_entry, tmp_path, monkeypatch) -> None:
     executed: list[str] = []
-    real_exec = runtime.exec_module
+    real_exec = native.exec_source
 
     def spy(source: bytes, filename: str) -> dict:
         executed.append(filename)
         return real_exec(source, filename)
 
-    monkeypatch.setattr(runtime, "exec_module", spy)
+    monkeypatch.setattr(native, "exec_source", spy)
     entry_files = sorted(p.relative_to(tiny_entry.path) for p in tiny_entry.path.rglob("*") if p.is_file())
     assert len(entry_files) > 10
     model = tiny_llama.build(2)

@@ -24,12 +24,13 @@ from aotcache.cli.app import app
 from typer.testing import CliRunner
 
 import aotcache
-from aotcache import failpoints, kernels, runtime
 from aotcache.errors import CacheDirError, CorruptEntry, SignatureError, UnsupportedFormat
-from aotcache.scan import scan
-from aotcache.store import CacheRoot
-from aotcache.verify import open_entry
-from aotcache.verify_report import verify_entry
+from aotcache.formats import kernels, native
+from aotcache.store import failpoints
+from aotcache.store.checks import open_entry
+from aotcache.store.report import verify_entry
+from aotcache.store.root import CacheRoot
+from aotcache.store.scan import scan
 from examples import tiny_llama
 
 pytestmark = pytest.mark.fault
@@ -226,8 +227,8 @@ def test_clear_while_loading_gives_whole_entry_or_clean_miss(tiny_entry, tmp_pat
 
 def test_every_file_truncated_or_flipped_is_caught_before_anything_runs(tiny_entry, tmp_path, monkeypatch) -> None:
     ran: list[str] = []
-    real_exec, real_load = runtime.exec_module, kernels._load
-    monkeypatch.setattr(runtime, "exec_module", lambda *a: ran.append("exec") or real_exec(*a))
+    real_exec, real_load = native.exec_source, kernels._load
+    monkeypatch.setattr(native, "exec_source", lambda *a: ran.append("exec") or real_exec(*a))
     monkeypatch.setattr(kernels, "_load", lambda *a: ran.append("dlopen") or real_load(*a))
     rng = random.Random(7)
     model = tiny_llama.build(2)
@@ -284,7 +285,7 @@ def test_manifest_paths_outside_the_entry_are_refused(bad_path: str, tiny_entry,
     cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
     entry = cache / "entries" / tiny_entry.entry_id
 
-    def escape(manifest: aotcache.manifest.Manifest) -> None:
+    def escape(manifest: aotcache.store.manifest.Manifest) -> None:
         record = manifest.files.pop(manifest.stitch)
         manifest.stitch = bad_path
         manifest.files[bad_path] = record

@@ -8,15 +8,15 @@ from _support import TINY_CONFIG, last_json, run_python
 
 from aotcache.config import CompilationConfig, from_dict
 from aotcache.errors import Difference
-from aotcache.key import EntryKey, Factor, explain, hash_factors
-from aotcache.lookup import lookup_factors
+from aotcache.key.factors import EntryKey, Factor, explain, hash_factors
+from aotcache.key.lookup import lookup_factors
 from examples import tiny_llama
 
 KEY_SNIPPET = """
 import json, os
 from aotcache.config import from_dict
-from aotcache.key import hash_factors
-from aotcache.lookup import lookup_factors
+from aotcache.key.factors import hash_factors
+from aotcache.key.lookup import lookup_factors
 from examples import tiny_llama
 factors = lookup_factors(from_dict({config!r}), tiny_llama.build(2))
 print(json.dumps({{"hash": hash_factors(factors), "factors": [[f.name, f.value] for f in factors]}}))

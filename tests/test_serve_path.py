@@ -10,9 +10,9 @@ import torch
 from _support import TINY_CONFIG, copy_cache, last_json, rewrite_manifest, run_python
 
 import aotcache
-from aotcache.env import flags_from_arch_options, host_cpu_flags, required_cpu_flags
 from aotcache.errors import IncompatibleEnvironment
-from aotcache.key import Factor
+from aotcache.key.env import flags_from_arch_options, host_cpu_flags, required_cpu_flags
+from aotcache.key.factors import Factor
 from examples import tiny_llama
 
 STRICT_LOAD = """
@@ -67,7 +67,7 @@ def test_kernels_from_a_newer_compiler_runtime_are_refused(tiny_entry, tmp_path)
     cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
     entry = cache / "entries" / tiny_entry.entry_id
 
-    def newer(manifest: aotcache.manifest.Manifest) -> None:
+    def newer(manifest: aotcache.store.manifest.Manifest) -> None:
         manifest.recorded["compiler"] = "g++: g++ (GCC) 99.1.0"
         manifest.recorded["runtime_versions"]["libstdc++.so.6"] = ["GLIBCXX_3.4.99"]
 
@@ -86,7 +86,7 @@ def test_edited_environment_factor_is_refused(factor: str, value: str, tiny_entr
     cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
     entry = cache / "entries" / tiny_entry.entry_id
 
-    def edit(manifest: aotcache.manifest.Manifest) -> None:
+    def edit(manifest: aotcache.store.manifest.Manifest) -> None:
         manifest.lookup = [Factor(f.name, value) if f.name == factor else f for f in manifest.lookup]
         if factor == "device.type":
             manifest.recorded["device_type"] = value

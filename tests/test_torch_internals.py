@@ -13,9 +13,9 @@ import torch
 from aotcache.backend import _torch_compat as compat
 from aotcache.backend.native import export
 
-from aotcache import _torch_internals as internals
-from aotcache import inductor_runtime
-from aotcache.runtime import artifact_call
+from aotcache.formats import inductor_runtime
+from aotcache.formats import torch_internals as internals
+from aotcache.serve.runtime import artifact_call
 
 
 def _small_graph() -> torch.fx.GraphModule:
@@ -66,7 +66,7 @@ def test_standalone_compile_and_native_export_round_trip() -> None:
     for digest, library in native.kernels.items():
         blobs[f"kernels/{digest}.so"] = open(library, "rb").read()
         kernels[digest] = f"kernels/{digest}.so"
-    call = artifact_call(blobs, {"wrapper": "artifacts/w.py", "kernels": kernels}, "test")
+    call = artifact_call(blobs, {"format": "native", "wrapper": "artifacts/w.py", "kernels": kernels}, "test")
     with torch.no_grad():
         (ours,) = call([x, w])
         (theirs,) = artifact(x, w)
@@ -104,7 +104,10 @@ def test_op_names_and_splitting_op_files() -> None:
     assert compat.op_qualname(packet) == "tinyllama::attention"
     assert compat.op_qualname(packet.default) == "tinyllama::attention"
     assert compat.op_qualname(torch.relu) is None
-    assert tiny_llama.__file__ in compat.splitting_op_files(["tinyllama::attention"])
+    files, unfound = compat.splitting_op_files(["tinyllama::attention"])
+    assert tiny_llama.__file__ in files and unfound == []
+    files, unfound = compat.splitting_op_files(["aten::relu"])  # C++: no file, and we say so
+    assert files == set() and unfound == ["aten::relu"]
 
 
 def test_build_host_probes() -> None:

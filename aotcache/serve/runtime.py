@@ -1,52 +1,30 @@
 """Turn an entry's verified bytes into callables: the stitching graph, the opaque and
 eager pieces, and the compiled artifacts with their kernels.
 
-Everything executed here comes from bytes whose checksums `verify.open_entry` checked;
+Everything executed here comes from bytes whose checksums `store.checks.open_entry` checked;
 no file is read again.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from . import inductor_runtime
-from .errors import CorruptEntry
-from .kernels import load_kernel
-from .manifest import Manifest
+from aotcache.formats import loader_for, native
+from aotcache.store.manifest import Manifest
 
 Runnable = Callable[..., Any]
 
 
-def exec_module(source: bytes, filename: str) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"__name__": f"aotcache_entry.{filename}", "__builtins__": __builtins__}
-    exec(compile(source, filename, "exec"), namespace)
-    return namespace
-
-
 def fx_forward(blobs: dict[str, bytes], path: str, label: str) -> Runnable:
     """The `forward(self, ...)` defined by an FX module source file of the entry."""
-    return exec_module(blobs[path], f"<aotcache {label}:{path}>")["forward"]
+    return native.exec_source(blobs[path], f"<aotcache {label}:{path}>")["forward"]
 
 
 def artifact_call(blobs: dict[str, bytes], artifact: dict[str, Any], label: str) -> Runnable:
-    """Execute a rewritten Inductor wrapper, resolving each kernel to the library the
-    entry compiled from that exact C++ source, and return its `call(args)`."""
-    kernels: dict[str, str] = artifact.get("kernels", {})
-
-    def resolve(argtypes: list[str], source: str) -> Runnable:
-        digest = inductor_runtime.kernel_source_digest(source)
-        path = kernels.get(digest)
-        if path is None:
-            raise CorruptEntry(f"artifact {label} uses a kernel the entry does not hold ({digest[:12]})")
-        data = blobs[path]
-        return load_kernel(data, hashlib.sha256(data).hexdigest())
-
-    with inductor_runtime.kernel_resolver(resolve):
-        namespace = exec_module(blobs[artifact["wrapper"]], f"<aotcache artifact:{label}>")
-    return namespace["call"]
+    """An artifact's `call(args)`, by the format its manifest record names."""
+    return loader_for(artifact["format"])(blobs, artifact, label)
 
 
 def piece_runner(call: Runnable, single_output: bool) -> Runnable:

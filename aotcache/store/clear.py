@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from aotcache.errors import ConfigError
+
+from .root import CacheRoot, remove_tree
 from .scan import BUILDING, EntryReport, find_entry, scan
-from .store import CacheRoot
 
 _SIZE_UNITS = {
     "": 1,
@@ -53,9 +53,10 @@ def parse_duration(text: str) -> float:
 class Removal:
     key: str
     path: str
-    bytes: int
+    bytes: int  # really freed (or, on a dry run, what would be)
     reason: str
     status: str
+    error: str | None = None  # why it could not be removed (wholly)
 
 
 @dataclass
@@ -69,6 +70,10 @@ class ClearReport:
     def freed(self) -> int:
         return sum(r.bytes for r in self.removed)
 
+    @property
+    def errors(self) -> list[str]:
+        return [r.error for r in self.removed if r.error]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": "aotcache.clear/1",
@@ -77,6 +82,7 @@ class ClearReport:
             "freed_bytes": self.freed,
             "locks_removed": self.locks_removed,
             "kept": self.kept,
+            "errors": self.errors,
         }
 
 
@@ -138,14 +144,15 @@ def select(
 def clear(root: CacheRoot, chosen: list[tuple[EntryReport, str]], kept: int, *, dry_run: bool) -> ClearReport:
     report = ClearReport(dry_run=dry_run, kept=kept)
     for entry, reason in chosen:
-        report.removed.append(Removal(entry.entry_id, str(entry.path), entry.bytes, reason, entry.status))
+        removal = Removal(entry.entry_id, str(entry.path), entry.bytes, reason, entry.status)
+        report.removed.append(removal)
         if dry_run:
             continue
         if entry.path.parent == root.entries:
-            root.remove_entry(entry.path)
+            removal.bytes, removal.error = root.remove_entry(entry.path)
             root.forget_usage(entry.entry_id)
         else:
-            shutil.rmtree(entry.path, ignore_errors=True)
+            removal.bytes, removal.error = remove_tree(entry.path)
     if not dry_run:
         report.locks_removed = _remove_idle_locks(root)
     return report

@@ -14,9 +14,9 @@ import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import CorruptEntry, UnsupportedFormat
-from .key import Factor, factors_from_json
-from .lookup import FORMAT_VERSION
+from aotcache.errors import CorruptEntry, UnsupportedFormat
+from aotcache.key.factors import Factor, factors_from_json
+from aotcache.key.lookup import FORMAT_VERSION
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"

@@ -15,15 +15,18 @@ first, so a reader sees either the whole entry or none of it.
 from __future__ import annotations
 
 import contextlib
-import errno
+import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import CacheDirError
+from aotcache.errors import CacheDirError
+
+from .atomic import exchange, fsync_dir, fsync_tree, write_file_atomic
 from .failpoints import failpoint
+
+log = logging.getLogger("aotcache.store")
 
 CACHE_DIR_ENV = "AOTCACHE_DIR"
 CACHEDIR_TAG = (
@@ -105,7 +108,11 @@ class CacheRoot:
         failpoint("before-publish")
         target = self.entry_dir(entry_id)
         if target.exists() and exchange(staging, target):
-            shutil.rmtree(staging, ignore_errors=True)  # staging now holds the old entry
+            _, error = remove_tree(staging)  # staging now holds the old entry
+            if error:
+                log.warning(
+                    "could not delete the replaced entry in %s (%s); `aotcache clear --broken` will", staging, error
+                )
         else:
             if target.exists():
                 self.remove_entry(target)
@@ -114,14 +121,20 @@ class CacheRoot:
         fsync_dir(self.entries)
         return target
 
-    def remove_entry(self, entry: Path) -> None:
-        """Delete an entry so that no reader ever sees part of it."""
+    def remove_entry(self, entry: Path) -> tuple[int, str | None]:
+        """Delete an entry so that no reader ever sees part of it: rename it into trash/,
+        then delete it there. Returns the bytes really freed and the error, if any (what
+        could not be deleted stays in trash/, shown by inspect-cache, swept by clear)."""
         doomed = self.trash / f"{entry.name}.{uuid.uuid4().hex[:8]}"
+        size = dir_size(entry)
         try:
             os.rename(entry, doomed)
         except FileNotFoundError:
-            return
-        shutil.rmtree(doomed, ignore_errors=True)
+            return 0, None
+        except OSError as exc:
+            return 0, f"{entry}: {exc.strerror or exc}"
+        freed, error = remove_tree(doomed)
+        return (size if error is None else freed), error
 
     # -- for readers ---------------------------------------------------------------
 
@@ -181,6 +194,20 @@ def staging_is_abandoned(path: Path) -> bool:
     return False
 
 
+def remove_tree(path: Path) -> tuple[int, str | None]:
+    """Delete a directory tree; the bytes really freed, and the first error met."""
+    before = dir_size(path)
+    errors: list[str] = []
+
+    def record(function: object, failed: str, exc_info: tuple[type[BaseException], BaseException, object]) -> None:
+        exc = exc_info[1]
+        errors.append(f"{failed}: {getattr(exc, 'strerror', None) or exc}")
+
+    shutil.rmtree(path, onerror=record)
+    remaining = dir_size(path) if os.path.lexists(path) else 0
+    return before - remaining, (errors[0] if errors else None)
+
+
 def dir_size(path: Path) -> int:
     total = 0
     for folder, _, files in os.walk(path):
@@ -188,77 +215,3 @@ def dir_size(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(folder, name)).st_size
     return total
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_file(path: Path, data: bytes, point: str | None = None) -> None:
-    """Write and fsync a file inside a staging dir (published later by a rename).
-    `point` names a failpoint reached half-way through the write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        if point is not None:
-            f.write(data[: len(data) // 2])
-            f.flush()
-            failpoint(point)
-            data = data[len(data) // 2 :]
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where the
-    platform or file system cannot."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    if result == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(code, os.strerror(code), str(b))
-
-
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def fsync_tree(root: Path) -> None:
-    for folder, dirs, _ in os.walk(root, topdown=False):
-        for name in dirs:
-            fsync_dir(Path(folder, name))
-    fsync_dir(root)
-
-
-def is_disk_full(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-@contextlib.contextmanager
-def cleanup_on_error(path: Path) -> Iterator[None]:
-    """Remove a staging dir if building it fails (a SIGKILL leaves it; `clear` sweeps)."""
-    try:
-        yield
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise

@@ -20,7 +20,3 @@ TENSOR_DATA_PTR_ENV = "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"
 
 def tensor_data_ptr_address() -> int:
     return int(torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr)  # type: ignore[attr-defined]
-
-
-# Modules whose presence in sys.modules means the compile side was imported.
-COMPILE_SIDE_MODULES = ("torch._inductor", "torch._dynamo", "aotcache.backend")

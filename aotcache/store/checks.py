@@ -1,34 +1,39 @@
 """Checking an entry: structure, checksums, signature, environment, traced sources.
 
-`open_entry` reads every file of an entry exactly once into memory and checks it; the
-loader then runs only those verified bytes. `problems` runs every check and collects all
-failures (for `verify` and `inspect-cache`); `open_entry` raises the first as a typed error.
+There is one pipeline of checks, `entry_problems`, a generator of typed problems.
+`open_entry` (the loader's way in) reads every file of an entry exactly once into memory,
+runs the pipeline and raises the first problem as a typed error; the loader then runs
+only those verified bytes. `problems` (for `verify` and `inspect-cache`) collects all.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from . import manifest as manifest_mod
-from .env import ENV_FACTOR_PREFIXES, check_host_compatible, host_problems, lookup_env_factors
-from .errors import (
+from aotcache.errors import (
     CacheMiss,
     CorruptEntry,
     Difference,
     EntryNotFound,
     IncompatibleEnvironment,
+    SignatureError,
     StaleEntry,
+    UnsupportedFormat,
 )
-from .key import Factor, explain
-from .lookup import tool_factors
+from aotcache.key.env import ENV_FACTOR_PREFIXES, host_problems, lookup_env_factors
+from aotcache.key.factors import Factor, explain
+from aotcache.key.lookup import tool_factors
+from aotcache.key.sources import SourceFile, changed
+
+from . import manifest as manifest_mod
 from .manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
-from .sources import SourceFile, changed
 
 
 @dataclass
@@ -136,6 +141,97 @@ def source_problems(manifest: Manifest) -> list[Difference]:
     return changed([SourceFile(s["path"], s["sha256"]) for s in manifest.sources])
 
 
+# The typed error each problem status raises as.
+_ERRORS: dict[str, type[CacheMiss]] = {
+    error.reason: error
+    for error in (CorruptEntry, StaleEntry, IncompatibleEnvironment, SignatureError, UnsupportedFormat, EntryNotFound)
+}
+
+CHECKS = ("manifest", "signature", "files", "environment", "sources")
+
+
+@dataclass
+class Problem:
+    """One failed check of an entry: which check, the status it maps to (a
+    CacheMiss.reason), what is wrong, and each differing thing as old -> new."""
+
+    check: str  # one of CHECKS
+    status: str
+    message: str
+    differences: list[Difference] = field(default_factory=list)
+    hint: str | None = None
+
+    def error(self, entry_id: str) -> CacheMiss:
+        """The typed error a load raises for this problem."""
+        error = _ERRORS.get(self.status, CorruptEntry)
+        return error(
+            f"entry {entry_id}: {self.message}", differences=self.differences, entry_id=entry_id, hint=self.hint
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "status": self.status,
+            "message": self.message,
+            "differences": [d.to_json() for d in self.differences],
+        }
+
+    @classmethod
+    def from_error(cls, check: str, exc: CacheMiss) -> Problem:
+        return cls(check, exc.reason, exc.summary, exc.differences, exc.hint)
+
+
+def entry_problems(
+    path: Path,
+    manifest: Manifest,
+    raw: bytes,
+    *,
+    blobs: dict[str, bytes] | None = None,
+    verify_signature: Callable[[Path, bytes], None] | None = None,
+    check_env: bool = True,
+    check_sources: bool = True,
+) -> Iterator[Problem]:
+    """The one pipeline of checks after the manifest parsed: signature, files,
+    environment (recorded factors, then what this host lacks to run the kernels),
+    sources. Lazy, so that a load stops at the first problem; `blobs` receives the
+    verified bytes of every file."""
+    if verify_signature is not None:
+        try:
+            verify_signature(path, raw)
+        except CacheMiss as exc:
+            yield Problem.from_error("signature", exc)
+    diffs = file_problems(path, manifest, blobs)
+    if diffs:
+        yield Problem("files", CorruptEntry.reason, "files differ from the manifest", diffs, _HINT_CORRUPT)
+    if check_env:
+        diffs = environment_problems(manifest)
+        if diffs:
+            yield Problem(
+                "environment",
+                IncompatibleEnvironment.reason,
+                "built for another environment",
+                diffs,
+                "precompile on a host with the same software, or use an entry built for this one",
+            )
+        diffs = host_problems(manifest.recorded)
+        if diffs:
+            yield Problem(
+                "environment",
+                IncompatibleEnvironment.reason,
+                "this host cannot run the entry's kernels",
+                diffs,
+                "precompile on a host like this one, or set TORCHINDUCTOR_CPP_MARCH to a baseline "
+                "such as x86-64-v3 when precompiling",
+            )
+    if check_sources:
+        diffs = source_problems(manifest)
+        if diffs:
+            yield Problem("sources", StaleEntry.reason, "stale: traced source files changed", diffs, "precompile again")
+
+
+_HINT_CORRUPT = "run `aotcache clear --broken` and precompile again"
+
+
 def open_entry(
     path: Path,
     *,
@@ -146,46 +242,20 @@ def open_entry(
     """Read and check a whole entry; raise the typed error of the first problem found.
     Nothing of the entry has run when this returns or raises."""
     manifest, raw = read_manifest(path)
-    entry_id = manifest.entry_id
-    if verify_signature is not None:
-        verify_signature(path, raw)
     blobs: dict[str, bytes] = {}
-    diffs = file_problems(path, manifest, blobs)
-    if diffs:
-        raise CorruptEntry(
-            f"entry {entry_id} is corrupt",
-            differences=diffs,
-            entry_id=entry_id,
-            hint="run `aotcache clear --broken` and precompile again",
-        )
-    if check_env:
-        diffs = environment_problems(manifest)
-        if diffs:
-            raise IncompatibleEnvironment(
-                f"entry {entry_id} was built for another environment",
-                differences=diffs,
-                entry_id=entry_id,
-                hint="precompile on a host with the same software, or use an entry built for this one",
-            )
-        check_host_compatible(manifest.recorded, entry_id)
-    if check_sources:
-        diffs = source_problems(manifest)
-        if diffs:
-            raise StaleEntry(
-                f"entry {entry_id} is stale: traced source files changed",
-                differences=diffs,
-                entry_id=entry_id,
-                hint="precompile again",
-            )
+    checks = entry_problems(
+        path,
+        manifest,
+        raw,
+        blobs=blobs,
+        verify_signature=verify_signature,
+        check_env=check_env,
+        check_sources=check_sources,
+    )
+    first = next(checks, None)
+    if first is not None:
+        raise first.error(manifest.entry_id)
     return OpenedEntry(path, manifest, blobs)
-
-
-@dataclass
-class Problem:
-    check: str  # "manifest" | "signature" | "files" | "environment" | "sources"
-    status: str  # the CacheMiss.reason it maps to
-    message: str
-    differences: list[Difference] = field(default_factory=list)
 
 
 def problems(
@@ -198,21 +268,6 @@ def problems(
     try:
         manifest, raw = read_manifest(path)
     except CacheMiss as exc:
-        return None, [Problem("manifest", exc.reason, exc.message, exc.differences)]
-    found: list[Problem] = []
-    if verify_signature is not None:
-        try:
-            verify_signature(path, raw)
-        except CacheMiss as exc:
-            found.append(Problem("signature", exc.reason, exc.message, exc.differences))
-    diffs = file_problems(path, manifest)
-    if diffs:
-        found.append(Problem("files", CorruptEntry.reason, "files differ from the manifest", diffs))
-    diffs = environment_problems(manifest) + host_problems(manifest.recorded)
-    if diffs:
-        found.append(Problem("environment", IncompatibleEnvironment.reason, "built for another environment", diffs))
-    if check_sources:
-        diffs = source_problems(manifest)
-        if diffs:
-            found.append(Problem("sources", StaleEntry.reason, "traced source files changed", diffs))
-    return manifest, found
+        return None, [Problem.from_error("manifest", exc)]
+    found = entry_problems(path, manifest, raw, verify_signature=verify_signature, check_sources=check_sources)
+    return manifest, list(found)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from .config import Range
-from .errors import DispatchError
+from aotcache.config import Range
+from aotcache.errors import DispatchError
 
 
 class SizeDispatcher:

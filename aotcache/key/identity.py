@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .key import Factor, digest
+from .factors import Factor, digest
 from .sources import portable_path
 
 

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Difference
+from aotcache.errors import Difference
 
-log = logging.getLogger("aotcache.key")
+log = logging.getLogger("aotcache.key.factors")
 
 KEY_DIGEST_CHARS = 16
 

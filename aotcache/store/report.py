@@ -12,23 +12,17 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .config import CompilationConfig
-from .env import thread_count
-from .errors import CacheMiss
-from .key import explain, lookup_hash
-from .loader import candidate_entries, nearest_entry
-from .lookup import lookup_factors
+from aotcache.config import CompilationConfig
+from aotcache.errors import CacheMiss
+from aotcache.key.env import thread_count
+from aotcache.key.factors import explain, lookup_hash
+from aotcache.key.lookup import lookup_factors
+from aotcache.version import __version__
+
+from .checks import CHECKS, Problem, problems
 from .manifest import SIGNATURE_NAME, Manifest
-from .scan import find_entry
-from .store import CacheRoot
-from .verify import Problem, problems
-
-CHECKS = ("manifest", "signature", "files", "environment", "sources")
-
-
-def _differences(problem: Problem) -> list[dict[str, Any]]:
-    return [{"name": d.name, "old": d.old, "new": d.new} for d in problem.differences]
+from .root import CacheRoot
+from .scan import candidate_entries, find_entry, nearest_entry
 
 
 def _warnings(path: Path, manifest: Manifest, signed_check: bool) -> list[str]:
@@ -48,7 +42,19 @@ def _warnings(path: Path, manifest: Manifest, signed_check: bool) -> list[str]:
 
 def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False) -> dict[str, Any]:
     manifest, found = problems(path, verify_signature=verify_signature)
-    by_check = {p.check: p for p in found}
+    by_check: dict[str, Problem] = {}
+    for problem in found:  # a check may fail in several ways (environment: factors, then host)
+        if problem.check in by_check:
+            first = by_check[problem.check]
+            by_check[problem.check] = Problem(
+                first.check,
+                first.status,
+                f"{first.message}; {problem.message}",
+                first.differences + problem.differences,
+                first.hint,
+            )
+        else:
+            by_check[problem.check] = problem
     checks = []
     for name in CHECKS:
         if name == "signature" and verify_signature is None:
@@ -59,15 +65,10 @@ def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False
                 {"check": name, "ok": False, "status": "skipped", "message": "manifest unreadable", "differences": []}
             )
             continue
-        checks.append(
-            {
-                "check": name,
-                "ok": problem is None,
-                "status": "ok" if problem is None else problem.status,
-                "message": "ok" if problem is None else problem.message,
-                "differences": [] if problem is None else _differences(problem),
-            }
-        )
+        if problem is None:
+            checks.append({"check": name, "ok": True, "status": "ok", "message": "ok", "differences": []})
+        else:
+            checks.append({**problem.to_json(), "ok": False})
     warnings = _warnings(path, manifest, verify_signature is not None) if manifest else []
     ok = all(c["ok"] for c in checks) and not (strict and warnings)
     return {
@@ -121,7 +122,7 @@ def verify_target(
                 "ok": False,
                 "status": CacheMiss.reason,
                 "message": message + (f"; nearest entry {near.entry_id} differs" if near else ""),
-                "differences": [{"name": d.name, "old": d.old, "new": d.new} for d in differences],
+                "differences": [d.to_json() for d in differences],
             }
         ],
         "warnings": [],

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _torch_internals as internals
+from . import torch_internals as internals
 
 _loaded: dict[str, Callable[..., Any]] = {}
 _lock = threading.Lock()

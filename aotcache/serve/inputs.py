@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError, DispatchError
-from .identity import dtype_name
+from aotcache.errors import ConfigError, DispatchError
+from aotcache.key.identity import dtype_name
 
 DynamicDims = dict[str, int | list[int] | dict[int, str | None]]
 NormalizedDims = dict[str, dict[int, str | None]]
@@ -27,10 +27,16 @@ _TENSOR_ANNOTATIONS = (torch.Tensor, torch.Tensor | None)
 
 
 def infer_dynamic_dims(forward: Callable[..., Any]) -> dict[str, int]:
+    """Dim 0 of every argument annotated torch.Tensor or Optional[torch.Tensor]."""
     try:
         hints = typing.get_type_hints(forward)
-    except Exception:  # unresolvable string annotations: fall back to the raw ones
-        hints = {k: p.annotation for k, p in inspect.signature(forward).parameters.items()}
+    except Exception as exc:  # an annotation that does not resolve (a typo, a missing import)
+        raise ConfigError(
+            "dynamic_arg_dims",
+            None,
+            f"explicit dims: the annotations of {forward.__qualname__} cannot be resolved to infer them "
+            f"({type(exc).__name__}: {exc}); fix the annotation or pass dynamic_arg_dims",
+        ) from None
     return {name: 0 for name, hint in hints.items() if name != "return" and hint in _TENSOR_ANNOTATIONS}
 
 
@@ -219,18 +225,22 @@ def resize(arguments: dict[str, Any], spec: InputSpec, size: int) -> dict[str, A
     return resized
 
 
+def bind_call(forward: Callable[..., Any], model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Forward's arguments after self, by name, with defaults applied: the one binder of
+    a call to its parameters (capture, the decorator and example inputs use it)."""
+    bound = inspect.signature(forward).bind(model, *args, **kwargs)
+    bound.apply_defaults()
+    return dict(list(bound.arguments.items())[1:])
+
+
 def bind_arguments(forward: Callable[..., Any], model: Any, example: Any) -> dict[str, Any]:
     """Forward's arguments (after self) from example inputs given as a tuple, a dict of
     keyword arguments or a single tensor."""
-    signature = inspect.signature(forward)
     if isinstance(example, dict):
-        bound = signature.bind(model, **example)
-    elif isinstance(example, (tuple, list)):
-        bound = signature.bind(model, *example)
-    else:
-        bound = signature.bind(model, example)
-    bound.apply_defaults()
-    return dict(list(bound.arguments.items())[1:])
+        return bind_call(forward, model, (), example)
+    if isinstance(example, (tuple, list)):
+        return bind_call(forward, model, tuple(example), {})
+    return bind_call(forward, model, (example,), {})
 
 
 def example_arguments(model: Any, example_inputs: Any, size: int | None, spec: InputSpec | None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Difference
+from aotcache.errors import Difference
 
 
 @dataclass(frozen=True)

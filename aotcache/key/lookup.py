@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from .config import CompilationConfig
-from .env import lookup_env_factors
-from .identity import model_device_type, model_factors
-from .key import Factor
+from aotcache.config import CompilationConfig
 
-FORMAT_VERSION = 1
+from .env import lookup_env_factors
+from .factors import Factor
+from .identity import model_device_type, model_factors
+
+FORMAT_VERSION = 2  # 2: artifacts name their format; wings moved the runtime module
 
 
 def tool_factors() -> list[Factor]:

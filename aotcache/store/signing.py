@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, SignatureError
+from aotcache.errors import ConfigError, SignatureError
+
 from .manifest import SIGNATURE_NAME
 
 TRUSTED_KEY_ENV = "AOTCACHE_TRUSTED_KEY"

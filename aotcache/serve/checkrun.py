@@ -1,7 +1,7 @@
 """`verify --run`: load an entry in this (fresh) process and compare its outputs with
 eager PyTorch at every compile size and at both ends of every range.
 
-Run as `python -m aotcache.checkrun TARGET --cache-dir DIR --config-json JSON`; prints
+Run as `python -m aotcache.serve.checkrun TARGET --cache-dir DIR --config-json JSON`; prints
 one JSON object. Uses only the serving path (no Dynamo, no Inductor).
 """
 
@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
-from .config import from_dict
-from .errors import AotCacheError
+from aotcache.config import from_dict
+from aotcache.errors import AotCacheError
+from aotcache.target import as_spec, import_target
+
 from .inputs import example_arguments
 from .loader import load
-from .target import as_spec, import_target
 
 TOLERANCE = 1e-4
 
@@ -78,7 +79,7 @@ def run(target: str, cache_dir: str | None, config: dict[str, Any], entry: str |
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aotcache.checkrun")
+    parser = argparse.ArgumentParser(prog="python -m aotcache.serve.checkrun")
     parser.add_argument("target")
     parser.add_argument("--cache-dir")
     parser.add_argument("--config-json", default="{}")

@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
+from aotcache.config import CompilationConfig, Range, current_config, from_dict
+from aotcache.counters import counters
+from aotcache.errors import CacheMiss, EntryNotFound, IncompatibleEnvironment
+from aotcache.key.env import ENV_FACTOR_PREFIXES
+from aotcache.key.factors import explain, lookup_hash
+from aotcache.key.lookup import lookup_factors
+from aotcache.store.checks import OpenedEntry, open_entry
+from aotcache.store.root import CacheRoot, resolve_cache_dir
+from aotcache.store.scan import candidate_entries, nearest_entry
+
 from .binding import GraphBinder, load_treespec, unflatten
-from .config import CompilationConfig, Range, current_config, from_dict
-from .counters import counters
 from .dispatch import SizeDispatcher
-from .env import ENV_FACTOR_PREFIXES
-from .errors import CacheMiss, EntryNotFound, IncompatibleEnvironment
 from .inputs import InputSpec
-from .key import explain, lookup_hash
-from .lookup import lookup_factors
-from .manifest import Manifest
 from .runtime import build_variants, fx_forward
-from .store import CacheRoot, resolve_cache_dir
-from .verify import OpenedEntry, open_entry, read_manifest
 
 log = logging.getLogger("aotcache")
 
@@ -46,7 +49,13 @@ def as_config(config: CompilationConfig | dict[str, Any] | None) -> CompilationC
 
 
 class LoadedModel:
-    """A callable that runs an entry's compiled pieces with a live model's tensors."""
+    """A callable that runs an entry's compiled pieces with a live model's tensors.
+
+    Besides being called, it offers the small interface the CUDA-graph runner (and the
+    benchmarks) build on, so that neither reaches into its internals:
+    `unit_index(size)`, `unit_pieces` (per compile unit, the runnable of every piece by
+    name), `splitting_op_pieces`, `stitch(pieces, *values)`, `graph_values(arguments,
+    size)`, `run_unit(arguments, size, unit)`, `finish(outputs)` and `output_dims`."""
 
     def __init__(self, opened: OpenedEntry, model: torch.nn.Module) -> None:
         manifest = opened.manifest
@@ -57,9 +66,13 @@ class LoadedModel:
         self.spec = InputSpec.from_json(manifest.input_spec)
         self.units = [Range(*u["range"]) for u in manifest.units]
         self.binder = GraphBinder(model, manifest.graph_inputs, self.spec)
-        self._dispatch = SizeDispatcher(self.units)
-        self._variants = build_variants(manifest, opened.blobs)
-        self._stitch = fx_forward(opened.blobs, manifest.stitch, "graph")
+        self.unit_index = SizeDispatcher(self.units)
+        self.unit_pieces: list[SimpleNamespace] = build_variants(manifest, opened.blobs)
+        self.splitting_op_pieces = frozenset(
+            name for name, piece in manifest.pieces.items() if piece["kind"] == "splitting_op"
+        )
+        self.stitch: Callable[..., tuple[Any, ...]] = fx_forward(opened.blobs, manifest.stitch, "graph")
+        self.output_dims: list[list[int]] = manifest.output_dims
         self._output_spec = load_treespec(manifest.output_spec)
         self._graphs: Any = None
 
@@ -70,7 +83,7 @@ class LoadedModel:
 
     def dispatch(self, size: int) -> Range:
         """The compile unit that serves a call of this size (raises DispatchError)."""
-        return self.units[self._dispatch(size)]
+        return self.units[self.unit_index(size)]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.run_batch(*args, **kwargs)
@@ -82,19 +95,22 @@ class LoadedModel:
         size = self.binder.size(arguments)
         if self._graphs is not None:
             return self._graphs.run(arguments, size, uniform_decode=uniform_decode)
-        return self._finish(self._execute(arguments, size, self._dispatch(size)))
+        return self.finish(self.run_unit(arguments, size, self.unit_index(size)))
 
     def graph_values(self, arguments: dict[str, Any], size: int) -> list[Any]:
+        """The stitching graph's inputs for a call: bound tensors, arguments, the size."""
         return self.binder.values(arguments, size)
 
-    def _execute(self, arguments: dict[str, Any], size: int, unit: int) -> Any:
+    def run_unit(self, arguments: dict[str, Any], size: int, unit: int) -> tuple[Any, ...]:
+        """The flat graph outputs of a call, run on the pieces of compile unit `unit`."""
         values = self.binder.values(arguments, size)
         if torch.is_grad_enabled():
             with torch.no_grad():
-                return self._stitch(self._variants[unit], *values)
-        return self._stitch(self._variants[unit], *values)
+                return self.stitch(self.unit_pieces[unit], *values)
+        return self.stitch(self.unit_pieces[unit], *values)
 
-    def _finish(self, outputs: Any) -> Any:
+    def finish(self, outputs: Any) -> Any:
+        """Forward's return value (a tensor, tuple, dict...) from the flat graph outputs."""
         return unflatten(outputs, self._output_spec)
 
     def enable_cudagraphs(self) -> None:
@@ -114,38 +130,6 @@ class LoadedModel:
 
     def __repr__(self) -> str:
         return f"LoadedModel(entry={self.entry_id}, model={self.manifest.model_class})"
-
-
-def candidate_entries(root: CacheRoot, key: str) -> list[Path]:
-    """Entries of this lookup key, newest first."""
-    dated = []
-    for path in root.entries_with_lookup(key):
-        try:
-            manifest, _ = read_manifest(path)
-            dated.append((manifest.created, path))
-        except CacheMiss:
-            dated.append(("", path))  # broken: tried last, reported if nothing else loads
-        except OSError:
-            continue
-    return [path for _, path in sorted(dated, key=lambda item: item[0], reverse=True)]
-
-
-def nearest_entry(root: CacheRoot, factors: list[Any]) -> Manifest | None:
-    """The entry of the same model class whose lookup factors differ least: the basis for
-    explaining a miss factor by factor."""
-    model_class = next((f.value for f in factors if f.name == "model.class"), None)
-    best: tuple[int, Manifest] | None = None
-    for path in root.entry_dirs():
-        try:
-            manifest, _ = read_manifest(path)
-        except (CacheMiss, OSError):
-            continue
-        if manifest.model_class != model_class:
-            continue
-        distance = len(explain(manifest.lookup, factors))
-        if best is None or distance < best[0]:
-            best = (distance, manifest)
-    return best[1] if best else None
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:
@@ -228,7 +212,7 @@ def load(
     config = as_config(config)
     strict = strict_from_env(strict)
     root = CacheRoot(resolve_cache_dir(cache_dir, config.cache_dir))
-    from .signing import signature_checker
+    from aotcache.store.signing import signature_checker
 
     try:
         opened = find_and_open(model, config, root, verify_signature=signature_checker(trusted_key))

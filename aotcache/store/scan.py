@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import AotCacheError, EntryNotFound
+from aotcache.errors import AotCacheError, CacheMiss, EntryNotFound
+from aotcache.key.factors import explain
+
+from .checks import Problem, problems, read_manifest
 from .manifest import Manifest
-from .store import CacheRoot, dir_size, staging_is_abandoned
-from .verify import Problem, problems
+from .root import CacheRoot, dir_size, staging_is_abandoned
 
 OK = "ok"
 INCOMPLETE = "incomplete"
@@ -51,7 +53,7 @@ class EntryReport:
             "bytes": self.bytes,
             "created": self.created,
             "last_used": self.last_used,
-            "problems": [_problem_json(p) for p in self.problems],
+            "problems": [p.to_json() for p in self.problems],
         }
         if self.manifest is not None:
             config = self.manifest.config
@@ -81,15 +83,6 @@ class EntryReport:
                     stats=self.manifest.stats,
                 )
         return data
-
-
-def _problem_json(problem: Problem) -> dict[str, Any]:
-    return {
-        "check": problem.check,
-        "status": problem.status,
-        "message": problem.message,
-        "differences": [{"name": d.name, "old": d.old, "new": d.new} for d in problem.differences],
-    }
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -161,6 +154,38 @@ def scan(root: CacheRoot, *, verify_signature: Any = None, check_sources: bool =
         report_entry(root, p, verify_signature=verify_signature, check_sources=check_sources) for p in root.entry_dirs()
     ]
     return reports + leftovers(root)
+
+
+def candidate_entries(root: CacheRoot, key: str) -> list[Path]:
+    """Entries of this lookup key, newest first."""
+    dated = []
+    for path in root.entries_with_lookup(key):
+        try:
+            manifest, _ = read_manifest(path)
+            dated.append((manifest.created, path))
+        except CacheMiss:
+            dated.append(("", path))  # broken: tried last, reported if nothing else loads
+        except OSError:
+            continue
+    return [path for _, path in sorted(dated, key=lambda item: item[0], reverse=True)]
+
+
+def nearest_entry(root: CacheRoot, factors: list[Any]) -> Manifest | None:
+    """The entry of the same model class whose lookup factors differ least: the basis for
+    explaining a miss factor by factor."""
+    model_class = next((f.value for f in factors if f.name == "model.class"), None)
+    best: tuple[int, Manifest] | None = None
+    for path in root.entry_dirs():
+        try:
+            manifest, _ = read_manifest(path)
+        except (CacheMiss, OSError):
+            continue
+        if manifest.model_class != model_class:
+            continue
+        distance = len(explain(manifest.lookup, factors))
+        if best is None or distance < best[0]:
+            best = (distance, manifest)
+    return best[1] if best else None
 
 
 def find_entry(root: CacheRoot, key: str) -> Path:

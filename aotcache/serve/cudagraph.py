@@ -15,14 +15,14 @@ import contextvars
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
-from .config import CompilationConfig
-from .modes import CUDAGraphMode
+from aotcache.config import CompilationConfig
+from aotcache.modes import CUDAGraphMode
 
-log = logging.getLogger("aotcache.cudagraph")
+log = logging.getLogger("aotcache.serve.cudagraph")
 
 
 class BatchDescriptor(NamedTuple):
@@ -242,10 +242,27 @@ def dummy_arguments(spec: Any, size: int, device: torch.device) -> dict[str, Any
     return arguments
 
 
+class PiecewiseModel(Protocol):
+    """What the graph runner needs of a loaded entry (LoadedModel implements it)."""
+
+    model: torch.nn.Module
+    spec: Any  # the entry's InputSpec: which argument dims are dynamic
+    manifest: Any  # the entry's Manifest: its config says which graphs to capture
+    unit_pieces: list[Any]  # per compile unit, the runnable of every piece by name
+    splitting_op_pieces: frozenset[str]  # pieces that stay outside piecewise graphs
+    output_dims: list[list[int]]  # per graph output, the dims of the dynamic size
+
+    def unit_index(self, size: int) -> int: ...
+    def stitch(self, pieces: Any, *values: Any) -> tuple[Any, ...]: ...
+    def graph_values(self, arguments: dict[str, Any], size: int) -> list[Any]: ...
+    def run_unit(self, arguments: dict[str, Any], size: int, unit: int) -> tuple[Any, ...]: ...
+    def finish(self, outputs: Any) -> Any: ...
+
+
 class GraphRunner:
     """Runs a LoadedModel's calls through CUDA graphs: dispatch, pad, replay, unpad."""
 
-    def __init__(self, loaded: Any, config: CompilationConfig) -> None:
+    def __init__(self, loaded: PiecewiseModel, config: CompilationConfig) -> None:
         self.loaded = loaded
         self.config = config
         self.dispatcher = CudagraphDispatcher(config)
@@ -258,8 +275,8 @@ class GraphRunner:
         }
         self.piecewise: list[Any] = []
         self.full: list[CUDAGraphWrapper | None] = []
-        opaque = {name for name, p in loaded.manifest.pieces.items() if p["kind"] == "splitting_op"}
-        for index, variant in enumerate(loaded._variants):
+        opaque = loaded.splitting_op_pieces
+        for index, variant in enumerate(loaded.unit_pieces):
             if mode.has_piecewise_cudagraphs():
                 members = {
                     name: fn if name in opaque else CUDAGraphWrapper(fn, CUDAGraphMode.PIECEWISE, name=name, **options)
@@ -267,11 +284,11 @@ class GraphRunner:
                 }
                 self.piecewise.append(type(variant)(**members))
             if mode.has_full_cudagraphs():
-                run = _bind_stitch(loaded._stitch, variant)
+                run = _bind_stitch(loaded.stitch, variant)
                 self.full.append(CUDAGraphWrapper(run, CUDAGraphMode.FULL, name=f"unit {index}", **options))
 
     @classmethod
-    def create(cls, loaded: Any) -> GraphRunner | None:
+    def create(cls, loaded: PiecewiseModel) -> GraphRunner | None:
         config = CompilationConfig(**{k: v for k, v in loaded.manifest.config.items()})
         if config.cudagraph_mode == CUDAGraphMode.NONE:
             return None
@@ -284,7 +301,7 @@ class GraphRunner:
         loaded = self.loaded
         mode, key = self.dispatcher.dispatch(BatchDescriptor(size, uniform_decode))
         if mode == CUDAGraphMode.NONE or key is None:
-            return loaded._finish(loaded._execute(arguments, size, loaded._dispatch(size)))
+            return loaded.finish(loaded.run_unit(arguments, size, loaded.unit_index(size)))
         padded = key.num_tokens
         spec = loaded.spec
         padded_arguments = dict(arguments)
@@ -293,20 +310,20 @@ class GraphRunner:
                 for dim, expected in enumerate(arg.shape):
                     if expected is None:
                         padded_arguments[arg.name] = pad_tensor(padded_arguments[arg.name], dim, padded)
-        unit = loaded._dispatch(padded)
+        unit = loaded.unit_index(padded)
         values = loaded.graph_values(padded_arguments, padded)
         with torch.no_grad(), graph_context(mode, key):
             if mode == CUDAGraphMode.FULL:
                 outputs = self.full[unit](*values)  # type: ignore[misc]
             else:
-                outputs = loaded._stitch(self.piecewise[unit], *values)
-        dims = loaded.manifest.output_dims
+                outputs = loaded.stitch(self.piecewise[unit], *values)
+        dims = loaded.output_dims
         trimmed = []
         for index, output in enumerate(outputs):
             for dim in dims[index] if index < len(dims) else []:
                 output = unpad_tensor(output, dim, size)
             trimmed.append(output)
-        return loaded._finish(tuple(trimmed))
+        return loaded.finish(tuple(trimmed))
 
     def capture_all(self, progress: Callable[[int, int, str], None] | None = None) -> int:
         keys = self.dispatcher.all_keys()

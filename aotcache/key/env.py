@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from .errors import Difference, IncompatibleEnvironment
-from .key import Factor
+from aotcache.errors import Difference
+
+from .factors import Factor
 
 # CPU flags that kernels compiled for this host may depend on. With -march=native the
 # compiler may use any of them, so an entry records the ones its build host had.
@@ -179,16 +180,3 @@ def host_problems(build: dict[str, Any]) -> list[Difference]:
         what = "; ".join(f"{library} lacks {', '.join(versions)}" for library, versions in lacking.items())
         problems.append(Difference("compiler", build.get("compiler", "?"), f"this host's runtime: {what}"))
     return problems
-
-
-def check_host_compatible(build: dict[str, Any], entry_id: str | None = None) -> None:
-    """Refuse, before anything of the entry runs, an entry this host cannot run."""
-    problems = host_problems(build)
-    if problems:
-        raise IncompatibleEnvironment(
-            "this host cannot run the entry's kernels",
-            differences=problems,
-            entry_id=entry_id,
-            hint="precompile on a host like this one, or set TORCHINDUCTOR_CPP_MARCH to a baseline "
-            "such as x86-64-v3 when precompiling",
-        )

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from .errors import DispatchError
-from .identity import dtype_name, resolve
+from aotcache.errors import DispatchError
+from aotcache.key.identity import dtype_name, resolve
+
 from .inputs import InputSpec
 
 

@@ -1,0 +1,136 @@
+"""An entry's contents: split the captured graph, compile its units, write every file
+into the staging dir, and build the manifest that lists them (the one place a manifest
+is assembled)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aotcache.config import CompilationConfig
+from aotcache.key import elfdeps
+from aotcache.key.env import host_cpu_flags, isa_flags, thread_count
+from aotcache.key.factors import EntryKey
+from aotcache.key.identity import model_device_type, model_signature
+from aotcache.key.sources import SourceFile
+from aotcache.store.atomic import write_file
+from aotcache.store.manifest import FileRecord, Manifest
+from aotcache.version import __version__
+
+from . import _torch_compat as compat
+from .capture import Capture
+from .split import SplitGraph, module_source, split_graph
+from .units import CompiledUnits, Progress, UnitCompiler
+
+
+def build_entry(
+    model: torch.nn.Module,
+    config: CompilationConfig,
+    captured: Capture,
+    traced: list[SourceFile],
+    key: EntryKey,
+    inputs_at: Callable[[int], dict[str, Any]],
+    staging: Path,
+    progress: Progress,
+    seconds: dict[str, float],
+) -> Manifest:
+    """Compile everything the entry holds, write its files into `staging` and return
+    its manifest (not yet written)."""
+    split = split_graph(captured.graph, config.splitting_ops)
+    compiled = config.backend == "inductor"
+    files: dict[str, bytes] = {"graph.py": module_source(split.stitch).encode()}
+    pieces = _piece_records(split, compiled, files)
+    units = list(config.get_compile_units())
+    start = time.perf_counter()
+    if compiled:
+        result = UnitCompiler(model, config, captured, split, inputs_at, progress).compile_all(units, files)
+    else:
+        result = CompiledUnits([{"range": [u.start, u.end], "artifacts": {}} for u in units])
+    seconds["compile"] = time.perf_counter() - start
+    for rel, data in sorted(files.items()):
+        write_file(staging / rel, data, point="kernel-write" if rel.startswith("kernels/") else None)
+    recorded = recorded_build_facts(compiled, model)
+    recorded["runtime_versions"] = elfdeps.merge(
+        elfdeps.required_versions(data) for rel, data in files.items() if rel.startswith("kernels/")
+    )
+    return Manifest(
+        entry_id=key.entry_id,
+        tool_version=__version__,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        lookup=key.lookup,
+        build=key.build,
+        recorded=recorded,
+        config=config.to_dict(),
+        model=model_signature(model),
+        input_spec=captured.input_spec.to_json(),
+        graph_inputs=[item.to_json() for item in captured.inputs],
+        output_spec=captured.output_spec,
+        output_dims=captured.output_dims or [],
+        sources=[s.to_json() for s in traced],
+        stitch="graph.py",
+        pieces=pieces,
+        units=result.unit_records,
+        artifacts=result.artifacts,
+        files={rel: FileRecord(hashlib.sha256(data).hexdigest(), len(data)) for rel, data in files.items()},
+        stats=_stats(split, result, seconds),
+    )
+
+
+def _piece_records(split: SplitGraph, compiled: bool, files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+    pieces: dict[str, dict[str, Any]] = {}
+    for piece in split.pieces:
+        code_path = f"pieces/{piece.digest}.py"
+        files[code_path] = module_source(piece.graph).encode()
+        kind = "splitting_op" if piece.splitting_op else ("compiled" if compiled else "eager")
+        pieces[piece.name] = {
+            "kind": kind,
+            "digest": piece.digest,
+            "code": code_path,
+            "single_output": piece.single_output,
+            "op": piece.splitting_op,
+        }
+    return pieces
+
+
+def _stats(split: SplitGraph, result: CompiledUnits, seconds: dict[str, float]) -> dict[str, Any]:
+    return {
+        "trace_seconds": round(seconds.get("trace", 0.0), 3),
+        "compile_seconds": round(seconds.get("compile", 0.0), 3),
+        "pieces_total": len(split.compiled_pieces()),
+        "pieces_unique": len(split.unique_pieces()),
+        "splitting_op_pieces": len(split.pieces) - len(split.compiled_pieces()),
+        "units_compiled": sum(len(u["artifacts"]) for u in result.unit_records),
+        "added_sizes": result.added_sizes,
+    }
+
+
+def march() -> str:
+    """The -march Inductor compiles kernels for (TORCHINDUCTOR_CPP_MARCH, else native)."""
+    return os.environ.get("TORCHINDUCTOR_CPP_MARCH") or "native"
+
+
+def recorded_build_facts(compiled: bool, model: torch.nn.Module) -> dict[str, Any]:
+    """What the build host knew that a serving host cannot compute without a compiler."""
+    recorded: dict[str, Any] = {
+        "device_type": model_device_type(model),
+        "threads": thread_count(),
+        "kernels": compiled,
+        "march": march(),
+        "vec_isa": None,
+        "vec_isa_flags": "",
+        "cpu_flags": [],
+    }
+    if compiled:
+        recorded.update(compat.vec_isa())
+        recorded["cpu_flags"] = isa_flags(host_cpu_flags())
+        recorded["compiler"] = compat.compiler_identity()
+        recorded["torch_key"] = compat.torch_key()
+        recorded["inductor_config"] = compat.inductor_config_digest()
+    return recorded

@@ -1,0 +1,179 @@
+"""Compile units: every unique piece for every compile range and concrete size, the
+sizes a range loses to Inductor's shape guards, storing each artifact content-addressed,
+and the self-check that runs every stored artifact the loader's way next to Inductor's
+own result before anything is published."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from aotcache.config import CompilationConfig, Range
+from aotcache.counters import counters
+from aotcache.errors import CompileError
+from aotcache.formats import NATIVE
+from aotcache.serve.binding import GraphBinder
+from aotcache.serve.runtime import artifact_call, piece_runner
+from aotcache.store.failpoints import failpoint
+
+from .capture import Capture
+from .compile import CompiledUnit, compile_unit, record_piece_inputs, sizes_failing_guards
+from .split import SplitGraph
+
+MAX_GUARD_SIZES = 64  # sizes a range may lose to shape guards before we give up
+
+
+class Progress(Protocol):
+    def stage(self, name: str) -> None: ...
+    def units(self, total: int) -> None: ...
+    def unit_done(self, label: str) -> None: ...
+
+
+@dataclass
+class CompiledUnits:
+    """What compiling every unit produced, ready for the manifest."""
+
+    unit_records: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    added_sizes: list[int] = field(default_factory=list)
+
+
+def unit_label(unit: Range) -> str:
+    return f"size {unit.start}" if unit.is_single_size() else f"range {unit}"
+
+
+class UnitCompiler:
+    """Compiles the unique pieces of one split graph for a list of units."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: CompilationConfig,
+        captured: Capture,
+        split: SplitGraph,
+        inputs_at: Callable[[int], dict[str, Any]],
+        progress: Progress,
+    ) -> None:
+        self.config = config
+        self.split = split
+        self.unique = split.unique_pieces()
+        self.inputs_at = inputs_at
+        self.progress = progress
+        self.binder = GraphBinder(model, [item.to_json() for item in captured.inputs], captured.input_spec)
+        self.done: dict[Range, dict[str, CompiledUnit]] = {}
+        self._recorded: dict[int, dict[str, list[Any]]] = {}
+
+    def piece_inputs(self, size: int) -> dict[str, list[Any]]:
+        """The inputs every unique piece receives in an eager run at this size."""
+        if size not in self._recorded:
+            values = self.binder.values(self.inputs_at(size), size)
+            wanted = {p.name for p in self.unique}
+            self._recorded[size] = record_piece_inputs(self.split.stitch, values, wanted)
+        return self._recorded[size]
+
+    def compile_all(self, units: list[Range], files: dict[str, bytes]) -> CompiledUnits:
+        """Compile every unit (plus the sizes guards exclude), store the artifacts in
+        `files`, and self-check them."""
+        self.progress.units(len(self.unique) * len(units))
+        for unit in units:
+            self._compile(unit)
+        added = self._guard_sizes(units)
+        if added:
+            self.progress.units(len(self.unique) * (len(units) + len(added)))
+            for size in added:
+                units.append(Range(size, size))
+                self._compile(units[-1])
+        result = CompiledUnits(added_sizes=added)
+        for unit in units:
+            names = {digest: store_artifact(done, files, result.artifacts) for digest, done in self.done[unit].items()}
+            result.unit_records.append({"range": [unit.start, unit.end], "artifacts": names})
+        self._self_check(result.artifacts, files)
+        return result
+
+    def _compile(self, unit: Range) -> None:
+        self.done[unit] = {}
+        for piece in self.unique:
+            real = self.piece_inputs(unit.start)[piece.name] if unit.is_single_size() else None
+            result = compile_unit(piece.graph, piece.digest, unit, real, self.config.inductor_compile_config)
+            counters.compiles += 1
+            failpoint("after-first-compile")
+            self.done[unit][piece.digest] = result
+            self.progress.unit_done(f"{piece.name} {unit_label(unit)}")
+
+    def _guard_sizes(self, units: list[Range]) -> list[int]:
+        """Sizes that a range's artifacts do not cover (their guards say e.g. size >= 2):
+        each gets a concrete compile, so the dispatcher never sends them to the range."""
+        extra: set[int] = set()
+        singles = {u.start for u in units if u.is_single_size()}
+        for unit in units:
+            for result in self.done[unit].values():
+                extra.update(s for s in sizes_failing_guards(result.guards, unit) if s not in singles)
+        if len(extra) > MAX_GUARD_SIZES:
+            raise CompileError(
+                f"{len(extra)} sizes fail the compiled pieces' shape guards (e.g. {sorted(extra)[:5]})",
+                hint="adjust compile_ranges_split_points or add compile_sizes",
+            )
+        return sorted(extra)
+
+    def _self_check(self, artifacts: dict[str, dict[str, Any]], files: dict[str, bytes]) -> None:
+        """Run every stored artifact the way the loader will, next to Inductor's in-process
+        result, at the sizes it serves; any difference means the export is wrong."""
+        singles = {u.start for u in self.done if u.is_single_size()}
+        by_digest = {p.digest: p for p in self.unique}
+        loaded: dict[str, Any] = {}
+        for unit, results in self.done.items():
+            sizes = [unit.start] if unit.is_single_size() else sorted({unit.start, unit.end} - singles)
+            for piece_digest, result in results.items():
+                name = artifact_name(result)
+                if name not in loaded:
+                    loaded[name] = artifact_call(files, artifacts[name], name[:12])
+                piece = by_digest[piece_digest]
+                run = piece_runner(loaded[name], piece.single_output)
+                for size in sizes:
+                    args = self.piece_inputs(size)[piece.name]
+                    with torch.no_grad():
+                        ours = run(*args)
+                        theirs = result.artifact(*args)
+                    compare_outputs(ours, theirs, piece.name, unit, size)
+
+
+def artifact_name(result: CompiledUnit) -> str:
+    return hashlib.sha256(result.native.wrapper.encode()).hexdigest()
+
+
+def store_artifact(result: CompiledUnit, files: dict[str, bytes], artifacts: dict[str, dict[str, Any]]) -> str:
+    """Add an artifact and its kernels to the entry's files, content-addressed."""
+    kernels = {}
+    for source_digest, library in sorted(result.native.kernels.items()):
+        data = Path(library).read_bytes()
+        rel = f"kernels/{hashlib.sha256(data).hexdigest()}.so"
+        files[rel] = data
+        kernels[source_digest] = rel
+    name = artifact_name(result)
+    files[f"artifacts/{name}.py"] = result.native.wrapper.encode()
+    artifacts.setdefault(
+        name,
+        {
+            "format": NATIVE,
+            "wrapper": f"artifacts/{name}.py",
+            "kernels": kernels,
+        },
+    )
+    return name
+
+
+def compare_outputs(ours: Any, theirs: Any, piece: str, unit: Range, size: int) -> None:
+    ours_list = [ours] if isinstance(ours, torch.Tensor) else list(ours)
+    theirs_list = [theirs] if isinstance(theirs, torch.Tensor) else list(theirs)
+    try:
+        torch.testing.assert_close(ours_list, theirs_list, rtol=1e-6, atol=1e-6)
+    except AssertionError as exc:
+        raise CompileError(
+            f"self-check failed: the stored artifact of {piece} ({unit_label(unit)}) differs from Inductor's "
+            f"result at size {size}: {str(exc).splitlines()[0]}"
+        ) from None

@@ -1,0 +1,154 @@
+"""The package's shape, enforced: wings import only lower layers, the serving side never
+imports the compile side, functions stay short, the top level stays small."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _support import REPO
+
+PACKAGE = REPO / "aotcache"
+SHARED = {"errors", "modes", "config", "counters", "version", "target"}
+FACE = {"__init__", "api", "decorators"}
+WINGS = ("key", "store", "serve", "formats")
+# What each layer may import, besides itself and the shared modules at the top.
+ALLOWED = {
+    "shared": set(),
+    "key": set(),
+    "formats": set(),
+    "store": {"key"},
+    "serve": {"key", "store", "formats"},
+}
+
+
+def _layer(module: str) -> str | None:
+    """'aotcache.store.scan' -> 'store'; shared top-level modules -> 'shared'."""
+    parts = module.split(".")
+    if parts[0] != "aotcache":
+        return None
+    if len(parts) == 1:
+        return "face"
+    if parts[1] in WINGS:
+        return parts[1]
+    if parts[1] in SHARED:
+        return "shared"
+    if parts[1] in FACE:
+        return "face"
+    return parts[1]  # backend, cli
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in a file, at any depth."""
+    tree = ast.parse(path.read_text())
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, node.module] if node.module else base)
+            found.append((node.lineno, module))
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def _package_files() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_wings_import_only_lower_layers() -> None:
+    wrong = []
+    for path in _package_files():
+        layer = _layer(_module_name(path))
+        if layer not in ALLOWED:
+            continue
+        for line, module in _imports(path):
+            target = _layer(module)
+            if target is None or target in ("shared", layer) or target in ALLOWED[layer]:
+                continue
+            if module.split(".")[-1] in SHARED | FACE and target == "face":
+                continue  # `from aotcache import errors`-style names resolve to shared modules
+            wrong.append(f"{path.relative_to(REPO)}:{line} ({layer}) imports {module} ({target})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_layering_check_catches_an_upward_import(tmp_path: Path) -> None:
+    """The check above is not vacuous: a store module importing serve is flagged."""
+    fake = PACKAGE / "store" / "_probe_upward.py"
+    fake.write_text("from aotcache.serve.loader import load\n")
+    try:
+        with pytest.raises(AssertionError, match="_probe_upward"):
+            test_wings_import_only_lower_layers()
+    finally:
+        fake.unlink()
+
+
+@pytest.mark.parametrize("wing", WINGS)
+@pytest.mark.parametrize(
+    "line", ["import torch._inductor", "from torch._dynamo import mark_dynamic", "from ..backend import capture"]
+)
+def test_lint_refuses_compile_side_imports_in_serving_side(wing: str, line: str) -> None:
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run(
+        [str(ruff), "check", "--select", "TID253", "--stdin-filename", f"aotcache/{wing}/probe.py", "-"],
+        input=f"{line}\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1 and "TID253" in done.stdout, done.stdout + done.stderr
+
+
+def test_every_wing_says_what_it_owns() -> None:
+    for wing in WINGS:
+        doc = ast.get_docstring(ast.parse((PACKAGE / wing / "__init__.py").read_text()))
+        assert doc and len(doc.split()) >= 20, wing
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 12 and set(top) <= SHARED | FACE, top
+    assert (PACKAGE / "py.typed").is_file()
+
+
+def test_no_function_over_60_lines() -> None:
+    long = []
+    for root in ("aotcache", "backend", "cli"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                    if lines > 60:
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "\n".join(long)
+
+
+def test_config_function_and_config_module_coexist() -> None:
+    """`aotcache.config(...)` is a plain function; `from aotcache.config import ...` still
+    works, in either import order."""
+    code = (
+        "from aotcache.config import CompilationConfig, current_config\n"
+        "import aotcache\n"
+        "with aotcache.config(compile_sizes=[1, 2]) as c:\n"
+        "    assert current_config() is c and isinstance(c, CompilationConfig)\n"
+        "import aotcache.serve.loader\n"
+        "assert callable(aotcache.config) and not isinstance(aotcache.config, type(aotcache))\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
