@@ -16,6 +16,7 @@ those of a serving process that imports it as a package.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 
 from aotcache.config import CompilationConfig
-from aotcache.errors import TargetError
+from aotcache.errors import AotCacheError, TargetError
 
 
 @dataclass
@@ -38,7 +39,7 @@ class ModelSpec:
     name: str | None = None
 
     def build_model(self) -> torch.nn.Module:
-        model = self.model if isinstance(self.model, torch.nn.Module) else self.model()
+        model = self.model if isinstance(self.model, torch.nn.Module) else call_user(self.model, "the model factory")
         if not isinstance(model, torch.nn.Module):
             raise TargetError(f"the spec's model factory returned a {type(model).__name__}, not an nn.Module")
         return model
@@ -47,6 +48,17 @@ class ModelSpec:
         if isinstance(self.config, CompilationConfig):
             return self.config.to_dict()
         return dict(self.config or {})
+
+
+def call_user(function: Callable[..., Any], what: str, *args: Any) -> Any:
+    """Call the user's code (a factory, example_inputs); its exception becomes a
+    TargetError (bad input, exit 2) that names it first."""
+    try:
+        return function(*args)
+    except AotCacheError:
+        raise
+    except Exception as exc:
+        raise TargetError(f"{what} raised {type(exc).__name__}: {exc}", hint="fix the TARGET's code") from exc
 
 
 def import_target(target: str) -> Any:
@@ -105,12 +117,15 @@ def as_spec(value: Any, *, origin: str = "model") -> ModelSpec:
         return _module_spec(value, origin)
     if callable(value):
         try:
-            made = value()
+            inspect.signature(value).bind()
         except TypeError as exc:
             raise TargetError(
                 f"{origin} must be callable without arguments: {exc}",
                 hint="export a ModelSpec or a no-argument factory",
             ) from exc
+        except ValueError:  # no signature to inspect (a builtin): just call it
+            pass
+        made = call_user(value, origin)
         if isinstance(made, ModelSpec):
             return made
         if isinstance(made, torch.nn.Module):

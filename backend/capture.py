@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from aotcache.errors import CompileError
+from aotcache.errors import CompileError, TargetError
 from aotcache.key.identity import dtype_name, tensor_attributes
 from aotcache.serve.inputs import DynamicDims, InputSpec, normalize_dynamic_dims
 
@@ -51,6 +51,7 @@ class Capture:
     seconds: float
     output_spec: str | None = None
     output_dims: list[list[int]] | None = None  # per graph output, the dims of the dynamic size
+    model_name: str = ""
 
 
 def capture(
@@ -87,6 +88,7 @@ def capture(
         seconds,
         _output_spec(graph, output),
         _output_dims(graph, symbol),
+        type(model).__qualname__,
     )
 
 
@@ -119,8 +121,10 @@ def _trace(model: torch.nn.Module, arguments: dict[str, Any]) -> tuple[fx.GraphM
         with torch.no_grad(), compat.recording_inlined_files(traced_files):
             output = torch.compile(model.forward, backend=backend, fullgraph=True, dynamic=False)(**arguments)
     except Exception as exc:  # Dynamo raises many unrelated types; report them as one.
+        _raise_if_forward_fails(model, arguments)
+        first_line = (str(exc).strip().splitlines() or [""])[0]
         raise CompileError(
-            f"Dynamo could not trace {type(model).__qualname__}.forward: {type(exc).__name__}: {exc}".strip(),
+            f"Dynamo could not trace {type(model).__qualname__}.forward: {type(exc).__name__}: {first_line}".strip(),
             hint="make forward traceable with fullgraph=True (no graph breaks)",
         ) from exc
     finally:
@@ -128,6 +132,20 @@ def _trace(model: torch.nn.Module, arguments: dict[str, Any]) -> tuple[fx.GraphM
     if "graph" not in captured:
         raise CompileError(f"Dynamo produced no graph for {type(model).__qualname__}.forward")
     return captured["graph"], captured["example_inputs"], traced_files | set(captured["traced_code"]), output
+
+
+def _raise_if_forward_fails(model: torch.nn.Module, arguments: dict[str, Any]) -> None:
+    """After a failed trace: if forward fails in eager PyTorch too, the user's exception
+    is the story (bad input), not Dynamo's wrapper around it."""
+    try:
+        with torch.no_grad():
+            model(**arguments)
+    except Exception as exc:
+        name = type(model).__qualname__
+        raise TargetError(
+            f"{name}.forward raised {type(exc).__name__}: {exc} on the example inputs (in eager PyTorch too)",
+            hint="fix forward or the example inputs",
+        ) from exc
 
 
 def _output_dims(graph: fx.GraphModule, symbol: Any) -> list[list[int]]:

@@ -16,7 +16,7 @@ import torch
 
 from aotcache.config import CompilationConfig
 from aotcache.counters import counters
-from aotcache.errors import CacheDirError, CacheMiss
+from aotcache.errors import CacheDirError, CacheMiss, ConfigError
 from aotcache.key import sources as sources_mod
 from aotcache.key.factors import EntryKey, Factor, digest
 from aotcache.key.lookup import lookup_factors
@@ -36,6 +36,7 @@ from aotcache.store.root import CacheRoot, resolve_cache_dir
 
 from .capture import Capture, capture
 from .entry import build_entry, march
+from .split import unused_splitting_ops
 from .units import Progress
 
 log = logging.getLogger("aotcache.precompile")
@@ -112,12 +113,14 @@ def precompile(
     mark_unbacked_dims: dict[str, Any] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
+    strict: bool = False,
     sign_key: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     origin: str | None = None,
 ) -> PrecompileResult:
     """Build (or reuse) the entry for `model` and `config`. `origin` is the TARGET it
-    came from, recorded so that `verify KEY --run` can rebuild the model."""
+    came from, recorded so that `verify KEY --run` can rebuild the model. `strict` turns
+    warnings about the input (a splitting op the graph never calls) into ConfigError."""
     started = time.perf_counter()
     root = CacheRoot(resolve_cache_dir(cache_dir, config.cache_dir))
     root.ensure_writable()
@@ -126,6 +129,7 @@ def precompile(
     captured, traced, key, inputs_at = _trace(
         model, config, example_inputs, dynamic_arg_dims, mark_unbacked_dims, progress
     )
+    _check_splitting_ops(captured, config, strict)
     seconds = {"trace": captured.seconds}
     build = _Build(
         model, config, root, captured, traced, key, inputs_at, key_for_signing, progress, origin, started, seconds
@@ -178,6 +182,14 @@ def _trace(
     return captured, traced, EntryKey(lookup_factors(config, model), build), inputs_at
 
 
+def _check_splitting_ops(captured: Capture, config: CompilationConfig, strict: bool) -> None:
+    for name in unused_splitting_ops(captured.graph, config.splitting_ops):
+        why = f"the traced graph of {captured.model_name} never calls it, so nothing is split there"
+        if strict:
+            raise ConfigError("splitting_ops", name, f"an op forward calls: {why}")
+        log.warning("splitting op %s: %s (check the name; --strict makes this an error)", name, why)
+
+
 def _build_and_publish(build: _Build) -> tuple[Path, Manifest]:
     root, entry_id = build.root, build.key.entry_id
     staging = root.new_staging_dir(entry_id)
@@ -198,7 +210,8 @@ def _build_and_publish(build: _Build) -> tuple[Path, Manifest]:
             manifest_bytes = manifest.to_bytes()
             write_file(staging / MANIFEST_NAME, manifest_bytes, point="manifest-write")
             if build.sign_key is not None:
-                write_file(staging / SIGNATURE_NAME, signing.sign(manifest_bytes, build.sign_key))
+                signature = signing.sign(manifest_bytes, build.sign_key)
+                write_file(staging / SIGNATURE_NAME, signature, point="signature-write")
             build.progress.stage("publish")
             return root.publish(staging, entry_id), manifest
     except OSError as exc:
@@ -211,18 +224,21 @@ def _build_and_publish(build: _Build) -> tuple[Path, Manifest]:
 
 
 def _existing(root: CacheRoot, entry_id: str, sign_key: signing.Key | None) -> OpenedEntry | None:
+    """The valid entry this build would produce, if there is one. With a signing key,
+    only an entry already signed by that key counts: aotcache signs only what it built
+    itself in this process, so an unsigned entry (which anyone with write access to the
+    cache dir could have altered consistently) is built again and replaced, never signed."""
     path = root.entry_dir(entry_id)
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
+    check = None
+    if sign_key is not None:
+
+        def check(entry: str, manifest_bytes: bytes, signature: bytes | None) -> None:
+            signing.verify(entry, manifest_bytes, signature, sign_key)
+
     try:
-        opened = open_entry(path)
+        return open_entry(path, verify_signature=check)
     except CacheMiss as exc:
-        log.warning("existing entry %s is unusable (%s); building it again", entry_id, exc.one_line())
+        log.warning("existing entry %s is not reused (%s); building it again", entry_id, exc.one_line())
         return None
-    if sign_key is not None and not (path / SIGNATURE_NAME).exists():
-        # Written beside the entry and renamed in, so no reader sees a partial file.
-        raw = (path / MANIFEST_NAME).read_bytes()
-        pending = root.staging / f".{entry_id}.{os.getpid()}.sig"
-        write_file(pending, signing.sign(raw, sign_key))
-        os.replace(pending, path / SIGNATURE_NAME)
-    return opened

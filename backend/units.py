@@ -73,7 +73,13 @@ class UnitCompiler:
         if size not in self._recorded:
             values = self.binder.values(self.inputs_at(size), size)
             wanted = {p.name for p in self.unique}
-            self._recorded[size] = record_piece_inputs(self.split.stitch, values, wanted)
+            try:
+                self._recorded[size] = record_piece_inputs(self.split.stitch, values, wanted)
+            except Exception as exc:
+                raise CompileError(
+                    f"running the split graph eagerly at size {size} raised {type(exc).__name__}: {exc}",
+                    hint="check that forward (and every splitting op) works at this size in eager PyTorch",
+                ) from exc
         return self._recorded[size]
 
     def compile_all(self, units: list[Range], files: dict[str, bytes]) -> CompiledUnits:
@@ -136,10 +142,29 @@ class UnitCompiler:
                 run = piece_runner(loaded[name], piece.single_output)
                 for size in sizes:
                     args = self.piece_inputs(size)[piece.name]
-                    with torch.no_grad():
-                        ours = run(*args)
-                        theirs = result.artifact(*args)
+                    ours = _run_checked(run, args, "the stored artifact", piece.name, unit, size)
+                    theirs = _run_checked(result.artifact, args, "Inductor's artifact", piece.name, unit, size)
                     compare_outputs(ours, theirs, piece.name, unit, size)
+
+
+SELF_CHECK_HINT = (
+    "the likely cause is a custom op whose fake (meta) implementation promises other shapes, strides or dtypes "
+    "than the op returns; check each custom op with torch.library.opcheck"
+)
+
+
+def _run_checked(run: Callable[..., Any], args: list[Any], what: str, piece: str, unit: Range, size: int) -> Any:
+    """Run an artifact for the self-check; a failure names the piece, unit and size."""
+    try:
+        with torch.no_grad():
+            return run(*args)
+    except Exception as exc:
+        message = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise CompileError(
+            f"self-check failed: running {what} of {piece} ({unit_label(unit)}) at size {size} raised "
+            f"{type(exc).__name__}: {message}",
+            hint=SELF_CHECK_HINT,
+        ) from exc
 
 
 def artifact_name(result: CompiledUnit) -> str:

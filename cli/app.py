@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aotcache.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CacheDirError, TargetError
+from aotcache.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CacheDirError, ConfigError, TargetError
 
 from . import render
 from .common import Output, handle_errors, import_cwd, parse_int_list
@@ -73,6 +73,15 @@ def _config(
     )
 
 
+def _root(cache_dir: Path | None, configured: str | None = None) -> Any:
+    """The cache root a command works on; exit 3 when it is a file, not a directory."""
+    from aotcache.store.root import CacheRoot, resolve_cache_dir
+
+    root = CacheRoot(resolve_cache_dir(cache_dir, configured))
+    root.check_is_directory()
+    return root
+
+
 def _spec(target: str) -> Any:
     from aotcache.target import as_spec, import_target
 
@@ -110,6 +119,10 @@ def precompile(
     backend: Annotated[str | None, typer.Option(help="inductor or eager.")] = None,
     cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Compile even if a valid entry exists.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Fail (exit 2) where a warning would be given, e.g. an unused splitting op."),
+    ] = False,
     sign_key: Annotated[
         Path | None, typer.Option("--sign-key", help="Sign the entry (Ed25519 PEM or HMAC secret).")
     ] = None,
@@ -124,29 +137,31 @@ def precompile(
     resolved = _config(spec.config_dict(), config, compilation_config, overrides)
     if spec.example_inputs is None:
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
-    from aotcache.backend.precompile import precompile as run
-
-    from aotcache.counters import counters
-
-    with render.PrecompileProgress(enabled=not (json_out or quiet)) as progress:
-        result = run(
-            spec.build_model(),
-            resolved,
-            spec.example_inputs,
-            dynamic_arg_dims=spec.dynamic_arg_dims,
-            cache_dir=cache_dir,
-            force=force,
-            sign_key=sign_key,
-            progress=progress,
-            origin=target,
-        )
-    summary = {"schema": "aotcache.precompile/1", **result.summary}
+    options = {"cache_dir": cache_dir, "force": force, "strict": strict, "sign_key": sign_key, "origin": target}
+    summary = _run_precompile(spec, resolved, options, show_progress=not (json_out or quiet))
     if verbose:
+        from aotcache.counters import counters
+
         summary["counters"] = counters.snapshot()
     if json_out:
         out.emit_json(summary)
     else:
         render.precompile_summary(out, summary)
+
+
+def _run_precompile(spec: Any, config: Any, options: dict[str, Any], *, show_progress: bool) -> dict[str, Any]:
+    from aotcache.backend.precompile import precompile as run
+
+    with render.PrecompileProgress(enabled=show_progress) as progress:
+        result = run(
+            spec.build_model(),
+            config,
+            spec.example_inputs,
+            dynamic_arg_dims=spec.dynamic_arg_dims,
+            progress=progress,
+            **options,
+        )
+    return {"schema": "aotcache.precompile/1", **result.summary}
 
 
 def _precompile_overrides(
@@ -186,14 +201,13 @@ def inspect_cache(
     verbose: Verbose = 0,
 ) -> None:
     """List cache entries with their status and size, or show one entry in detail."""
-    from aotcache.store.root import CacheRoot, resolve_cache_dir
     from aotcache.store.scan import find_entry, report_entry, scan
 
     out = Output(json_out, quiet, verbose)
     import_cwd()
     if sort not in ("size", "created", "used"):
-        raise typer.BadParameter("must be size, created or used", param_hint="--sort")
-    root = CacheRoot(resolve_cache_dir(cache_dir))
+        raise ConfigError("sort", sort, "one of size, created, used")
+    root = _root(cache_dir)
     if key:
         report = report_entry(root, find_entry(root, key))
         if json_out:
@@ -251,7 +265,6 @@ def verify(
 ) -> None:
     """Check an entry before rollout: manifest, checksums, signature, environment, sources."""
     from aotcache.store.report import verify_entry, verify_target
-    from aotcache.store.root import CacheRoot, resolve_cache_dir
     from aotcache.store.signing import signature_checker
 
     out = Output(json_out, quiet, verbose)
@@ -260,21 +273,15 @@ def verify(
     if ":" in target_or_key:
         spec = _spec(target_or_key)
         resolved = _config(spec.config_dict(), config, compilation_config, {})
-        root = CacheRoot(resolve_cache_dir(cache_dir, resolved.cache_dir))
+        root = _root(cache_dir, resolved.cache_dir)
         report = verify_target(root, spec.build_model(), resolved, verify_signature=checker, strict=strict)
         target = target_or_key
     else:
-        root = CacheRoot(resolve_cache_dir(cache_dir))
+        root = _root(cache_dir)
         report = verify_entry(root, target_or_key, verify_signature=checker, strict=strict)
         target = report.get("target")
     if run_check and report.get("entry"):
-        if not target:
-            raise TargetError(
-                "--run needs a TARGET: this entry does not record the one it was built from",
-                hint="pass the TARGET instead of the key",
-            )
-        with render.RunProgress(enabled=not (json_out or quiet)) as progress:
-            report["run"] = _run_in_fresh_process(target, root.path, report, progress)
+        report["run"] = _checked_run(report, target, root.path, trusted_key, strict, not (json_out or quiet))
         report["ok"] = report["ok"] and report["run"].get("ok", False)
     report["schema"] = "aotcache.verify/1"
     if json_out:
@@ -284,7 +291,26 @@ def verify(
     raise typer.Exit(EXIT_OK if report["ok"] else EXIT_CHECK_FAILED)
 
 
-def _run_in_fresh_process(target: str, cache_dir: Path, report: dict[str, Any], progress: Any) -> dict[str, Any]:
+def _checked_run(
+    report: dict[str, Any], target: str | None, cache_dir: Path, trusted_key: Path | None, strict: bool, bar: bool
+) -> dict[str, Any]:
+    """`verify --run`, started only when every check passed: nothing of an entry (nor a
+    TARGET read from its manifest) runs before then. The child checks again itself,
+    with the same trusted key and strictness."""
+    if not report["ok"]:
+        return {"ok": False, "started": False, "error": "not run: the entry did not pass its checks"}
+    if not target:
+        raise TargetError(
+            "--run needs a TARGET: this entry does not record the one it was built from",
+            hint="pass the TARGET instead of the key",
+        )
+    with render.RunProgress(enabled=bar) as progress:
+        return _run_in_fresh_process(target, cache_dir, report, trusted_key, strict, progress)
+
+
+def _run_in_fresh_process(
+    target: str, cache_dir: Path, report: dict[str, Any], trusted_key: Path | None, strict: bool, progress: Any
+) -> dict[str, Any]:
     """Run aotcache.serve.checkrun in a new interpreter; its progress lines (CUDA graph
     capture) drive the progress bar, its last stdout line is the result."""
     from aotcache.serve.checkrun import PROGRESS_PREFIX
@@ -300,6 +326,8 @@ def _run_in_fresh_process(target: str, cache_dir: Path, report: dict[str, Any], 
         json.dumps(report["config"]),
         "--entry",
         report["entry"],
+        *(["--trusted-key", str(trusted_key)] if trusted_key else []),
+        *(["--strict"] if strict else []),
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
     started = time.perf_counter()
@@ -318,6 +346,7 @@ def _run_in_fresh_process(target: str, cache_dir: Path, report: dict[str, Any], 
         result = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
         result = {"ok": False, "error": ([e for e in errors if e.strip()] or ["the check process failed"])[-1]}
+    result["started"] = True
     result["process_seconds"] = round(time.perf_counter() - started, 3)
     return result
 
@@ -349,13 +378,12 @@ def clear(
     """Remove entries, unfinished builds and idle locks; report what was freed."""
     from aotcache.store.clear import clear as run_clear
     from aotcache.store.clear import parse_duration, parse_size, select
-    from aotcache.store.root import CacheRoot, resolve_cache_dir
 
     out = Output(json_out, quiet, verbose)
     import_cwd()
     if not (keys or all_entries or stale or broken or older_than or max_size):
         raise typer.Exit(_usage("nothing selected: pass KEY, --all, --stale, --broken, --older-than or --max-size"))
-    root = CacheRoot(resolve_cache_dir(cache_dir))
+    root = _root(cache_dir)
     if not root.path.is_dir():
         raise CacheDirError(f"cache dir {root.path} does not exist", hint="check --cache-dir or AOTCACHE_DIR")
     chosen, kept = select(
@@ -379,7 +407,8 @@ def clear(
     if report.errors:
         raise CacheDirError(
             f"could not remove {len(report.errors)} item(s) of {root.path}: {report.errors[0]}",
-            hint="check the cache dir's permissions and mount; what was not removed is still listed",
+            hint="check the cache dir's permissions and mount, and run `aotcache clear --broken` to repair its "
+            "folders; what was not removed is still listed",
         )
 
 

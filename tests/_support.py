@@ -99,3 +99,33 @@ def copy_cache(source: Path, target: Path) -> Path:
 
     shutil.copytree(source, target)
     return target
+
+
+def rewrite_manifest_body(entry: Path, mutate: Any) -> None:
+    """Edit the raw JSON body of an entry's manifest (any structure at all, valid or
+    not) and write it back with a valid checksum."""
+    from aotcache.store import manifest as manifest_mod
+
+    path = entry / "manifest.json"
+    body = json.loads(path.read_bytes())
+    mutate(body)
+    body["checksum"] = manifest_mod._checksum(body)
+    path.write_bytes(manifest_mod._canonical(body) + b"\n")
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[str, float]]:
+    """Every file below root (links not followed) with its content hash and mtime."""
+    import hashlib
+
+    found = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = Path(folder, name)
+            if path.is_symlink():
+                found[str(path.relative_to(root))] = (f"link:{os.readlink(path)}", 0.0)
+            else:
+                found[str(path.relative_to(root))] = (
+                    hashlib.sha256(path.read_bytes()).hexdigest(),
+                    path.stat().st_mtime,
+                )
+    return found

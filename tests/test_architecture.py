@@ -20,7 +20,7 @@ ALLOWED = {
     "shared": set(),
     "key": set(),
     "formats": set(),
-    "store": {"key"},
+    "store": {"key", "formats"},  # formats: the names of the known artifact formats
     "serve": {"key", "store", "formats"},
 }
 

@@ -18,6 +18,9 @@ import torch
 
 from aotcache.config import from_dict
 from aotcache.errors import AotCacheError
+from aotcache.store.report import report_for
+from aotcache.store.root import CacheRoot, resolve_cache_dir
+from aotcache.store.signing import signature_checker
 from aotcache.target import as_spec, import_target
 
 from .inputs import example_arguments
@@ -41,22 +44,60 @@ def report_progress(done: int, total: int, label: str) -> None:
     print(f"{PROGRESS_PREFIX} {done} {total} {label}", file=sys.stderr, flush=True)
 
 
-def run(target: str, cache_dir: str | None, config: dict[str, Any], entry: str | None) -> dict[str, Any]:
+def check_entry(cache_dir: str | None, entry: str, trusted_key: str | None, strict: bool) -> None:
+    """Every check of the entry again, in this process, before any code is imported."""
+    root = CacheRoot(resolve_cache_dir(cache_dir))
+    report = report_for(root.entry_dir(entry), verify_signature=signature_checker(trusted_key), strict=strict)
+    if not report["ok"]:
+        failed = [c["check"] for c in report["checks"] if not c["ok"]] + report["warnings"] * strict
+        raise AotCacheError(f"entry {entry} did not pass its checks ({', '.join(failed)}); nothing was run")
+
+
+def run(
+    target: str,
+    cache_dir: str | None,
+    config: dict[str, Any],
+    entry: str | None,
+    trusted_key: str | None = None,
+    strict: bool = False,
+) -> dict[str, Any]:
+    if entry:
+        check_entry(cache_dir, entry, trusted_key, strict)
     spec = as_spec(import_target(target), origin=target)
     model = spec.build_model().eval()
     resolved = from_dict(config)
     capture = torch.cuda.is_available() and resolved.cudagraph_mode.name != "NONE"
     started = time.perf_counter()
     loaded = load(
-        model, resolved, cache_dir=cache_dir, strict=True, capture_cudagraphs=capture, progress=report_progress
+        model,
+        resolved,
+        cache_dir=cache_dir,
+        strict=True,
+        trusted_key=trusted_key,
+        capture_cudagraphs=capture,
+        progress=report_progress,
     )
     assert loaded is not None
     load_seconds = time.perf_counter() - started
     if entry and not loaded.entry_id.startswith(entry):
         raise AotCacheError(f"the target loads entry {loaded.entry_id}, not {entry}")
+    return {
+        "entry": loaded.entry_id,
+        "cudagraphs": capture,
+        "load_seconds": round(load_seconds, 4),
+        "tolerance": TOLERANCE,
+        "signature_checked": trusted_key is not None,
+        "strict": strict,
+        **compare_with_eager(model, spec.example_inputs, loaded),
+    }
+
+
+def compare_with_eager(model: torch.nn.Module, example_inputs: Any, loaded: Any) -> dict[str, Any]:
+    """Outputs of the loaded entry against eager at every compile size and both ends of
+    every range."""
     results = []
     for size in check_sizes([u["range"] for u in loaded.manifest.units]):
-        arguments = example_arguments(model, spec.example_inputs, size, loaded.spec)
+        arguments = example_arguments(model, example_inputs, size, loaded.spec)
         with torch.no_grad():
             expected = model(**arguments)
         got = loaded(**arguments)
@@ -68,14 +109,7 @@ def run(target: str, cache_dir: str | None, config: dict[str, Any], entry: str |
         results.append(
             {"size": size, "unit": [unit.start, unit.end], "max_abs_diff": diff, "ok": finite and diff <= TOLERANCE}
         )
-    return {
-        "entry": loaded.entry_id,
-        "cudagraphs": capture,
-        "load_seconds": round(load_seconds, 4),
-        "tolerance": TOLERANCE,
-        "results": results,
-        "ok": all(r["ok"] for r in results),
-    }
+    return {"results": results, "ok": all(r["ok"] for r in results)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir")
     parser.add_argument("--config-json", default="{}")
     parser.add_argument("--entry")
+    parser.add_argument("--trusted-key")
+    parser.add_argument("--strict", action="store_true")
     args = parser.parse_args(argv)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        report = run(args.target, args.cache_dir, json.loads(args.config_json), args.entry)
+        config = json.loads(args.config_json)
+        report = run(args.target, args.cache_dir, config, args.entry, args.trusted_key, args.strict)
     except AotCacheError as exc:
         print(json.dumps({"ok": False, "error": exc.one_line(), "reason": getattr(exc, "reason", None)}))
         return 1

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from aotcache.errors import ConfigError, DispatchError
+from aotcache.errors import ConfigError, DispatchError, TargetError
 from aotcache.key.identity import dtype_name
+from aotcache.target import call_user
 
 DynamicDims = dict[str, int | list[int] | dict[int, str | None]]
 NormalizedDims = dict[str, dict[int, str | None]]
@@ -237,10 +238,15 @@ def bind_arguments(forward: Callable[..., Any], model: Any, example: Any) -> dic
     """Forward's arguments (after self) from example inputs given as a tuple, a dict of
     keyword arguments or a single tensor."""
     if isinstance(example, dict):
-        return bind_call(forward, model, (), example)
-    if isinstance(example, (tuple, list)):
-        return bind_call(forward, model, tuple(example), {})
-    return bind_call(forward, model, (example,), {})
+        args, kwargs = (), example
+    elif isinstance(example, (tuple, list)):
+        args, kwargs = tuple(example), {}
+    else:
+        args, kwargs = (example,), {}
+    try:
+        return bind_call(forward, model, args, kwargs)
+    except TypeError as exc:
+        raise TargetError(f"the example inputs do not match {forward.__qualname__}: {exc}") from None
 
 
 def example_arguments(model: Any, example_inputs: Any, size: int | None, spec: InputSpec | None) -> dict[str, Any]:
@@ -249,7 +255,8 @@ def example_arguments(model: Any, example_inputs: Any, size: int | None, spec: I
     size None means the example's own size (or the default trace size for a builder)."""
     forward = type(model).forward
     if callable(example_inputs):
-        return bind_arguments(forward, model, example_inputs(DEFAULT_TRACE_SIZE if size is None else size))
+        wanted = DEFAULT_TRACE_SIZE if size is None else size
+        return bind_arguments(forward, model, call_user(example_inputs, f"example_inputs({wanted})", wanted))
     arguments = bind_arguments(forward, model, example_inputs)
     if size is None:
         return arguments

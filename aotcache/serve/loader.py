@@ -14,7 +14,7 @@ import torch
 
 from aotcache.config import CompilationConfig, Range, current_config, from_dict
 from aotcache.counters import counters
-from aotcache.errors import CacheMiss, EntryNotFound, IncompatibleEnvironment
+from aotcache.errors import AotCacheError, CacheMiss, CorruptEntry, EntryNotFound, IncompatibleEnvironment
 from aotcache.key.env import ENV_FACTOR_PREFIXES
 from aotcache.key.factors import explain, lookup_hash
 from aotcache.key.lookup import lookup_factors
@@ -189,6 +189,22 @@ def find_and_open(
     )
 
 
+def _build(opened: OpenedEntry, model: torch.nn.Module) -> LoadedModel:
+    """The callable of a verified entry. The manifest's structure was checked when it
+    was parsed; should anything in it still not fit this model (an edited entry with a
+    valid checksum and no signature), that is a corrupt entry, a miss, never a crash."""
+    try:
+        return LoadedModel(opened, model)
+    except AotCacheError:
+        raise
+    except Exception as exc:
+        raise CorruptEntry(
+            f"entry {opened.entry_id} could not be loaded: {type(exc).__name__}: {exc}",
+            entry_id=opened.entry_id,
+            hint="run `aotcache clear --broken` and precompile again",
+        ) from exc
+
+
 def load(
     model: torch.nn.Module,
     config: CompilationConfig | dict[str, Any] | None = None,
@@ -216,7 +232,7 @@ def load(
 
     try:
         opened = find_and_open(model, config, root, verify_signature=signature_checker(trusted_key))
-        loaded = LoadedModel(opened, model)
+        loaded = _build(opened, model)
     except CacheMiss as miss:
         counters.misses[miss.reason] += 1
         if strict:

@@ -40,9 +40,10 @@ def write_file(path: Path, data: bytes, point: str | None = None) -> None:
         os.fsync(f.fileno())
 
 
-def exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where the
-    platform or file system cannot."""
+def exchange_at(a_dir: int, a: str, b_dir: int, b: str) -> bool:
+    """Atomically swap two names, each relative to a directory descriptor (Linux
+    renameat2 RENAME_EXCHANGE; never follows a link); False where the platform or file
+    system cannot."""
     import ctypes
 
     try:
@@ -50,14 +51,14 @@ def exchange(a: Path, b: Path) -> bool:
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    rename_exchange = 2
+    result = renameat2(a_dir, os.fsencode(a), b_dir, os.fsencode(b), rename_exchange)
     if result == 0:
         return True
     code = ctypes.get_errno()
     if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
         return False
-    raise OSError(code, os.strerror(code), str(b))
+    raise OSError(code, os.strerror(code), b)
 
 
 def fsync_dir(path: Path) -> None:

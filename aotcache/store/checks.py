@@ -8,8 +8,10 @@ only those verified bytes. `problems` (for `verify` and `inspect-cache`) collect
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
-import stat
+import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,14 @@ from aotcache.key.lookup import tool_factors
 from aotcache.key.sources import SourceFile, changed
 
 from . import manifest as manifest_mod
+from . import safefs
 from .manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+
+MAX_MANIFEST_BYTES = 16 << 20  # far above any real manifest; a larger file is damage
+MAX_SIGNATURE_BYTES = 4096
+
+# verify_signature(entry_id, manifest bytes, manifest.sig bytes or None): raises SignatureError
+SignatureCheck = Callable[[str, bytes, "bytes | None"], None]
 
 
 @dataclass
@@ -41,78 +50,82 @@ class OpenedEntry:
     path: Path
     manifest: Manifest
     blobs: dict[str, bytes] = field(default_factory=dict)
-    signature: bytes | None = None
+    raw_manifest: bytes = b""  # the exact manifest bytes every check ran on
 
     @property
     def entry_id(self) -> str:
         return self.manifest.entry_id
 
 
+@contextlib.contextmanager
+def entry_dir(path: Path) -> Iterator[int]:
+    """A descriptor of a real entry directory: a symlinked (or special) entry is
+    corrupt and is never read through; a missing one is not found."""
+    try:
+        fd = safefs.open_dir(path)
+    except FileNotFoundError:
+        raise EntryNotFound(f"entry {path.name} does not exist", entry_id=path.name) from None
+    except safefs.UnsafeFile as exc:
+        raise CorruptEntry(f"entry {path.name} is {exc.why}", entry_id=path.name, hint=_HINT_CORRUPT) from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def read_manifest(path: Path) -> tuple[Manifest, bytes]:
     """Parse an entry's manifest (checksum, format version, structure); no other file."""
+    with entry_dir(path) as fd:
+        return _read_manifest_at(path, fd)
+
+
+def _read_manifest_at(path: Path, fd: int) -> tuple[Manifest, bytes]:
     try:
-        raw = _read_regular(path / MANIFEST_NAME)
+        raw = safefs.read_file(MANIFEST_NAME, fd, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
-        if not path.exists():
-            raise EntryNotFound(f"entry {path.name} does not exist", entry_id=path.name) from None
-        raise CorruptEntry(
-            f"entry {path.name} has no manifest", entry_id=path.name, hint="run `aotcache clear --broken`"
-        ) from None
+        raise CorruptEntry(f"entry {path.name} has no manifest", entry_id=path.name, hint=_HINT_CORRUPT) from None
+    except safefs.UnsafeFile as exc:
+        raise CorruptEntry(f"entry {path.name}: {exc}", entry_id=path.name, hint=_HINT_CORRUPT) from None
     manifest = manifest_mod.parse(raw, path.name)
     if manifest.entry_id != path.name:
         raise CorruptEntry(
             f"entry {path.name} holds the manifest of entry {manifest.entry_id}",
             entry_id=path.name,
-            hint="run `aotcache clear --broken`",
+            hint=_HINT_CORRUPT,
         )
     return manifest, raw
 
 
-def _read_regular(path: Path) -> bytes:
-    """Read a file, refusing symlinks and special files."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise CorruptEntry(f"{path.name} is not a regular file")
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError as exc:
-        if exc.errno == 40:  # ELOOP: O_NOFOLLOW met a symlink
-            raise CorruptEntry(f"{path.name} is a symbolic link") from None
-        raise
-    finally:
-        os.close(fd)
+def _listing(fd: int) -> Iterator[tuple[str, str]]:
+    """(relative path, kind) of everything in an entry directory, links not followed."""
+    for folder, dirs, files, folder_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+        for name in dirs + files:
+            rel = posixpath.normpath(posixpath.join(folder, name))
+            yield rel, safefs.kind_at(name, folder_fd)
 
 
-def file_problems(path: Path, manifest: Manifest, blobs: dict[str, bytes] | None = None) -> list[Difference]:
+def file_problems(fd: int, manifest: Manifest, blobs: dict[str, bytes] | None = None) -> list[Difference]:
     """Every file that is missing, altered, unexpected, or not a plain file."""
-    import hashlib
-
     problems: list[Difference] = []
     seen = set()
-    for folder, dirs, files in os.walk(path, followlinks=False):
-        for name in dirs + files:
-            full = Path(folder, name)
-            rel = full.relative_to(path).as_posix()
-            mode = os.lstat(full).st_mode
-            if stat.S_ISLNK(mode):
-                problems.append(Difference(rel, "regular file", "symbolic link"))
-            elif stat.S_ISREG(mode):
-                seen.add(rel)
-                if rel not in manifest.files and rel not in (MANIFEST_NAME, SIGNATURE_NAME):
-                    problems.append(Difference(rel, "absent", "unexpected file"))
-            elif not stat.S_ISDIR(mode):
-                problems.append(Difference(rel, "regular file", "special file"))
+    for rel, kind in _listing(fd):
+        if kind == safefs.REGULAR:
+            seen.add(rel)
+            if rel not in manifest.files and rel not in (MANIFEST_NAME, SIGNATURE_NAME):
+                problems.append(Difference(rel, "absent", "unexpected file"))
+        elif kind != safefs.DIRECTORY:
+            problems.append(Difference(rel, "regular file", kind))
     for rel, record in sorted(manifest.files.items()):
         if rel not in seen:
             problems.append(Difference(rel, f"{record.bytes} bytes", "missing"))
             continue
         try:
-            data = _read_regular(path / rel)
-        except (OSError, CorruptEntry) as exc:
-            problems.append(Difference(rel, "readable", str(exc)))
+            data = safefs.read_file(rel, fd, record.bytes)
+        except safefs.UnsafeFile as exc:
+            problems.append(Difference(rel, f"{record.bytes} bytes", exc.why))
+            continue
+        except OSError as exc:
+            problems.append(Difference(rel, "readable", exc.strerror or str(exc)))
             continue
         if len(data) != record.bytes:
             problems.append(Difference(rel, f"{record.bytes} bytes", f"{len(data)} bytes"))
@@ -124,6 +137,15 @@ def file_problems(path: Path, manifest: Manifest, blobs: dict[str, bytes] | None
         if blobs is not None:
             blobs[rel] = data
     return problems
+
+
+def _signature_bytes(fd: int) -> bytes | None:
+    try:
+        return safefs.read_file(SIGNATURE_NAME, fd, MAX_SIGNATURE_BYTES)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SignatureError(f"its signature file is unreadable ({exc})") from None
 
 
 def environment_problems(manifest: Manifest) -> list[Difference]:
@@ -182,12 +204,12 @@ class Problem:
 
 
 def entry_problems(
-    path: Path,
+    fd: int,
     manifest: Manifest,
     raw: bytes,
     *,
     blobs: dict[str, bytes] | None = None,
-    verify_signature: Callable[[Path, bytes], None] | None = None,
+    verify_signature: SignatureCheck | None = None,
     check_env: bool = True,
     check_sources: bool = True,
 ) -> Iterator[Problem]:
@@ -197,10 +219,10 @@ def entry_problems(
     verified bytes of every file."""
     if verify_signature is not None:
         try:
-            verify_signature(path, raw)
+            verify_signature(manifest.entry_id, raw, _signature_bytes(fd))
         except CacheMiss as exc:
             yield Problem.from_error("signature", exc)
-    diffs = file_problems(path, manifest, blobs)
+    diffs = file_problems(fd, manifest, blobs)
     if diffs:
         yield Problem("files", CorruptEntry.reason, "files differ from the manifest", diffs, _HINT_CORRUPT)
     if check_env:
@@ -237,37 +259,39 @@ def open_entry(
     *,
     check_env: bool = True,
     check_sources: bool = True,
-    verify_signature: Callable[[Path, bytes], None] | None = None,
+    verify_signature: SignatureCheck | None = None,
 ) -> OpenedEntry:
     """Read and check a whole entry; raise the typed error of the first problem found.
     Nothing of the entry has run when this returns or raises."""
-    manifest, raw = read_manifest(path)
-    blobs: dict[str, bytes] = {}
-    checks = entry_problems(
-        path,
-        manifest,
-        raw,
-        blobs=blobs,
-        verify_signature=verify_signature,
-        check_env=check_env,
-        check_sources=check_sources,
-    )
-    first = next(checks, None)
+    with entry_dir(path) as fd:
+        manifest, raw = _read_manifest_at(path, fd)
+        blobs: dict[str, bytes] = {}
+        checks = entry_problems(
+            fd,
+            manifest,
+            raw,
+            blobs=blobs,
+            verify_signature=verify_signature,
+            check_env=check_env,
+            check_sources=check_sources,
+        )
+        first = next(checks, None)
     if first is not None:
         raise first.error(manifest.entry_id)
-    return OpenedEntry(path, manifest, blobs)
+    return OpenedEntry(path, manifest, blobs, raw)
 
 
 def problems(
     path: Path,
     *,
-    verify_signature: Callable[[Path, bytes], None] | None = None,
+    verify_signature: SignatureCheck | None = None,
     check_sources: bool = True,
 ) -> tuple[Manifest | None, list[Problem]]:
     """Run every check and collect every failure, for reports."""
     try:
-        manifest, raw = read_manifest(path)
+        with entry_dir(path) as fd:
+            manifest, raw = _read_manifest_at(path, fd)
+            found = entry_problems(fd, manifest, raw, verify_signature=verify_signature, check_sources=check_sources)
+            return manifest, list(found)
     except CacheMiss as exc:
         return None, [Problem.from_error("manifest", exc)]
-    found = entry_problems(path, manifest, raw, verify_signature=verify_signature, check_sources=check_sources)
-    return manifest, list(found)

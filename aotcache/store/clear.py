@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from aotcache.errors import ConfigError
 
-from .root import CacheRoot, remove_tree
+from .root import CacheRoot
 from .scan import BUILDING, EntryReport, find_entry, scan
 
 _SIZE_UNITS = {
@@ -65,6 +63,7 @@ class ClearReport:
     removed: list[Removal] = field(default_factory=list)
     locks_removed: int = 0
     kept: int = 0
+    lock_errors: list[str] = field(default_factory=list)
 
     @property
     def freed(self) -> int:
@@ -72,7 +71,7 @@ class ClearReport:
 
     @property
     def errors(self) -> list[str]:
-        return [r.error for r in self.removed if r.error]
+        return [r.error for r in self.removed if r.error] + self.lock_errors
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +142,9 @@ def select(
 
 def clear(root: CacheRoot, chosen: list[tuple[EntryReport, str]], kept: int, *, dry_run: bool) -> ClearReport:
     report = ClearReport(dry_run=dry_run, kept=kept)
+    # Damaged folders of the root first: a link in place of trash/ must go before any
+    # entry can be deleted through a real trash/.
+    chosen = sorted(chosen, key=lambda item: item[0].path.parent != root.path)
     for entry, reason in chosen:
         removal = Removal(entry.entry_id, str(entry.path), entry.bytes, reason, entry.status)
         report.removed.append(removal)
@@ -152,24 +154,7 @@ def clear(root: CacheRoot, chosen: list[tuple[EntryReport, str]], kept: int, *, 
             removal.bytes, removal.error = root.remove_entry(entry.path)
             root.forget_usage(entry.entry_id)
         else:
-            removal.bytes, removal.error = remove_tree(entry.path)
+            removal.bytes, removal.error = root.remove_leftover(entry.path)
     if not dry_run:
-        report.locks_removed = _remove_idle_locks(root)
+        report.locks_removed, report.lock_errors = root.remove_idle_locks()
     return report
-
-
-def _remove_idle_locks(root: CacheRoot) -> int:
-    """Lock files of entries no builder holds (filelock leaves them behind)."""
-    from filelock import FileLock, Timeout
-
-    removed = 0
-    with contextlib.suppress(FileNotFoundError):
-        for path in root.locks.iterdir():
-            lock = FileLock(str(path), timeout=0)
-            try:
-                with lock:
-                    Path(path).unlink(missing_ok=True)
-                    removed += 1
-            except (Timeout, OSError):
-                continue
-    return removed

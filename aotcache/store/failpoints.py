@@ -22,6 +22,8 @@ POINTS = (
     "before-publish",
     "after-publish",
 )
+# Reached only by a precompile with --sign-key, between manifest-write and before-publish.
+SIGNING_POINTS = ("signature-write",)
 
 
 def failpoint(name: str) -> None:

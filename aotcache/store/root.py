@@ -10,6 +10,11 @@
 An entry directory either does not exist or is complete: builders write and fsync
 everything in staging, then rename it into entries/. Deleting renames it into trash/
 first, so a reader sees either the whole entry or none of it.
+
+Nothing outside the root is ever read as an entry, moved or deleted: the root's own
+folders must be real directories (a symlink there is reported as damage, never
+followed), and every move and deletion is relative to descriptors of those folders
+(safefs), so a folder swapped for a link between a listing and an action is refused.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
+import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from aotcache.errors import CacheDirError
 
-from .atomic import exchange, fsync_dir, fsync_tree, write_file_atomic
+from . import safefs
+from .atomic import exchange_at, fsync_tree, write_file_atomic
 from .failpoints import failpoint
 
 log = logging.getLogger("aotcache.store")
@@ -51,6 +59,17 @@ def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None, configured
     return default_cache_dir()
 
 
+FOLDERS = ("entries", "staging", "locks", "trash", "usage")
+# The only files `clear` removes from locks/: the ones `lock()` creates.
+LOCK_NAME = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}\.lock$")
+
+
+def pid_name(stem: str, suffix: str) -> str:
+    """A name in staging/ that says which process owns it (`stem.pid.suffix`), so that
+    leftovers of a dead process can be told from work in progress."""
+    return f"{stem}.{os.getpid()}.{suffix}"
+
+
 class CacheRoot:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -63,36 +82,76 @@ class CacheRoot:
     def __repr__(self) -> str:
         return f"CacheRoot({str(self.path)!r})"
 
-    # -- for writers ---------------------------------------------------------------
+    # -- the layout ------------------------------------------------------------------
 
-    def ensure_writable(self) -> None:
-        """Create the layout; raise CacheDirError naming the problem if we cannot."""
+    def check_is_directory(self) -> None:
+        """CacheDirError when the root exists but is not a directory (every command)."""
         if self.path.exists() and not self.path.is_dir():
             raise CacheDirError(
                 f"cache dir {self.path} is a file, not a directory",
                 hint="pass --cache-dir (or AOTCACHE_DIR) naming a directory",
             )
+
+    def layout_problems(self) -> list[tuple[str, str]]:
+        """(folder, what it is) for each of the root's folders that is not a real directory."""
         try:
-            for folder in (self.path, self.entries, self.staging, self.locks, self.trash, self.usage):
-                folder.mkdir(parents=True, exist_ok=True)
+            with safefs.opened_dir(self.path) as root:
+                kinds = [(name, safefs.kind_at(name, root)) for name in FOLDERS]
+        except OSError:
+            return []
+        return [(name, kind) for name, kind in kinds if kind not in (safefs.DIRECTORY, safefs.MISSING)]
+
+    @contextlib.contextmanager
+    def folder(self, name: str, *, create: bool = False) -> Iterator[int]:
+        """A descriptor of one of the root's folders, opened without following links;
+        UnsafeFile if it is a link or not a directory, FileNotFoundError if missing."""
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.path / name)
+        with safefs.opened_dir(self.path / name) as fd:
+            yield fd
+
+    def _names(self, folder: str) -> list[str]:
+        try:
+            with self.folder(folder) as fd:
+                return safefs.list_names(fd)
+        except OSError:  # missing, not a directory, or a link: nothing to list here
+            return []
+
+    # -- for writers ---------------------------------------------------------------
+
+    def ensure_writable(self) -> None:
+        """Create the layout; raise CacheDirError naming the problem if we cannot."""
+        self.check_is_directory()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            for name in FOLDERS:
+                (self.path / name).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise _not_writable(self.path, exc) from exc
+        for name, kind in self.layout_problems():
+            raise CacheDirError(
+                f"cache dir {self.path}: {name}/ is a {kind}; aotcache never follows links or uses special files "
+                "inside its cache dir",
+                hint="run `aotcache clear --broken` to remove it, or point --cache-dir at the real location",
+            )
+        try:
             tag = self.path / "CACHEDIR.TAG"
             if not tag.exists():
                 write_file_atomic(tag, CACHEDIR_TAG.encode())
-            probe = self.staging / f".probe-{uuid.uuid4().hex}"
+            probe = self.staging / pid_name(".probe", uuid.uuid4().hex[:8])
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise CacheDirError(
-                f"cache dir {self.path} is not writable: {exc.strerror or exc}",
-                hint="pass --cache-dir (or AOTCACHE_DIR) naming a writable directory",
-            ) from exc
+            raise _not_writable(self.path, exc) from exc
 
     def new_staging_dir(self, entry_id: str) -> Path:
-        path = self.staging / f"{entry_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        path.mkdir(parents=True)
-        return path
+        name = pid_name(entry_id, uuid.uuid4().hex[:8])
+        with self.folder("staging") as fd:
+            os.mkdir(name, dir_fd=fd)
+        return self.staging / name
 
-    def lock(self, entry_id: str, timeout: float = -1):
+    def lock(self, entry_id: str, timeout: float = -1) -> Any:
         from filelock import FileLock
 
         return FileLock(str(self.locks / f"{entry_id}.lock"), timeout=timeout)
@@ -106,81 +165,137 @@ class CacheRoot:
         the kernel can exchange two directories, so readers see the old or the new one."""
         fsync_tree(staging)
         failpoint("before-publish")
-        target = self.entry_dir(entry_id)
-        if target.exists() and exchange(staging, target):
-            _, error = remove_tree(staging)  # staging now holds the old entry
-            if error:
-                log.warning(
-                    "could not delete the replaced entry in %s (%s); `aotcache clear --broken` will", staging, error
-                )
-        else:
-            if target.exists():
-                self.remove_entry(target)
-            os.rename(staging, target)
-        failpoint("after-publish")
-        fsync_dir(self.entries)
-        return target
+        with self.folder("staging") as staging_fd, self.folder("entries") as entries_fd:
+            exists = safefs.kind_at(entry_id, entries_fd) != safefs.MISSING
+            if exists and exchange_at(staging_fd, staging.name, entries_fd, entry_id):
+                _, error = safefs.remove(staging.name, staging_fd)  # staging now holds the old entry
+                if error:
+                    log.warning("could not delete the replaced entry (%s); `aotcache clear --broken` will", error)
+            else:
+                if exists:
+                    self.remove_entry(self.entry_dir(entry_id))
+                os.rename(staging.name, entry_id, src_dir_fd=staging_fd, dst_dir_fd=entries_fd)
+            failpoint("after-publish")
+            os.fsync(entries_fd)
+        return self.entry_dir(entry_id)
 
     def remove_entry(self, entry: Path) -> tuple[int, str | None]:
         """Delete an entry so that no reader ever sees part of it: rename it into trash/,
-        then delete it there. Returns the bytes really freed and the error, if any (what
-        could not be deleted stays in trash/, shown by inspect-cache, swept by clear)."""
-        doomed = self.trash / f"{entry.name}.{uuid.uuid4().hex[:8]}"
-        size = dir_size(entry)
+        then delete it there (a symlinked entry: the link only). Returns the bytes really
+        freed and the error, if any (what could not be deleted stays in trash/, shown by
+        inspect-cache, swept by clear)."""
+        doomed = f"{entry.name}.{uuid.uuid4().hex[:8]}"
         try:
-            os.rename(entry, doomed)
-        except FileNotFoundError:
-            return 0, None
+            with self.folder("entries") as entries_fd, self.folder("trash", create=True) as trash_fd:
+                size = safefs.tree_size(entry.name, entries_fd)
+                try:
+                    os.rename(entry.name, doomed, src_dir_fd=entries_fd, dst_dir_fd=trash_fd)
+                except FileNotFoundError:
+                    return 0, None
+                freed, error = safefs.remove(doomed, trash_fd)
         except OSError as exc:
-            return 0, f"{entry}: {exc.strerror or exc}"
-        freed, error = remove_tree(doomed)
+            return 0, _say(entry, exc)
         return (size if error is None else freed), error
+
+    def remove_leftover(self, path: Path) -> tuple[int, str | None]:
+        """Delete a leftover in staging/ or trash/, or one of the root's own folders that
+        is not a real directory (a link is removed as itself, never followed)."""
+        try:
+            if path.parent == self.path and path.name in FOLDERS:
+                with safefs.opened_dir(self.path) as root_fd:
+                    if safefs.kind_at(path.name, root_fd) == safefs.DIRECTORY:
+                        return 0, f"{path}: a real folder of the cache dir"
+                    return safefs.remove(path.name, root_fd)
+            if path.parent not in (self.staging, self.trash):
+                return 0, f"{path}: not a leftover of this cache dir"
+            with self.folder(path.parent.name) as fd:
+                return safefs.remove(path.name, fd)
+        except OSError as exc:
+            return 0, _say(path, exc)
+
+    def remove_idle_locks(self) -> tuple[int, list[str]]:
+        """Lock files aotcache created (by name and type) that no builder holds; filelock
+        leaves them behind. Nothing else in locks/ is touched."""
+        from filelock import FileLock, Timeout
+
+        removed, errors = 0, []
+        try:
+            with self.folder("locks") as fd:
+                for name in safefs.list_names(fd):
+                    if not LOCK_NAME.match(name) or safefs.kind_at(name, fd) != safefs.REGULAR:
+                        continue
+                    try:
+                        with FileLock(str(self.locks / name), timeout=0):
+                            os.unlink(name, dir_fd=fd)
+                            removed += 1
+                    except Timeout:
+                        continue
+                    except OSError as exc:
+                        errors.append(_say(self.locks / name, exc))
+        except (FileNotFoundError, safefs.UnsafeFile):
+            pass  # no locks/, or not a real folder (reported by scan as damage; never followed)
+        except OSError as exc:
+            errors.append(_say(self.locks, exc))
+        return removed, errors
 
     # -- for readers ---------------------------------------------------------------
 
     def entry_dirs(self) -> list[Path]:
-        try:
-            return sorted(p for p in self.entries.iterdir() if not p.name.startswith("."))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+        return [self.entries / name for name in self._names("entries") if not name.startswith(".")]
 
     def entries_with_lookup(self, lookup_hash: str) -> list[Path]:
         return [p for p in self.entry_dirs() if p.name.startswith(lookup_hash + "-")]
 
     def staging_dirs(self) -> list[Path]:
-        try:
-            return sorted(self.staging.iterdir())
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+        return [self.staging / name for name in self._names("staging")]
 
     def trash_dirs(self) -> list[Path]:
+        return [self.trash / name for name in self._names("trash")]
+
+    def size_of(self, path: Path) -> int:
+        """Bytes under one of the root's items, never following a link."""
         try:
-            return sorted(self.trash.iterdir())
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+            with safefs.opened_dir(path.parent) as fd:
+                return safefs.tree_size(path.name, fd)
+        except OSError:
+            return 0
 
     def mark_used(self, entry_id: str) -> None:
-        """Best effort: a read-only cache (baked into an image) simply has no usage data."""
-        with contextlib.suppress(OSError):
-            stamp = self.usage / entry_id
-            if not stamp.exists():
-                self.usage.mkdir(parents=True, exist_ok=True)
-                stamp.touch()
-            os.utime(stamp)
+        """Best effort: a read-only cache (baked into an image) simply has no usage data.
+        The stamp is a regular file of usage/, never a link followed elsewhere."""
+        with contextlib.suppress(OSError), self.folder("usage", create=True) as fd:
+            stamp = os.open(entry_id, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644, dir_fd=fd)
+            try:
+                os.utime(stamp)
+            finally:
+                os.close(stamp)
 
     def last_used(self, entry_id: str) -> float | None:
         try:
-            return (self.usage / entry_id).stat().st_mtime
+            with self.folder("usage") as fd:
+                return os.stat(entry_id, dir_fd=fd, follow_symlinks=False).st_mtime
         except OSError:
             return None
 
     def forget_usage(self, entry_id: str) -> None:
-        with contextlib.suppress(OSError):
-            (self.usage / entry_id).unlink()
+        with contextlib.suppress(OSError), self.folder("usage") as fd:
+            os.unlink(entry_id, dir_fd=fd)
+
+
+def _say(path: Path, exc: OSError) -> str:
+    """One line for an OS error met at `path` (an unsafe name says what it is)."""
+    return str(exc) if isinstance(exc, safefs.UnsafeFile) else f"{path}: {exc.strerror or exc}"
+
+
+def _not_writable(path: Path, exc: OSError) -> CacheDirError:
+    return CacheDirError(
+        f"cache dir {path} is not writable: {exc.strerror or exc}",
+        hint="pass --cache-dir (or AOTCACHE_DIR) naming a writable directory",
+    )
 
 
 def staging_is_abandoned(path: Path) -> bool:
-    """A staging dir whose builder process is gone (its pid is part of the name)."""
+    """A staging item whose owner process is gone (its pid is part of the name)."""
     parts = path.name.split(".")
     if len(parts) < 3 or not parts[-2].isdigit():
         return True
@@ -192,26 +307,3 @@ def staging_is_abandoned(path: Path) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def remove_tree(path: Path) -> tuple[int, str | None]:
-    """Delete a directory tree; the bytes really freed, and the first error met."""
-    before = dir_size(path)
-    errors: list[str] = []
-
-    def record(function: object, failed: str, exc_info: tuple[type[BaseException], BaseException, object]) -> None:
-        exc = exc_info[1]
-        errors.append(f"{failed}: {getattr(exc, 'strerror', None) or exc}")
-
-    shutil.rmtree(path, onerror=record)
-    remaining = dir_size(path) if os.path.lexists(path) else 0
-    return before - remaining, (errors[0] if errors else None)
-
-
-def dir_size(path: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(folder, name)).st_size
-    return total

@@ -14,7 +14,7 @@ from aotcache.key.factors import explain
 
 from .checks import Problem, problems, read_manifest
 from .manifest import Manifest
-from .root import CacheRoot, dir_size, staging_is_abandoned
+from .root import CacheRoot, staging_is_abandoned
 
 OK = "ok"
 INCOMPLETE = "incomplete"
@@ -104,12 +104,12 @@ def report_entry(
         manifest, found = None, [Problem("files", "corrupt", f"unreadable: {exc}")]
     statuses = {p.status for p in found}
     status = next((s for s in _STATUS_ORDER if s in statuses), OK)
-    created = manifest.created if manifest else _iso(path.stat().st_mtime if path.exists() else None)
+    created = manifest.created if manifest else _iso(_mtime(path))
     return EntryReport(
         entry_id=path.name,
         path=path,
         status=status,
-        bytes=dir_size(path),
+        bytes=root.size_of(path),
         manifest=manifest,
         problems=found,
         created=created,
@@ -117,35 +117,38 @@ def report_entry(
     )
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return None
+
+
+def _leftover(root: CacheRoot, path: Path, status: str, message: str) -> EntryReport:
+    return EntryReport(
+        path.name,
+        path,
+        status,
+        root.size_of(path),
+        problems=[Problem("files", status, message)],
+        created=_iso(_mtime(path)),
+    )
+
+
 def leftovers(root: CacheRoot) -> list[EntryReport]:
-    """Unfinished builds (staging) and interrupted deletions (trash)."""
+    """Unfinished builds and signatures (staging), interrupted deletions (trash), and
+    folders of the root that are not real directories (a link is never followed)."""
     found = []
+    for name, kind in root.layout_problems():
+        message = f"the cache dir's {name}/ is a {kind}; it is never followed"
+        found.append(_leftover(root, root.path / name, "corrupt", message))
     for path in root.staging_dirs():
-        if path.name.startswith("."):  # a write probe or a signature being renamed in
-            continue
         abandoned = staging_is_abandoned(path)
         status = INCOMPLETE if abandoned else BUILDING
-        message = "unfinished build (its process is gone)" if abandoned else "build in progress"
-        found.append(
-            EntryReport(
-                path.name,
-                path,
-                status,
-                dir_size(path),
-                problems=[Problem("files", status, message)],
-                created=_iso(os.path.getmtime(path) if path.exists() else None),
-            )
-        )
+        message = "unfinished write (its process is gone)" if abandoned else "write in progress"
+        found.append(_leftover(root, path, status, message))
     for path in root.trash_dirs():
-        found.append(
-            EntryReport(
-                path.name,
-                path,
-                INCOMPLETE,
-                dir_size(path),
-                problems=[Problem("files", INCOMPLETE, "interrupted deletion")],
-            )
-        )
+        found.append(_leftover(root, path, INCOMPLETE, "interrupted deletion"))
     return found
 
 

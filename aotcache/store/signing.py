@@ -18,8 +18,6 @@ from typing import Any
 
 from aotcache.errors import ConfigError, SignatureError
 
-from .manifest import SIGNATURE_NAME
-
 TRUSTED_KEY_ENV = "AOTCACHE_TRUSTED_KEY"
 ED25519 = "ed25519"
 HMAC_SHA256 = "hmac-sha256"
@@ -78,26 +76,26 @@ def sign(manifest_bytes: bytes, key: Key) -> bytes:
     return json.dumps(record, sort_keys=True).encode() + b"\n"
 
 
-def verify(entry: Path, manifest_bytes: bytes, key: Key) -> None:
-    """Raise SignatureError unless the entry carries a valid signature by `key`."""
-    entry_id = entry.name
-    try:
-        record = json.loads((entry / SIGNATURE_NAME).read_bytes())
-        algorithm, key_id, signature = record["algorithm"], record["key_id"], record["signature"]
-    except FileNotFoundError:
+def verify(entry_id: str, manifest_bytes: bytes, signature: bytes | None, key: Key) -> None:
+    """Raise SignatureError unless `signature` (manifest.sig's bytes, None when the
+    entry has none) is a valid signature of the manifest by `key`."""
+    if signature is None:
         raise SignatureError(
             f"entry {entry_id} is not signed, and a trusted key is configured",
             entry_id=entry_id,
             hint="precompile with --sign-key",
-        ) from None
-    except (ValueError, KeyError, TypeError, OSError):
+        )
+    try:
+        record = json.loads(signature)
+        algorithm, key_id, value = record["algorithm"], record["key_id"], record["signature"]
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise SignatureError(f"entry {entry_id} has an unreadable signature", entry_id=entry_id) from None
     if algorithm != key.algorithm or key_id != key.key_id:
         raise SignatureError(
             f"entry {entry_id} is signed by another key ({algorithm} {key_id}; trusted: {key.algorithm} {key.key_id})",
             entry_id=entry_id,
         )
-    if not _valid(manifest_bytes, str(signature), key):
+    if not _valid(manifest_bytes, str(value), key):
         raise SignatureError(
             f"entry {entry_id}: signature does not match the manifest (changed after signing)", entry_id=entry_id
         )
@@ -125,7 +123,7 @@ def signature_checker(trusted_key: str | os.PathLike[str] | None = None) -> Any:
         return None
     key = read_key(path)
 
-    def check(entry: Path, manifest_bytes: bytes) -> None:
-        verify(entry, manifest_bytes, key)
+    def check(entry_id: str, manifest_bytes: bytes, signature: bytes | None) -> None:
+        verify(entry_id, manifest_bytes, signature, key)
 
     return check

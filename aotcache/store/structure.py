@@ -1,0 +1,188 @@
+"""What a manifest must look like: every field the loader, the checks and the reports
+read, with its type and bounds, and the references between fields (every path it
+points at is a listed file inside the entry, every unit names stored artifacts)."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+import torch
+
+from aotcache.config import from_dict
+from aotcache.errors import ConfigError
+from aotcache.formats import KNOWN_FORMATS
+
+from .schema import (
+    MAX_SIZE,
+    Check,
+    SchemaError,
+    boolean,
+    either,
+    integer,
+    items,
+    json_value,
+    mapping,
+    number,
+    one_of,
+    optional,
+    record,
+    string,
+)
+
+# Top-level names an entry may hold besides the manifest and its signature.
+ENTRY_FOLDERS = ("graph.py", "pieces", "artifacts", "kernels")
+HEX64 = string(r"[0-9a-f]{64}")
+ENTRY_ID = string(r"[0-9a-f]{16}-[0-9a-f]{16}")
+TEXT = string()
+
+
+def safe_path(path: Any, where: str = "path") -> None:
+    """A relative, normalised path inside the entry: no '..', no absolute, no oddities."""
+    if not isinstance(path, str) or not path or len(path) > 4096 or "\\" in path or "\0" in path:
+        raise SchemaError(where, f"bad path {str(path)[:60]!r}")
+    if posixpath.isabs(path) or posixpath.normpath(path) != path or path.split("/")[0] in ("..", "."):
+        raise SchemaError(where, f"path {path!r} leaves the entry")
+    if path.split("/")[0] not in ENTRY_FOLDERS:
+        raise SchemaError(where, f"path {path!r} is outside the entry's folders")
+
+
+def dtype(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not isinstance(getattr(torch, value, None), torch.dtype):
+        raise SchemaError(where, f"{str(value)[:40]!r} is not a torch dtype")
+
+
+def _config(value: Any, where: str) -> None:
+    json_value(value, where)
+    try:
+        from_dict(dict(value) if isinstance(value, dict) else value)
+    except ConfigError as exc:
+        raise SchemaError(where, exc.message) from None
+    except TypeError as exc:
+        raise SchemaError(where, str(exc)) from None
+
+
+def _treespec(value: Any, where: str) -> None:
+    if value is None:
+        return
+    TEXT(value, where)
+    try:
+        torch.utils._pytree.treespec_loads(value)
+    except Exception as exc:  # any failure to read it back means it is damaged
+        raise SchemaError(where, f"an unreadable output structure ({type(exc).__name__})") from None
+
+
+FACTOR = record({"name": TEXT, "value": json_value})
+SIZE = integer(0, MAX_SIZE)
+SCALAR = either(boolean, number, TEXT)
+
+RECORDED = record(
+    {
+        "device_type": one_of("cpu", "cuda"),
+        "threads": integer(1, 1 << 20),
+        "kernels": boolean,
+        "march": TEXT,
+        "vec_isa": optional(TEXT),
+        "vec_isa_flags": TEXT,
+        "cpu_flags": items(TEXT),
+        "runtime_versions": mapping(items(TEXT), TEXT),
+        "target": optional(TEXT),
+    },
+    {"compiler": TEXT, "torch_key": TEXT, "inductor_config": TEXT},
+)
+ARG = record(
+    {
+        "name": TEXT,
+        "kind": one_of("tensor", "none", "value"),
+        "dtype": optional(dtype),
+        "shape": items(optional(SIZE)),
+        "value": optional(SCALAR),
+    }
+)
+INPUT_SPEC = record({"params": items(TEXT), "args": items(ARG), "size_arg": TEXT, "size_dim": integer(0, 64)})
+GRAPH_INPUT = record(
+    {
+        "name": TEXT,
+        "kind": one_of("parameter", "buffer", "attribute", "arg", "size"),
+        "source": TEXT,
+        "shape": items(either(SIZE, TEXT)),
+        "dtype": optional(dtype),
+    }
+)
+MODEL = record(
+    {"class": TEXT, "forward_file": optional(TEXT), "parameters": items(json_value), "buffers": items(json_value)}
+)
+PIECE = record(
+    {
+        "kind": one_of("compiled", "eager", "splitting_op"),
+        "digest": HEX64,
+        "code": safe_path,
+        "single_output": boolean,
+        "op": optional(TEXT),
+    }
+)
+UNIT = record({"range": items(integer(1, MAX_SIZE), length=2), "artifacts": mapping(HEX64, HEX64)})
+ARTIFACT = record({"format": one_of(*KNOWN_FORMATS), "wrapper": safe_path, "kernels": mapping(safe_path, HEX64)})
+FILE = record({"sha256": HEX64, "bytes": integer(0, 1 << 40)})
+
+MANIFEST: Check = record(
+    {
+        "format_version": integer(1, 1 << 16),
+        "checksum": HEX64,
+        "entry_id": ENTRY_ID,
+        "tool_version": TEXT,
+        "created": TEXT,
+        "lookup": items(FACTOR),
+        "build": items(FACTOR),
+        "recorded": RECORDED,
+        "config": _config,
+        "model": MODEL,
+        "input_spec": INPUT_SPEC,
+        "graph_inputs": items(GRAPH_INPUT),
+        "output_spec": _treespec,
+        "output_dims": items(items(integer(0, 64))),
+        "sources": items(record({"path": TEXT, "sha256": HEX64})),
+        "stitch": safe_path,
+        "pieces": mapping(PIECE, TEXT),
+        "units": items(UNIT),
+        "artifacts": mapping(ARTIFACT, HEX64),
+        "files": mapping(FILE, safe_path),
+        "stats": mapping(json_value, TEXT),
+    }
+)
+
+
+def check_structure(body: dict[str, Any]) -> None:
+    """Raise SchemaError unless the manifest body is whole and consistent."""
+    MANIFEST(body, "")
+    files = body["files"]
+    paths = [body["stitch"], *(p["code"] for p in body["pieces"].values())]
+    for artifact in body["artifacts"].values():
+        paths += [artifact["wrapper"], *artifact["kernels"].values()]
+    unlisted = [p for p in paths if p not in files]
+    if unlisted:
+        raise SchemaError("files", f"it refers to {unlisted[0]!r}, which it does not list")
+    _check_bound_names(body)
+    compiled = {p["digest"] for p in body["pieces"].values() if p["kind"] == "compiled"}
+    for index, unit in enumerate(body["units"]):
+        start, end = unit["range"]
+        if start > end:
+            raise SchemaError(f"units[{index}].range", f"[{start}, {end}] is empty")
+        if set(unit["artifacts"]) != compiled:
+            raise SchemaError(f"units[{index}].artifacts", "does not name an artifact for every compiled piece")
+        missing = [name for name in unit["artifacts"].values() if name not in body["artifacts"]]
+        if missing:
+            raise SchemaError(f"units[{index}].artifacts", f"names artifact {missing[0][:12]} the entry lacks")
+
+
+def _check_bound_names(body: dict[str, Any]) -> None:
+    """Graph inputs bound to parameters and buffers name ones the model identity lists."""
+    named = {
+        "parameter": {item[0] for item in body["model"]["parameters"] if isinstance(item, list) and item},
+        "buffer": {item[0] for item in body["model"]["buffers"] if isinstance(item, list) and item},
+    }
+    for index, item in enumerate(body["graph_inputs"]):
+        if item["kind"] in named and item["source"] not in named[item["kind"]]:
+            raise SchemaError(
+                f"graph_inputs[{index}].source", f"{item['source'][:60]!r} is no {item['kind']} of the model"
+            )
