@@ -39,7 +39,12 @@ GRAPH_FIELDS = (
     "compile_ranges_split_points",
     "max_num_batched_tokens",
     "inductor_compile_config",
+    "artifact_format",
 )
+# How compiled pieces are stored (see aotcache.formats): "native" is compiler-free and
+# CPU-only; "inductor" is torch's own CompiledArtifact (any device; loading imports
+# Inductor and, on CPU, needs a C++ compiler); "auto" picks native where it can.
+ARTIFACT_FORMATS = ("auto", "native", "inductor")
 
 
 @dataclass(frozen=True, order=True)
@@ -68,6 +73,7 @@ class CompilationConfig:
     splitting_ops: list[str] = field(default_factory=list)
     backend: str = "inductor"
     inductor_compile_config: dict[str, Any] = field(default_factory=dict)
+    artifact_format: str = "auto"
     cudagraph_mode: CUDAGraphMode = CUDAGraphMode.NONE
     cudagraph_capture_sizes: list[int] | None = None
     max_cudagraph_capture_size: int | None = None
@@ -90,6 +96,8 @@ class CompilationConfig:
         self.cudagraph_copy_inputs = _bool("cudagraph_copy_inputs", self.cudagraph_copy_inputs)
         if self.backend not in ("inductor", "eager"):
             raise ConfigError("backend", self.backend, 'one of "inductor", "eager"')
+        if self.artifact_format not in ARTIFACT_FORMATS:
+            raise ConfigError("artifact_format", self.artifact_format, "one of " + ", ".join(ARTIFACT_FORMATS))
         self.splitting_ops = _op_names(self.splitting_ops)
         self.inductor_compile_config = _json_dict("inductor_compile_config", self.inductor_compile_config)
         self.cache_dir = _optional_str("cache_dir", self.cache_dir)

@@ -8,6 +8,7 @@ get a concrete compile of their own, because loaded artifacts do not check guard
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -19,19 +20,27 @@ from torch import fx
 
 from aotcache.config import Range
 from aotcache.errors import CompileError
+from aotcache.formats import INDUCTOR, NATIVE
 
 from . import _torch_compat as compat
-from .native import NativeArtifact, export
+from .native import NativeArtifact, UnsupportedWrapper, export
+
+log = logging.getLogger("aotcache.compile")
 
 
 @dataclass
 class CompiledUnit:
     piece_digest: str
     unit: Range
-    artifact: Any  # torch's CompiledArtifact, kept for the self-check
-    native: NativeArtifact
+    artifact: Any  # torch's CompiledArtifact: stored as is in the inductor format, kept for the self-check
+    native: NativeArtifact | None  # the compiler-free export, when the unit is stored natively
     guards: str | None
     seconds: float
+    device_types: list[str]
+
+    @property
+    def format(self) -> str:
+        return NATIVE if self.native is not None else INDUCTOR
 
 
 def record_piece_inputs(stitch: fx.GraphModule, values: list[Any], wanted: set[str]) -> dict[str, list[Any]]:
@@ -55,7 +64,11 @@ def compile_unit(
     unit: Range,
     real_inputs: list[Any] | None,
     config_patches: dict[str, Any],
+    artifact_format: str = "auto",
 ) -> CompiledUnit:
+    """Compile one piece for one range or size, and choose how it is stored:
+    `artifact_format` native (compiler-free, CPU only; an error where it cannot be),
+    inductor (torch's CompiledArtifact), or auto (native where it can be)."""
     start = time.perf_counter()
     if unit.is_single_size():
         if real_inputs is None:
@@ -77,13 +90,30 @@ def compile_unit(
         raise CompileError(f"a compiled piece mutates its inputs {info['mutated_inputs']}; not supported yet")
     if info["constants"]:
         raise CompileError(f"a compiled piece holds constants {info['constants']}; not supported yet")
+    native = _native_export(info, artifact_format)
+    seconds = time.perf_counter() - start
+    return CompiledUnit(digest, unit, artifact, native, info["guards_expr"], seconds, info["device_types"])
+
+
+def _native_export(info: dict[str, Any], artifact_format: str) -> NativeArtifact | None:
+    """The native export of a compiled unit, or None where it is stored as torch's own
+    CompiledArtifact instead."""
+    if artifact_format == INDUCTOR:
+        return None
     if any(d != "cpu" for d in info["device_types"]):
-        raise CompileError(
-            f"native artifacts are CPU-only for now; this piece runs on {info['device_types']}",
-            hint="precompile a CPU model, or use backend='eager'",
-        )
-    native = export(info["source_code"])
-    return CompiledUnit(digest, unit, artifact, native, info["guards_expr"], time.perf_counter() - start)
+        if artifact_format == NATIVE:
+            raise CompileError(
+                f"the native artifact format is CPU-only; this piece runs on {info['device_types']}",
+                hint="set artifact_format to auto or inductor",
+            )
+        return None
+    try:
+        return export(info["source_code"])
+    except UnsupportedWrapper as exc:
+        if artifact_format == NATIVE:
+            raise
+        log.info("storing a unit in the inductor format: %s", exc.message)
+        return None
 
 
 class _AnySize(dict):  # type: ignore[type-arg]

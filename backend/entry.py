@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from aotcache.config import CompilationConfig
+from aotcache.formats import NATIVE
 from aotcache.key import elfdeps
 from aotcache.key.env import host_cpu_flags, isa_flags, thread_count
 from aotcache.key.factors import EntryKey
@@ -56,7 +57,8 @@ def build_entry(
     seconds["compile"] = time.perf_counter() - start
     for rel, data in sorted(files.items()):
         write_file(staging / rel, data, point="kernel-write" if rel.startswith("kernels/") else None)
-    recorded = recorded_build_facts(compiled, model)
+    native_kernels = any(a["format"] == NATIVE for a in result.artifacts.values())
+    recorded = recorded_build_facts(compiled, native_kernels, model)
     recorded["runtime_versions"] = elfdeps.merge(
         elfdeps.required_versions(data) for rel, data in files.items() if rel.startswith("kernels/")
     )
@@ -116,12 +118,13 @@ def march() -> str:
     return os.environ.get("TORCHINDUCTOR_CPP_MARCH") or "native"
 
 
-def recorded_build_facts(compiled: bool, model: torch.nn.Module) -> dict[str, Any]:
-    """What the build host knew that a serving host cannot compute without a compiler."""
+def recorded_build_facts(compiled: bool, native_kernels: bool, model: torch.nn.Module) -> dict[str, Any]:
+    """What the build host knew that a serving host cannot compute without a compiler.
+    `kernels`: the entry holds native kernel libraries, which the host must be able to run."""
     recorded: dict[str, Any] = {
         "device_type": model_device_type(model),
         "threads": thread_count(),
-        "kernels": compiled,
+        "kernels": native_kernels,
         "march": march(),
         "vec_isa": None,
         "vec_isa_flags": "",

@@ -6,6 +6,8 @@ own result before anything is published."""
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 from aotcache.config import CompilationConfig, Range
 from aotcache.counters import counters
 from aotcache.errors import CompileError
-from aotcache.formats import NATIVE
+from aotcache.formats import INDUCTOR, NATIVE
 from aotcache.serve.binding import GraphBinder
 from aotcache.serve.runtime import artifact_call, piece_runner
 from aotcache.store.failpoints import failpoint
@@ -95,17 +97,23 @@ class UnitCompiler:
                 units.append(Range(size, size))
                 self._compile(units[-1])
         result = CompiledUnits(added_sizes=added)
+        names: dict[tuple[Range, str], str] = {}
         for unit in units:
-            names = {digest: store_artifact(done, files, result.artifacts) for digest, done in self.done[unit].items()}
-            result.unit_records.append({"range": [unit.start, unit.end], "artifacts": names})
-        self._self_check(result.artifacts, files)
+            for digest, done in self.done[unit].items():
+                names[unit, digest] = store_artifact(done, files, result.artifacts)
+            unit_names = {digest: names[unit, digest] for digest in self.done[unit]}
+            result.unit_records.append({"range": [unit.start, unit.end], "artifacts": unit_names})
+        self._self_check(names, result.artifacts, files)
         return result
 
     def _compile(self, unit: Range) -> None:
         self.done[unit] = {}
         for piece in self.unique:
             real = self.piece_inputs(unit.start)[piece.name] if unit.is_single_size() else None
-            result = compile_unit(piece.graph, piece.digest, unit, real, self.config.inductor_compile_config)
+            config = self.config
+            result = compile_unit(
+                piece.graph, piece.digest, unit, real, config.inductor_compile_config, config.artifact_format
+            )
             counters.compiles += 1
             failpoint("after-first-compile")
             self.done[unit][piece.digest] = result
@@ -126,7 +134,9 @@ class UnitCompiler:
             )
         return sorted(extra)
 
-    def _self_check(self, artifacts: dict[str, dict[str, Any]], files: dict[str, bytes]) -> None:
+    def _self_check(
+        self, names: dict[tuple[Range, str], str], artifacts: dict[str, dict[str, Any]], files: dict[str, bytes]
+    ) -> None:
         """Run every stored artifact the way the loader will, next to Inductor's in-process
         result, at the sizes it serves; any difference means the export is wrong."""
         singles = {u.start for u in self.done if u.is_single_size()}
@@ -135,7 +145,7 @@ class UnitCompiler:
         for unit, results in self.done.items():
             sizes = [unit.start] if unit.is_single_size() else sorted({unit.start, unit.end} - singles)
             for piece_digest, result in results.items():
-                name = artifact_name(result)
+                name = names[unit, piece_digest]
                 if name not in loaded:
                     loaded[name] = artifact_call(files, artifacts[name], name[:12])
                 piece = by_digest[piece_digest]
@@ -167,29 +177,42 @@ def _run_checked(run: Callable[..., Any], args: list[Any], what: str, piece: str
         ) from exc
 
 
-def artifact_name(result: CompiledUnit) -> str:
-    return hashlib.sha256(result.native.wrapper.encode()).hexdigest()
-
-
 def store_artifact(result: CompiledUnit, files: dict[str, bytes], artifacts: dict[str, dict[str, Any]]) -> str:
-    """Add an artifact and its kernels to the entry's files, content-addressed."""
+    """Add a compiled unit to the entry's files in its format, content-addressed, and
+    return the artifact's name (the sha256 of what identifies it)."""
+    if result.native is None:
+        data = _inductor_bytes(result)
+        name = hashlib.sha256(data).hexdigest()
+        files[f"artifacts/{name}.bin"] = data
+        record = {"format": INDUCTOR, "binary": f"artifacts/{name}.bin", "device_types": result.device_types}
+        artifacts.setdefault(name, record)
+        return name
     kernels = {}
     for source_digest, library in sorted(result.native.kernels.items()):
         data = Path(library).read_bytes()
         rel = f"kernels/{hashlib.sha256(data).hexdigest()}.so"
         files[rel] = data
         kernels[source_digest] = rel
-    name = artifact_name(result)
-    files[f"artifacts/{name}.py"] = result.native.wrapper.encode()
-    artifacts.setdefault(
-        name,
-        {
-            "format": NATIVE,
-            "wrapper": f"artifacts/{name}.py",
-            "kernels": kernels,
-        },
-    )
+    wrapper = result.native.wrapper.encode()
+    name = hashlib.sha256(wrapper).hexdigest()
+    files[f"artifacts/{name}.py"] = wrapper
+    artifacts.setdefault(name, {"format": NATIVE, "wrapper": f"artifacts/{name}.py", "kernels": kernels})
     return name
+
+
+def _inductor_bytes(result: CompiledUnit) -> bytes:
+    """torch's CompiledArtifact in its binary format."""
+    with tempfile.TemporaryDirectory(prefix="aotcache-save-") as folder:
+        path = os.path.join(folder, "artifact.bin")
+        try:
+            result.artifact.save(path=path, format="binary")
+        except Exception as exc:
+            raise CompileError(
+                f"torch could not save a compiled piece ({unit_label(result.unit)}) in the inductor format: "
+                f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}",
+                hint="use artifact_format native on CPU",
+            ) from exc
+        return Path(path).read_bytes()
 
 
 def compare_outputs(ours: Any, theirs: Any, piece: str, unit: Range, size: int) -> None:

@@ -161,6 +161,7 @@ def cache_table(out: Output, root: Any, reports: list[Any]) -> None:
         "MODE",
         "SIZES / RANGES",
         "ARTIFACTS",
+        "LOAD NEEDS",
         "SIZE ON DISK",
         "CREATED",
         "LAST USED",
@@ -181,6 +182,7 @@ def cache_table(out: Output, root: Any, reports: list[Any]) -> None:
             f"{mode}/{backend}" if backend else mode,
             _sizes(r),
             str(len(r.manifest.artifacts)) if r.manifest else "-",
+            ", ".join(r.load_needs) or "-",
             human_bytes(r.bytes),
             _ago(r.created),
             _ago(r.last_used),
@@ -214,6 +216,7 @@ def entry_detail(out: Output, report: Any) -> None:
         return
     m = report.manifest
     out.print(f"  model    {m.model_class}   created {m.created}   last used {_ago(report.last_used)}")
+    out.print(f"  loading needs {', '.join(report.load_needs) or 'nothing but torch (compiler-free)'}")
     factors = Table("FACTOR", "VALUE", title="key factors", title_justify="left", header_style="bold")
     for factor in m.lookup + m.build:
         value = factor.value if not isinstance(factor.value, (list, dict)) else str(factor.value)
@@ -242,6 +245,8 @@ def entry_detail(out: Output, report: Any) -> None:
 def verify_report(out: Output, report: dict[str, Any]) -> None:
     if report.get("entry"):
         out.print(f"entry [bold]{report['entry']}[/] ({report.get('model')})")
+        needs = report.get("load_needs") or []
+        out.print(f"  loading needs {', '.join(needs) or 'nothing but torch (compiler-free)'}")
     for check in report["checks"]:
         mark = "[green]✓[/]" if check["ok"] else "[red]✗[/]"
         out.print(f"  {mark} {check['check']:<12} {check['message']}")

@@ -1,4 +1,6 @@
-"""CUDA graphs: the dispatcher exhaustively on CPU; capture and replay on a GPU."""
+"""CUDA graphs: the dispatcher exhaustively on CPU; the runner over consecutive calls on
+the CPU emulation of graph semantics (the same logic a GPU runs); capture and replay on a
+real GPU where there is one."""
 
 from __future__ import annotations
 
@@ -104,6 +106,92 @@ def test_padding_helpers() -> None:
     assert unpad_tensor(padded, 0, 3).equal(x) and pad_tensor(x, 0, 2) is x
 
 
+# -- the runner on the CPU emulation of CUDA-graph semantics ---------------------------------
+
+EMULATED_MODES = ["FULL", "PIECEWISE", "FULL_AND_PIECEWISE", "FULL_DECODE_ONLY"]
+# (tokens, uniform decode): sizes that pad, exact capture sizes, one above the largest
+# capture size (no graph), decode and mixed batches, in an order that revisits keys.
+CALLS = [(3, False), (5, True), (8, False), (1, True), (12, False), (7, True), (16, False), (20, False), (5, False)]
+CALLS += [(2, True), (13, True), (3, False), (16, True)]
+
+
+def _emulated(tiny_entry, mode: str, **config: object) -> tuple[object, object]:
+    model = tiny_llama.build(2)
+    full = {**TINY_CONFIG, "cudagraph_mode": mode, "cudagraph_capture_sizes": [1, 2, 4, 8, 16], **config}
+    with cudagraph.use_graph_backend(cudagraph.EmulatedGraphs()):
+        loaded = aotcache.load(model, full, cache_dir=tiny_entry.cache_dir, strict=True, capture_cudagraphs=True)
+    assert loaded is not None and loaded.graph_runner is not None
+    return model, loaded
+
+
+@pytest.mark.parametrize("mode", EMULATED_MODES)
+def test_emulated_graphs_match_eager_over_consecutive_calls(mode: str, tiny_entry) -> None:
+    model, loaded = _emulated(tiny_entry, mode)
+    runner = loaded.graph_runner
+    wrappers = runner.wrappers()
+    captured = sum(w.captures for w in wrappers)
+    assert captured == sum(len(w.graphs) for w in wrappers) > 0  # every key once per wrapper
+    for call, (size, decode) in enumerate(CALLS):
+        ids = torch.randint(0, tiny_llama.VOCAB, (size,), generator=torch.Generator().manual_seed(1000 + call))
+        with torch.no_grad():
+            expected = model(ids)
+        got = loaded.run_batch(ids, uniform_decode=decode).clone()
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4, msg=f"call {call}: size {size} {mode}")
+    assert sum(w.captures for w in wrappers) == captured  # replays only, never a recapture
+    assert sum(w.replays for w in wrappers) > 0
+
+
+def test_piecewise_copies_only_inputs_that_moved(tiny_entry) -> None:
+    """The attention op's output is a new tensor on every call: the next piece's graph
+    gets it copied in; inputs already in place (static buffers, weights, outputs of the
+    previous graph) are not copied."""
+    _, loaded = _emulated(tiny_entry, "PIECEWISE")
+    wrappers = loaded.graph_runner.wrappers()
+    before = sum(w.input_copies for w in wrappers)
+    loaded(torch.randint(0, tiny_llama.VOCAB, (6,)))
+    copies = sum(w.input_copies for w in wrappers) - before
+    attention_outputs = len(loaded.splitting_op_pieces)
+    assert copies == attention_outputs  # one moved input per piece after an attention op
+
+
+def test_graph_outputs_alias_until_the_next_call_unless_copied(tiny_entry) -> None:
+    _, loaded = _emulated(tiny_entry, "FULL")
+    first = loaded(*tiny_llama.example_inputs(4))
+    kept = first.clone()
+    loaded(*tiny_llama.example_inputs(3))
+    assert not torch.equal(first, kept)  # documented: the static output was overwritten
+    model = tiny_llama.build(2)
+    with cudagraph.use_graph_backend(cudagraph.EmulatedGraphs()):
+        copying = aotcache.load(
+            model,
+            {**TINY_CONFIG, "cudagraph_mode": "FULL", "cudagraph_capture_sizes": [4, 8]},
+            cache_dir=tiny_entry.cache_dir,
+            strict=True,
+            cudagraph_copy_outputs=True,
+        )
+    first = copying(*tiny_llama.example_inputs(4))
+    kept = first.clone()
+    copying(*tiny_llama.example_inputs(3))
+    assert torch.equal(first, kept)
+
+
+def test_settings_given_at_load_are_the_ones_used(tiny_entry) -> None:
+    """cudagraph_* fields do not change the artifacts (same entry), so the ones given at
+    load decide: a mode and capture sizes never seen at build time are honoured."""
+    _, loaded = _emulated(tiny_entry, "FULL", cudagraph_capture_sizes=[2, 6])
+    keys = loaded.graph_runner.dispatcher.all_keys()
+    assert {key.num_tokens for _, key in keys} == {2, 6}
+    assert loaded.manifest.config["cudagraph_mode"] == "NONE"
+
+
+def test_replaced_parameters_are_refused_not_read_stale(tiny_entry) -> None:
+    model, loaded = _emulated(tiny_entry, "FULL")
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    loaded.rebind()  # what LoadedModel asks for after replacing a parameter object
+    with pytest.raises(aotcache.DispatchError, match="replaced after CUDA graphs were captured"):
+        loaded(*tiny_llama.example_inputs(4))
+
+
 def test_wrapper_passes_through_without_cuda(caplog, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(cudagraph, "_warned_no_cuda", False)
@@ -147,10 +235,7 @@ def test_capture_and_replay_match_eager_without_recapture(mode: str, tmp_path) -
     aotcache.precompile(spec, cache_dir=tmp_path)
     model = tiny_llama.build(2).cuda()
     loaded = aotcache.load(model, config, cache_dir=tmp_path, strict=True, capture_cudagraphs=True)
-    graphs = loaded._graphs
-    wrappers = [w for w in graphs.full if w] + [
-        w for variant in graphs.piecewise for w in vars(variant).values() if isinstance(w, CUDAGraphWrapper)
-    ]
+    wrappers = loaded.graph_runner.wrappers()
     captured = sum(w.captures for w in wrappers)
     assert captured > 0
     for size in (1, 2, 3, 4, 5, 8):

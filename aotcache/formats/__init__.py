@@ -2,10 +2,13 @@
 
 Each artifact in a manifest names its format (`artifact["format"]`); the loader asks
 `loader_for(name)` for the function that turns the artifact's verified bytes into
-Inductor's `call(args)`. Today there is one format, `native`: Inductor's generated CPU
-wrapper plus its kernel libraries, loaded from memory with no compiler and no Inductor
-(`native`, `kernels`, `inductor_runtime`, `torch_internals`). A new format (e.g. torch's
-own CompiledArtifact for GPUs) is a module here and one line in FORMATS.
+Inductor's `call(args)`. Two formats: `native`, Inductor's generated CPU wrapper plus its
+kernel libraries, loaded from memory with no compiler and no Inductor (`native`,
+`kernels`, `inductor_runtime`, `torch_internals`); and `inductor`, torch's own
+CompiledArtifact (any device Inductor supports; loading imports Inductor, and on CPU it
+compiles the kernels' C++ again). A new format (e.g. Inductor's wrapper with Triton
+cubins launched by torch's static CUDA launcher) is a module here and a line in
+`loader_for` and `load_needs`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from aotcache.errors import CorruptEntry
 ArtifactLoader = Callable[[dict[str, bytes], dict[str, Any], str], Callable[..., Any]]
 
 NATIVE = "native"
-KNOWN_FORMATS = (NATIVE,)
+INDUCTOR = "inductor"
+KNOWN_FORMATS = (NATIVE, INDUCTOR)
 
 
 def loader_for(name: str) -> ArtifactLoader:
@@ -28,4 +32,36 @@ def loader_for(name: str) -> ArtifactLoader:
         from .native import load_artifact
 
         return load_artifact
+    if name == INDUCTOR:
+        from .inductor import load_artifact
+
+        return load_artifact
     raise CorruptEntry(f"artifact format {name!r} is unknown to this aotcache (known: {', '.join(KNOWN_FORMATS)})")
+
+
+def load_needs(artifacts: dict[str, dict[str, Any]]) -> list[str]:
+    """What loading these artifacts needs besides torch: [] for compiler-free entries."""
+    needs: set[str] = set()
+    for artifact in artifacts.values():
+        if artifact.get("format") == INDUCTOR:
+            needs.add("inductor")
+            devices = artifact.get("device_types") or ["cpu"]
+            if "cpu" in devices:
+                needs.add("c++ compiler")
+            if "cuda" in devices:
+                needs.add("triton")
+    return sorted(needs)
+
+
+def missing_needs(needs: list[str]) -> list[str]:
+    """Which of `needs` this host lacks (checked without running anything)."""
+    import importlib.util
+    import os
+    import shutil
+
+    have = {
+        "inductor": importlib.util.find_spec("torch._inductor") is not None,
+        "c++ compiler": any(shutil.which(c) for c in filter(None, (os.environ.get("CXX"), "g++", "c++", "clang++"))),
+        "triton": importlib.util.find_spec("triton") is not None,
+    }
+    return [need for need in needs if not have.get(need, False)]

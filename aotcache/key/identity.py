@@ -76,12 +76,17 @@ def model_signature(model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def model_device_type(model: torch.nn.Module) -> str:
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's tensors live (its first parameter, else buffer, else the CPU)."""
     for tensor in model.parameters():
-        return tensor.device.type
+        return tensor.device
     for tensor in model.buffers():
-        return tensor.device.type
-    return "cpu"
+        return tensor.device
+    return torch.device("cpu")
+
+
+def model_device_type(model: torch.nn.Module) -> str:
+    return model_device(model).type
 
 
 def model_factors(model: torch.nn.Module) -> list[Factor]:

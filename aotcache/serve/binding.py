@@ -44,6 +44,10 @@ class GraphBinder:
                 template.append(tensor)
         self._template = template
 
+    def bound_addresses(self) -> tuple[int, ...]:
+        """Where the bound model tensors live now (CUDA graphs read them at these addresses)."""
+        return tuple(t.data_ptr() for t in self._template if isinstance(t, torch.Tensor))
+
     def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if not kwargs and len(args) == len(self._params):  # the common case, on every call
             return dict(zip(self._params, args, strict=True))

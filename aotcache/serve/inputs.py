@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from aotcache.errors import ConfigError, DispatchError, TargetError
-from aotcache.key.identity import dtype_name
+from aotcache.key.identity import dtype_name, model_device
 from aotcache.target import call_user
 
 DynamicDims = dict[str, int | list[int] | dict[int, str | None]]
@@ -251,18 +251,29 @@ def bind_arguments(forward: Callable[..., Any], model: Any, example: Any) -> dic
 
 def example_arguments(model: Any, example_inputs: Any, size: int | None, spec: InputSpec | None) -> dict[str, Any]:
     """Forward's arguments of a given dynamic size, from a builder `size -> inputs` or
-    from one fixed example (resized along the dynamic dims; `spec` says which).
-    size None means the example's own size (or the default trace size for a builder)."""
+    from one fixed example (resized along the dynamic dims; `spec` says which), on the
+    model's device. size None means the example's own size (or the default trace size
+    for a builder)."""
     forward = type(model).forward
     if callable(example_inputs):
         wanted = DEFAULT_TRACE_SIZE if size is None else size
-        return bind_arguments(forward, model, call_user(example_inputs, f"example_inputs({wanted})", wanted))
-    arguments = bind_arguments(forward, model, example_inputs)
+        made = call_user(example_inputs, f"example_inputs({wanted})", wanted)
+        return on_device(bind_arguments(forward, model, made), model_device(model))
+    arguments = on_device(bind_arguments(forward, model, example_inputs), model_device(model))
     if size is None:
         return arguments
     if spec is None:
         raise ValueError("resizing a fixed example needs the input spec")
     return resize(arguments, spec, size)
+
+
+def on_device(arguments: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The arguments with every tensor on `device` (example inputs are often made on the
+    CPU for a model that lives on a GPU)."""
+    return {
+        name: value.to(device) if isinstance(value, torch.Tensor) and value.device != device else value
+        for name, value in arguments.items()
+    }
 
 
 DEFAULT_TRACE_SIZE = 8

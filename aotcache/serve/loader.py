@@ -113,13 +113,15 @@ class LoadedModel:
         """Forward's return value (a tensor, tuple, dict...) from the flat graph outputs."""
         return unflatten(outputs, self._output_spec)
 
-    def enable_cudagraphs(self) -> None:
-        """Dispatch calls to CUDA graphs as the entry's config says (no-op without CUDA)."""
+    def enable_cudagraphs(self, config: CompilationConfig, *, copy_outputs: bool = False) -> bool:
+        """Dispatch calls to graphs as `config`'s cudagraph_* fields say (graphs are
+        captured on first use of each size, or all at once by capture_cudagraphs).
+        Returns whether graphs are in use: not with cudagraph_mode NONE, nor without CUDA
+        (said once in the log)."""
         from .cudagraph import GraphRunner
 
-        runner = GraphRunner.create(self)
-        if runner is not None:
-            self._graphs = runner
+        self._graphs = GraphRunner.create(self, config, copy_outputs=copy_outputs)
+        return self._graphs is not None
 
     def capture_cudagraphs(self, progress: Any = None) -> int:
         """Capture every configured CUDA graph now (instead of on first use); returns how
@@ -127,6 +129,11 @@ class LoadedModel:
         if self._graphs is None:
             return 0
         return self._graphs.capture_all(progress)
+
+    @property
+    def graph_runner(self) -> Any:
+        """The CUDA-graph runner in use, or None (for inspection: captures, replays)."""
+        return self._graphs
 
     def __repr__(self) -> str:
         return f"LoadedModel(entry={self.entry_id}, model={self.manifest.model_class})"
@@ -213,6 +220,7 @@ def load(
     strict: bool | None = None,
     trusted_key: str | os.PathLike[str] | None = None,
     capture_cudagraphs: bool = False,
+    cudagraph_copy_outputs: bool = False,
     progress: Any = None,
 ) -> LoadedModel | None:
     """Load the verified entry for `model` and `config`.
@@ -221,9 +229,13 @@ def load(
     raise the typed error when strict (or AOTCACHE_FORCE_LOAD=1); otherwise log why
     and return None so that the caller may compile instead.
 
-    capture_cudagraphs=True dispatches calls to CUDA graphs per the config's
-    cudagraph_mode and captures every configured size right away (`progress(done,
-    total, label)` is told of each); without CUDA it logs once and runs without graphs.
+    CUDA graphs follow the cudagraph_* fields of the config given here (not the ones the
+    entry was built with: they do not change the artifacts): with a cudagraph_mode other
+    than NONE, calls are dispatched to graphs captured on first use of each size;
+    capture_cudagraphs=True captures every configured size right away (`progress(done,
+    total, label)` is told of each). Graph outputs alias static buffers until the next
+    call unless cudagraph_copy_outputs=True. Without CUDA it logs once and runs without
+    graphs.
     """
     config = as_config(config)
     strict = strict_from_env(strict)
@@ -241,8 +253,7 @@ def load(
         return None
     counters.entries_loaded += 1
     root.mark_used(loaded.entry_id)
-    if capture_cudagraphs:
-        loaded.enable_cudagraphs()
+    if loaded.enable_cudagraphs(config, copy_outputs=cudagraph_copy_outputs) and capture_cudagraphs:
         loaded.capture_cudagraphs(progress)
     log.info("aotcache: loaded entry %s from %s", loaded.entry_id, root.path)
     return loaded

@@ -14,6 +14,7 @@ import torch
 
 from aotcache.config import CompilationConfig
 from aotcache.errors import CacheMiss
+from aotcache.formats import load_needs, missing_needs
 from aotcache.key.env import thread_count
 from aotcache.key.factors import explain, lookup_hash
 from aotcache.key.lookup import lookup_factors
@@ -37,6 +38,9 @@ def _warnings(path: Path, manifest: Manifest, signed_check: bool) -> list[str]:
         )
     if manifest.tool_version != __version__:
         warnings.append(f"built by aotcache {manifest.tool_version}, this is {__version__}")
+    lacking = missing_needs(load_needs(manifest.artifacts))
+    if lacking:
+        warnings.append(f"loading this entry needs {', '.join(lacking)}, which this host lacks")
     return warnings
 
 
@@ -77,6 +81,7 @@ def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False
         "model": manifest.model_class if manifest else None,
         "target": manifest.recorded.get("target") if manifest else None,
         "config": manifest.config if manifest else None,
+        "load_needs": load_needs(manifest.artifacts) if manifest else [],
         "checks": checks,
         "warnings": warnings,
         "strict": strict,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aotcache.errors import AotCacheError, CacheMiss, EntryNotFound
+from aotcache.formats import load_needs
 from aotcache.key.factors import explain
 
 from .checks import Problem, problems, read_manifest
@@ -37,6 +38,11 @@ class EntryReport:
         return self.manifest.model_class if self.manifest else "?"
 
     @property
+    def load_needs(self) -> list[str]:
+        """What loading the entry needs besides torch ([] for compiler-free entries)."""
+        return load_needs(self.manifest.artifacts) if self.manifest else []
+
+    @property
     def broken(self) -> bool:
         return self.status in ("corrupt", INCOMPLETE, "unsupported-format")
 
@@ -54,6 +60,7 @@ class EntryReport:
             "created": self.created,
             "last_used": self.last_used,
             "problems": [p.to_json() for p in self.problems],
+            "load_needs": self.load_needs,
         }
         if self.manifest is not None:
             config = self.manifest.config

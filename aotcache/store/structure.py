@@ -11,7 +11,7 @@ import torch
 
 from aotcache.config import from_dict
 from aotcache.errors import ConfigError
-from aotcache.formats import KNOWN_FORMATS
+from aotcache.formats import INDUCTOR, KNOWN_FORMATS, NATIVE
 
 from .schema import (
     MAX_SIZE,
@@ -122,7 +122,21 @@ PIECE = record(
     }
 )
 UNIT = record({"range": items(integer(1, MAX_SIZE), length=2), "artifacts": mapping(HEX64, HEX64)})
-ARTIFACT = record({"format": one_of(*KNOWN_FORMATS), "wrapper": safe_path, "kernels": mapping(safe_path, HEX64)})
+NATIVE_ARTIFACT = record({"format": one_of(NATIVE), "wrapper": safe_path, "kernels": mapping(safe_path, HEX64)})
+INDUCTOR_ARTIFACT = record(
+    {"format": one_of(INDUCTOR), "binary": safe_path, "device_types": items(one_of("cpu", "cuda", "xpu", "mps"))}
+)
+
+
+def ARTIFACT(value: Any, where: str) -> None:
+    """An artifact record, by the format it names."""
+    known = {NATIVE: NATIVE_ARTIFACT, INDUCTOR: INDUCTOR_ARTIFACT}
+    kind = value.get("format") if isinstance(value, dict) else None
+    if kind not in known:
+        raise SchemaError(f"{where}.format", f"{str(kind)[:40]!r} is not one of {', '.join(KNOWN_FORMATS)}")
+    known[kind](value, where)
+
+
 FILE = record({"sha256": HEX64, "bytes": integer(0, 1 << 40)})
 
 MANIFEST: Check = record(
@@ -158,7 +172,10 @@ def check_structure(body: dict[str, Any]) -> None:
     files = body["files"]
     paths = [body["stitch"], *(p["code"] for p in body["pieces"].values())]
     for artifact in body["artifacts"].values():
-        paths += [artifact["wrapper"], *artifact["kernels"].values()]
+        if artifact["format"] == NATIVE:
+            paths += [artifact["wrapper"], *artifact["kernels"].values()]
+        else:
+            paths.append(artifact["binary"])
     unlisted = [p for p in paths if p not in files]
     if unlisted:
         raise SchemaError("files", f"it refers to {unlisted[0]!r}, which it does not list")
