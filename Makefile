@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_CACHE := .aotcache/demo
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-gpu lint demo bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP) lint
 	$(PY) -m pytest
+
+# The GPU suite: precompile on cuda, load in a fresh process, CUDA graphs, latency. Every
+# test says why it skips where no CUDA device is present.
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu -v -rs -s
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

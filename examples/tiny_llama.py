@@ -107,3 +107,9 @@ spec = ModelSpec(
 spec_8_layers = ModelSpec(
     model=lambda: build(8), example_inputs=example_inputs, config=CONFIG, dynamic_arg_dims={"input_ids": 0}
 )
+
+# The same model on a GPU: pieces compile with Inductor (Triton) and are stored in the
+# inductor format (`aotcache precompile examples/tiny_llama.py:spec_cuda`).
+spec_cuda = ModelSpec(
+    model=lambda: build(2).cuda(), example_inputs=example_inputs, config=CONFIG, dynamic_arg_dims={"input_ids": 0}
+)

@@ -169,6 +169,13 @@ class CUDAGraphs:
         return torch.cuda.graph_pool_handle()
 
     def capture(self, run: Callable[..., Any], args: tuple[Any, ...], pool: Any) -> tuple[Any, Any]:
+        # One run on a side stream first, as torch's docs ask: lazy initialisation (cuBLAS
+        # handles, autotuning) must not happen inside a capture.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            run(*args)
+        torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool):
             output = run(*args)
