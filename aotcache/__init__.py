@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from aotcache import hf as hf  # registers aotcache::attention, which stored graphs may call
 from aotcache.config import CompilationConfig, Range, load_config, use_config
 from aotcache.counters import counters
 from aotcache.decorators import ignore_compile, support_compile
@@ -83,6 +84,7 @@ __all__ = [
     "__version__",
     "config",
     "counters",
+    "hf",
     "ignore_compile",
     "load",
     "load_config",

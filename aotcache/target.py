@@ -1,6 +1,7 @@
 """TARGET: what `aotcache precompile` and `verify --run` compile or check.
 
-A TARGET is `package.module:attr` or `path/to/file.py:attr`. The attribute is one of:
+A TARGET is `package.module:attr`, `path/to/file.py:attr`, or `hf:PATH` for a Hugging
+Face checkpoint directory (see aotcache.hf). The attribute is one of:
 
 * a `ModelSpec`: the model (or a factory), example inputs, and optionally the config
   and dynamic dims it should be precompiled with;
@@ -62,7 +63,11 @@ def call_user(function: Callable[..., Any], what: str, *args: Any) -> Any:
 
 
 def import_target(target: str) -> Any:
-    """The object named by TARGET."""
+    """The object named by TARGET (`hf:PATH` names a transformers checkpoint directory)."""
+    if target.startswith("hf:"):
+        from aotcache.hf import spec
+
+        return spec(target)
     module_part, sep, attr = target.rpartition(":")
     if not sep or not module_part or not attr:
         raise TargetError(f"TARGET {target!r} is not of the form package.module:attr or path/to/file.py:attr")

@@ -66,7 +66,7 @@ def capture(
     dims = normalize_dynamic_dims(dynamic_arg_dims, inspect.signature(forward), type(model).__qualname__)
     input_spec = InputSpec.from_arguments(arguments, dims)
     _mark_dynamic(arguments, dims, mark_unbacked_dims or {})
-    graph, example_inputs, traced_files, output = _trace(model, arguments)
+    graph, example_inputs, traced_files, output = _trace(model, arguments, _dynamic_dims(arguments, dims))
     seconds = time.perf_counter() - start
     op_files, unfound = compat.splitting_op_files(splitting_ops)
     traced_files |= op_files
@@ -104,10 +104,36 @@ def _mark_dynamic(arguments: dict[str, Any], dims: dict[str, dict[int, Any]], un
                 torch._dynamo.decorators.mark_unbacked(value, dim % value.ndim, hint_override=value.shape[dim])
 
 
-def _trace(model: torch.nn.Module, arguments: dict[str, Any]) -> tuple[fx.GraphModule, list[Any], set[str], Any]:
+def _dynamic_dims(arguments: dict[str, Any], dims: dict[str, dict[int, Any]]) -> list[tuple[str, int]]:
+    """(argument, dim) of every dynamic dimension of the tensors passed."""
+    found = []
+    for name, dim_ids in dims.items():
+        value = arguments.get(name)
+        if isinstance(value, torch.Tensor):
+            found += [(name, d % value.ndim) for d in dim_ids]
+    return found
+
+
+def _sharing_one_size(model: torch.nn.Module, dynamic: list[tuple[str, int]]) -> Callable[..., Any]:
+    """forward, telling Dynamo that every dynamic dimension is the same size (input_ids
+    and attention_mask along the sequence); otherwise each gets a symbol of its own."""
+
+    def forward_with_one_size(**kwargs: Any) -> Any:
+        first, first_dim = dynamic[0]
+        for name, dim in dynamic[1:]:
+            torch._check(kwargs[name].shape[dim] == kwargs[first].shape[first_dim])
+        return model.forward(**kwargs)
+
+    return forward_with_one_size
+
+
+def _trace(
+    model: torch.nn.Module, arguments: dict[str, Any], dynamic: list[tuple[str, int]]
+) -> tuple[fx.GraphModule, list[Any], set[str], Any]:
     """One Dynamo trace of forward: the graph, its example inputs, the files traced
-    through, and forward's output."""
+    through (forward's own, never this module's), and forward's output."""
     forward = type(model).forward
+    entry = _sharing_one_size(model, dynamic) if len(dynamic) > 1 else model.forward
     captured: dict[str, Any] = {}
 
     def backend(gm: fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
@@ -119,7 +145,7 @@ def _trace(model: torch.nn.Module, arguments: dict[str, Any]) -> tuple[fx.GraphM
     traced_files: set[str] = {inspect.getsourcefile(forward) or ""}
     try:
         with torch.no_grad(), compat.recording_inlined_files(traced_files):
-            output = torch.compile(model.forward, backend=backend, fullgraph=True, dynamic=False)(**arguments)
+            output = torch.compile(entry, backend=backend, fullgraph=True, dynamic=False)(**arguments)
     except Exception as exc:  # Dynamo raises many unrelated types; report them as one.
         _raise_if_forward_fails(model, arguments)
         first_line = (str(exc).strip().splitlines() or [""])[0]
@@ -129,9 +155,12 @@ def _trace(model: torch.nn.Module, arguments: dict[str, Any]) -> tuple[fx.GraphM
         ) from exc
     finally:
         compat.forget_compiled_code(forward)
+        compat.forget_compiled_code(entry)
     if "graph" not in captured:
         raise CompileError(f"Dynamo produced no graph for {type(model).__qualname__}.forward")
-    return captured["graph"], captured["example_inputs"], traced_files | set(captured["traced_code"]), output
+    traced_files |= set(captured["traced_code"])
+    traced_files.discard(__file__)
+    return captured["graph"], captured["example_inputs"], traced_files, output
 
 
 def _raise_if_forward_fails(model: torch.nn.Module, arguments: dict[str, Any]) -> None:

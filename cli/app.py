@@ -89,10 +89,26 @@ def _spec(target: str) -> Any:
     return as_spec(import_target(target), origin=target)
 
 
+def _with_hf_class(target: str, hf_class: str | None) -> str:
+    """`hf:PATH` with --hf-class X is the TARGET `hf:PATH@X` (recorded so, for verify --run)."""
+    if hf_class is None:
+        return target
+    if not target.startswith("hf:"):
+        raise ConfigError("hf_class", hf_class, "only with an hf:PATH TARGET")
+    return f"{target.split('@')[0]}@{hf_class}"
+
+
+HfClass = Annotated[
+    str | None,
+    typer.Option("--hf-class", help="For hf:PATH, the transformers class to build [default: AutoModelForCausalLM]."),
+]
+
+
 @app.command(
     epilog="Examples:\n\n"
     "    aotcache precompile examples/tiny_llama.py:spec\n\n"
     "    aotcache precompile mypkg.model:spec --compile-sizes 1,2,4,8 --split-points 512\n\n"
+    "    aotcache precompile hf:./my-llama --splitting-ops aotcache::attention\n\n"
     '    aotcache precompile mypkg.model:spec --compilation-config \'{"backend": "eager"}\' --json',
 )
 @handle_errors
@@ -126,12 +142,14 @@ def precompile(
     sign_key: Annotated[
         Path | None, typer.Option("--sign-key", help="Sign the entry (Ed25519 PEM or HMAC secret).")
     ] = None,
+    hf_class: HfClass = None,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
 ) -> None:
     """Trace TARGET once, compile every range and size, and publish a verified entry."""
     out = Output(json_out, quiet, verbose)
+    target = _with_hf_class(target, hf_class)
     spec = _spec(target)
     overrides = _precompile_overrides(compile_sizes, split_points, max_num_batched_tokens, splitting_ops, backend)
     resolved = _config(spec.config_dict(), config, compilation_config, overrides)
@@ -259,6 +277,7 @@ def verify(
     compilation_config: Annotated[
         str | None, typer.Option("--compilation-config", "-O", help="JSON config fields (for a TARGET).")
     ] = None,
+    hf_class: HfClass = None,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -271,6 +290,7 @@ def verify(
     import_cwd()
     checker = signature_checker(trusted_key)
     if ":" in target_or_key:
+        target_or_key = _with_hf_class(target_or_key, hf_class)
         spec = _spec(target_or_key)
         resolved = _config(spec.config_dict(), config, compilation_config, {})
         root = _root(cache_dir, resolved.cache_dir)

@@ -12,7 +12,7 @@ import pytest
 from _support import REPO
 
 PACKAGE = REPO / "aotcache"
-SHARED = {"errors", "modes", "config", "counters", "version", "target"}
+SHARED = {"errors", "modes", "config", "counters", "version", "target", "hf"}
 FACE = {"__init__", "api", "decorators"}
 WINGS = ("key", "store", "serve", "formats")
 # What each layer may import, besides itself and the shared modules at the top.

@@ -75,13 +75,18 @@ def portable_path(path: str | os.PathLike[str]) -> str:
 
 
 def locate(portable: str) -> Path | None:
-    """Where a portable path lives on this host, searching sys.path as imports do."""
+    """Where a portable path lives on this host: searching sys.path as imports do, else
+    the file of the imported module of that name (packages installed in editable mode
+    are found by an import hook, not under any sys.path entry)."""
     if os.path.isabs(portable):
         return Path(portable) if os.path.isfile(portable) else None
     for root in _search_roots():
         candidate = Path(root, portable)
         if candidate.is_file():
             return candidate
+    for path, relative in _module_relpaths().items():
+        if relative == portable and os.path.isfile(path):
+            return Path(path)
     return None
 
 

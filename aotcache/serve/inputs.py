@@ -229,9 +229,14 @@ def resize(arguments: dict[str, Any], spec: InputSpec, size: int) -> dict[str, A
 def bind_call(forward: Callable[..., Any], model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Forward's arguments after self, by name, with defaults applied: the one binder of
     a call to its parameters (capture, the decorator and example inputs use it)."""
-    bound = inspect.signature(forward).bind(model, *args, **kwargs)
+    signature = inspect.signature(forward)
+    bound = signature.bind(model, *args, **kwargs)
     bound.apply_defaults()
-    return dict(list(bound.arguments.items())[1:])
+    arguments = dict(list(bound.arguments.items())[1:])
+    for name, parameter in signature.parameters.items():  # **kwargs: its items by name
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in arguments:
+            arguments.update(arguments.pop(name))
+    return arguments
 
 
 def bind_arguments(forward: Callable[..., Any], model: Any, example: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ points at is a listed file inside the entry, every unit names stored artifacts).
 
 from __future__ import annotations
 
+import json
 import posixpath
 from typing import Any
 
@@ -63,13 +64,21 @@ def _config(value: Any, where: str) -> None:
 
 
 def _treespec(value: Any, where: str) -> None:
+    """torch's serialized pytree spec: checked as JSON of the right shape. (It is read
+    back at load, where the output types it names, e.g. transformers' ModelOutput
+    classes, are importable; a report must not need them.)"""
     if value is None:
         return
     TEXT(value, where)
     try:
-        torch.utils._pytree.treespec_loads(value)
-    except Exception as exc:  # any failure to read it back means it is damaged
-        raise SchemaError(where, f"an unreadable output structure ({type(exc).__name__})") from None
+        parsed = json.loads(value)
+    except (ValueError, RecursionError):
+        raise SchemaError(where, "an unreadable output structure") from None
+    json_value(parsed, where)
+    if not (
+        isinstance(parsed, list) and len(parsed) == 2 and isinstance(parsed[0], int) and isinstance(parsed[1], dict)
+    ):
+        raise SchemaError(where, "an unreadable output structure")
 
 
 FACTOR = record({"name": TEXT, "value": json_value})
