@@ -80,6 +80,14 @@ def splitting_op_files(names: list[str]) -> tuple[set[str], list[str]]:
     return files, unfound
 
 
+def made_with_custom_op(name: str) -> bool:
+    """Whether an op was defined with torch.library.custom_op (whose wrapper imports
+    Dynamo on the op's first call in any process, eager included)."""
+    from torch._library.custom_ops import OPDEFS
+
+    return name.split(".")[0] in OPDEFS
+
+
 def op_qualname(target: Any) -> str | None:
     """'ns::op' for an OpOverloadPacket (what Dynamo graphs carry), 'ns::op.overload' for
     an OpOverload; None for anything else."""
@@ -204,5 +212,12 @@ def inductor_config_digest() -> str:
     from torch._inductor import config
 
     values = config.get_config_copy()
-    changed = sorted((name, repr(values[name])) for name in config._config if not config._is_default(name))
+    # By value, not by Inductor's "was it ever set" flag: a compile patches settings and
+    # restores them, which flips that flag without changing a value, and the digest must
+    # be the same before and after the first compile of a process.
+    changed = sorted(
+        (name, repr(values[name]))
+        for name, entry in config._config.items()
+        if name in values and values[name] != entry.default
+    )
     return hashlib.sha256(repr(changed).encode()).hexdigest()[:16]

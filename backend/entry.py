@@ -27,6 +27,7 @@ from aotcache.version import __version__
 
 from . import _torch_compat as compat
 from .capture import Capture
+from .reuse import ArtifactIndex
 from .split import SplitGraph, module_source, split_graph
 from .units import CompiledUnits, Progress, UnitCompiler
 
@@ -41,9 +42,11 @@ def build_entry(
     staging: Path,
     progress: Progress,
     seconds: dict[str, float],
-) -> Manifest:
-    """Compile everything the entry holds, write its files into `staging` and return
-    its manifest (not yet written)."""
+    index: ArtifactIndex | None = None,
+) -> tuple[Manifest, dict[str, str]]:
+    """Compile (or reuse, through `index`) everything the entry holds, write its files
+    into `staging`, and return its manifest (not yet written) and the unit keys of its
+    artifacts (for the index, once the entry is published)."""
     split = split_graph(captured.graph, config.splitting_ops)
     compiled = config.backend == "inductor"
     files: dict[str, bytes] = {"graph.py": module_source(split.stitch).encode()}
@@ -51,7 +54,8 @@ def build_entry(
     units = list(config.get_compile_units())
     start = time.perf_counter()
     if compiled:
-        result = UnitCompiler(model, config, captured, split, inputs_at, progress).compile_all(units, files)
+        compiler = UnitCompiler(model, config, captured, split, inputs_at, progress, index)
+        result = compiler.compile_all(units, files)
     else:
         result = CompiledUnits([{"range": [u.start, u.end], "artifacts": {}} for u in units])
     seconds["compile"] = time.perf_counter() - start
@@ -62,7 +66,7 @@ def build_entry(
     recorded["runtime_versions"] = elfdeps.merge(
         elfdeps.required_versions(data) for rel, data in files.items() if rel.startswith("kernels/")
     )
-    return Manifest(
+    manifest = Manifest(
         entry_id=key.entry_id,
         tool_version=__version__,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -83,6 +87,7 @@ def build_entry(
         files={rel: FileRecord(hashlib.sha256(data).hexdigest(), len(data)) for rel, data in files.items()},
         stats=_stats(split, result, seconds),
     )
+    return manifest, result.unit_keys
 
 
 def _piece_records(split: SplitGraph, compiled: bool, files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
@@ -108,7 +113,8 @@ def _stats(split: SplitGraph, result: CompiledUnits, seconds: dict[str, float]) 
         "pieces_total": len(split.compiled_pieces()),
         "pieces_unique": len(split.unique_pieces()),
         "splitting_op_pieces": len(split.pieces) - len(split.compiled_pieces()),
-        "units_compiled": sum(len(u["artifacts"]) for u in result.unit_records),
+        "units_compiled": result.compiled,
+        "units_reused": result.reused,
         "added_sizes": result.added_sizes,
     }
 

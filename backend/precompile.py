@@ -34,8 +34,10 @@ from aotcache.store.failpoints import failpoint
 from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from aotcache.store.root import CacheRoot, resolve_cache_dir
 
+from . import _torch_compat as compat
 from .capture import Capture, capture
 from .entry import build_entry, march
+from .reuse import ArtifactIndex
 from .split import unused_splitting_ops
 from .units import Progress
 
@@ -75,6 +77,7 @@ class PrecompileResult:
             "pieces_unique": stats.get("pieces_unique"),
             "units": len(self.manifest.units),
             "units_compiled": 0 if self.hit else stats.get("units_compiled"),
+            "units_reused": 0 if self.hit else stats.get("units_reused", 0),
             "artifacts": len(self.manifest.artifacts),
             "bytes": self.manifest.total_bytes,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
@@ -98,6 +101,7 @@ class _Build:
     origin: str | None
     started: float
     seconds: dict[str, float]
+    force: bool = False
 
     def result(self, path: Path, hit: bool, manifest: Manifest) -> PrecompileResult:
         self.seconds["total"] = time.perf_counter() - self.started
@@ -132,7 +136,19 @@ def precompile(
     _check_splitting_ops(captured, config, strict)
     seconds = {"trace": captured.seconds}
     build = _Build(
-        model, config, root, captured, traced, key, inputs_at, key_for_signing, progress, origin, started, seconds
+        model,
+        config,
+        root,
+        captured,
+        traced,
+        key,
+        inputs_at,
+        key_for_signing,
+        progress,
+        origin,
+        started,
+        seconds,
+        force,
     )
     if not force and (hit := _existing(root, build.key.entry_id, key_for_signing)) is not None:
         return build.result(hit.path, True, hit.manifest)
@@ -183,6 +199,14 @@ def _trace(
 
 
 def _check_splitting_ops(captured: Capture, config: CompilationConfig, strict: bool) -> None:
+    for name in config.splitting_ops:
+        if compat.made_with_custom_op(name):
+            log.warning(
+                "splitting op %s is a torch.library.custom_op: its first call in a serving process imports Dynamo "
+                "(~1.4 s, even in eager); register it through torch.library.Library (define + impl + "
+                "register_fake), as vLLM's direct_register_custom_op does",
+                name,
+            )
     for name in unused_splitting_ops(captured.graph, config.splitting_ops):
         why = f"the traced graph of {captured.model_name} never calls it, so nothing is split there"
         if strict:
@@ -195,7 +219,8 @@ def _build_and_publish(build: _Build) -> tuple[Path, Manifest]:
     staging = root.new_staging_dir(entry_id)
     try:
         with cleanup_on_error(staging):
-            manifest = build_entry(
+            index = ArtifactIndex(root, build.sign_key, reuse=not build.force)
+            manifest, unit_keys = build_entry(
                 build.model,
                 build.config,
                 build.captured,
@@ -205,6 +230,7 @@ def _build_and_publish(build: _Build) -> tuple[Path, Manifest]:
                 staging,
                 build.progress,
                 build.seconds,
+                index,
             )
             manifest.recorded["target"] = build.origin
             manifest_bytes = manifest.to_bytes()
@@ -213,7 +239,9 @@ def _build_and_publish(build: _Build) -> tuple[Path, Manifest]:
                 signature = signing.sign(manifest_bytes, build.sign_key)
                 write_file(staging / SIGNATURE_NAME, signature, point="signature-write")
             build.progress.stage("publish")
-            return root.publish(staging, entry_id), manifest
+            path = root.publish(staging, entry_id)
+        index.remember(unit_keys, entry_id)
+        return path, manifest
     except OSError as exc:
         if is_disk_full(exc):
             raise CacheDirError(

@@ -25,6 +25,7 @@ from aotcache.store.failpoints import failpoint
 
 from .capture import Capture
 from .compile import CompiledUnit, compile_unit, record_piece_inputs, sizes_failing_guards
+from .reuse import ArtifactIndex, ReusedUnit, environment_facts, unit_key
 from .split import SplitGraph
 
 MAX_GUARD_SIZES = 64  # sizes a range may lose to shape guards before we give up
@@ -43,6 +44,9 @@ class CompiledUnits:
     unit_records: list[dict[str, Any]] = field(default_factory=list)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     added_sizes: list[int] = field(default_factory=list)
+    unit_keys: dict[str, str] = field(default_factory=dict)  # unit key -> artifact name, for the index
+    compiled: int = 0
+    reused: int = 0
 
 
 def unit_label(unit: Range) -> str:
@@ -60,14 +64,19 @@ class UnitCompiler:
         split: SplitGraph,
         inputs_at: Callable[[int], dict[str, Any]],
         progress: Progress,
+        index: ArtifactIndex | None = None,
     ) -> None:
         self.config = config
+        self.index = index
+        self.environment = environment_facts() if index is not None else {}
+        self.keys: dict[tuple[Range, str], str] = {}
+        self.counts = {"compiled": 0, "reused": 0}
         self.split = split
         self.unique = split.unique_pieces()
         self.inputs_at = inputs_at
         self.progress = progress
         self.binder = GraphBinder(model, [item.to_json() for item in captured.inputs], captured.input_spec)
-        self.done: dict[Range, dict[str, CompiledUnit]] = {}
+        self.done: dict[Range, dict[str, CompiledUnit | ReusedUnit]] = {}
         self._recorded: dict[int, dict[str, list[Any]]] = {}
 
     def piece_inputs(self, size: int) -> dict[str, list[Any]]:
@@ -96,11 +105,13 @@ class UnitCompiler:
             for size in added:
                 units.append(Range(size, size))
                 self._compile(units[-1])
-        result = CompiledUnits(added_sizes=added)
+        result = CompiledUnits(added_sizes=added, **self.counts)
         names: dict[tuple[Range, str], str] = {}
         for unit in units:
             for digest, done in self.done[unit].items():
                 names[unit, digest] = store_artifact(done, files, result.artifacts)
+                if (unit, digest) in self.keys:
+                    result.unit_keys[self.keys[unit, digest]] = names[unit, digest]
             unit_names = {digest: names[unit, digest] for digest in self.done[unit]}
             result.unit_records.append({"range": [unit.start, unit.end], "artifacts": unit_names})
         self._self_check(names, result.artifacts, files)
@@ -109,12 +120,21 @@ class UnitCompiler:
     def _compile(self, unit: Range) -> None:
         self.done[unit] = {}
         for piece in self.unique:
+            if self.index is not None:
+                key = self.keys[unit, piece.digest] = unit_key(piece.digest, unit, self.config, self.environment)
+                reused = self.index.find(key, unit)
+                if reused is not None:
+                    self.done[unit][piece.digest] = reused
+                    self.counts["reused"] += 1
+                    self.progress.unit_done(f"{piece.name} {unit_label(unit)} (reused)")
+                    continue
             real = self.piece_inputs(unit.start)[piece.name] if unit.is_single_size() else None
             config = self.config
             result = compile_unit(
                 piece.graph, piece.digest, unit, real, config.inductor_compile_config, config.artifact_format
             )
             counters.compiles += 1
+            self.counts["compiled"] += 1
             failpoint("after-first-compile")
             self.done[unit][piece.digest] = result
             self.progress.unit_done(f"{piece.name} {unit_label(unit)}")
@@ -145,6 +165,8 @@ class UnitCompiler:
         for unit, results in self.done.items():
             sizes = [unit.start] if unit.is_single_size() else sorted({unit.start, unit.end} - singles)
             for piece_digest, result in results.items():
+                if isinstance(result, ReusedUnit):
+                    continue  # self-checked when it was first built
                 name = names[unit, piece_digest]
                 if name not in loaded:
                     loaded[name] = artifact_call(files, artifacts[name], name[:12])
@@ -177,15 +199,21 @@ def _run_checked(run: Callable[..., Any], args: list[Any], what: str, piece: str
         ) from exc
 
 
-def store_artifact(result: CompiledUnit, files: dict[str, bytes], artifacts: dict[str, dict[str, Any]]) -> str:
-    """Add a compiled unit to the entry's files in its format, content-addressed, and
-    return the artifact's name (the sha256 of what identifies it)."""
+def store_artifact(
+    result: CompiledUnit | ReusedUnit, files: dict[str, bytes], artifacts: dict[str, dict[str, Any]]
+) -> str:
+    """Add a compiled (or reused) unit to the entry's files in its format,
+    content-addressed, and return the artifact's name (the sha256 of what identifies it)."""
+    if isinstance(result, ReusedUnit):
+        files.update(result.files)
+        artifacts.setdefault(result.name, {**result.record, "guards": result.guards})
+        return result.name
     if result.native is None:
         data = _inductor_bytes(result)
         name = hashlib.sha256(data).hexdigest()
         files[f"artifacts/{name}.bin"] = data
         record = {"format": INDUCTOR, "binary": f"artifacts/{name}.bin", "device_types": result.device_types}
-        artifacts.setdefault(name, record)
+        artifacts.setdefault(name, {**record, "guards": result.guards})
         return name
     kernels = {}
     for source_digest, library in sorted(result.native.kernels.items()):
@@ -196,7 +224,8 @@ def store_artifact(result: CompiledUnit, files: dict[str, bytes], artifacts: dic
     wrapper = result.native.wrapper.encode()
     name = hashlib.sha256(wrapper).hexdigest()
     files[f"artifacts/{name}.py"] = wrapper
-    artifacts.setdefault(name, {"format": NATIVE, "wrapper": f"artifacts/{name}.py", "kernels": kernels})
+    record = {"format": NATIVE, "wrapper": f"artifacts/{name}.py", "kernels": kernels, "guards": result.guards}
+    artifacts.setdefault(name, record)
     return name
 
 

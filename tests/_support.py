@@ -31,27 +31,26 @@ def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def run_argv(
+    argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repository root with the test environment; never raises
+    on its exit code (a timeout does raise: a hang is a failure)."""
+    return subprocess.run(
+        argv, cwd=REPO, env=python_env(env), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def run_python(
     code: str, *, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run code in a fresh interpreter from the repository root."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=REPO,
-        env=python_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_argv([sys.executable, "-c", textwrap.dedent(code)], env=env, timeout=timeout)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the installed `aotcache` console script as a real subprocess."""
-    exe = Path(sys.executable).with_name("aotcache")
-    return subprocess.run(
-        [str(exe), *args], cwd=REPO, env=python_env(env), capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return run_argv([str(Path(sys.executable).with_name("aotcache")), *args], env=env, timeout=timeout)
 
 
 def last_json(text: str) -> Any:

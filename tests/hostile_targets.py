@@ -74,6 +74,30 @@ class Lying(nn.Module):
         return torch.ops.aotcache_lying.colmajor(self.lin(x)).relu() + 1
 
 
+@torch.library.custom_op("aotcache_slow::double", mutates_args=())
+def _double(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+@_double.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+class WithCustomOp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aotcache_slow.double(self.lin(x)).relu()
+
+
+with_custom_op = ModelSpec(
+    model=WithCustomOp,
+    example_inputs=_inputs,
+    config={**TINY, "backend": "eager", "splitting_ops": ["aotcache_slow::double"]},
+)
 small = ModelSpec(model=Small, example_inputs=_inputs, config={**TINY, "backend": "eager"})
 broken_factory = ModelSpec(model=_broken_factory, example_inputs=_inputs, config=TINY)
 broken_inputs = ModelSpec(model=Small, example_inputs=_broken_inputs, config=TINY)

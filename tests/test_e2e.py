@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _support import LOAD_AND_COMPARE, REPO, TINY_CONFIG, TINY_UNITS, last_json, python_env, run_python
+from _support import LOAD_AND_COMPARE, REPO, TINY_CONFIG, TINY_UNITS, last_json, python_env, run_argv, run_python
 
 import aotcache
 from aotcache.errors import CorruptEntry, EntryNotFound, StaleEntry
@@ -182,15 +182,7 @@ else:
     script.write_text(code)
 
     def drive(step: str) -> str:
-        done = subprocess.run(
-            [sys.executable, str(script), step],
-            cwd=REPO,
-            env=python_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        done = run_argv([sys.executable, str(script), step])
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout.strip().splitlines()[-1]
 

@@ -23,12 +23,11 @@ from typing import Any
 
 import pytest
 from _support import (
-    REPO,
     TINY_CONFIG,
     copy_cache,
     last_json,
-    python_env,
     rewrite_manifest_body,
+    run_argv,
     run_cli,
     tree_snapshot,
 )
@@ -376,15 +375,9 @@ def test_special_files_are_refused_without_blocking(tiny_entry, tmp_path) -> Non
             target = next((entry / "kernels").iterdir()) if where == "kernel" else entry / where
             _make_special(target, kind)
             caches[name] = str(cache)
-    done = subprocess.run(
-        [sys.executable, "-c", SPECIAL_FILES_SCRIPT, json.dumps([TINY_CONFIG, tiny_entry.entry_id, str(key), caches])],
-        cwd=REPO,
-        env=python_env(),
-        capture_output=True,
-        text=True,
-        timeout=240,  # a blocking open or an endless read would end here
-        check=False,
-    )
+    arguments = json.dumps([TINY_CONFIG, tiny_entry.entry_id, str(key), caches])
+    # a blocking open or an endless read would end in the timeout
+    done = run_argv([sys.executable, "-c", SPECIAL_FILES_SCRIPT, arguments], timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     for name, (missed, verified, statuses) in last_json(done.stdout).items():
         assert missed and not verified, name
@@ -401,15 +394,7 @@ def _read_only(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     namespace: nothing outside this command sees it)."""
     exe = Path(sys.executable).with_name("aotcache")
     command = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
-    return subprocess.run(
-        ["unshare", "-m", "sh", "-c", command, "sh", str(cache), str(exe), *args],
-        cwd=REPO,
-        env=python_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_argv(["unshare", "-m", "sh", "-c", command, "sh", str(cache), str(exe), *args])
 
 
 def test_read_only_mount_exits_3_and_loses_nothing(tiny_entry, tmp_path) -> None:
@@ -483,6 +468,12 @@ def test_leftovers_of_failed_writes_are_shown_and_swept(small_entry, tmp_path) -
 )
 def test_bad_input_is_exit_2_with_one_line(args: list[str], needle: str, tmp_path) -> None:
     _one_line_error(_cli(*args, "--cache-dir", str(tmp_path / "cache")), 2, needle)
+
+
+def test_a_custom_op_splitting_op_is_warned_about_with_the_fix(tmp_path) -> None:
+    done = run_cli("precompile", "tests/hostile_targets.py:with_custom_op", "--cache-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "is a torch.library.custom_op" in done.stderr and "torch.library.Library" in done.stderr
 
 
 def test_a_splitting_op_that_matches_nothing_warns(tmp_path) -> None:

@@ -10,6 +10,7 @@ import inspect
 import os
 
 import torch
+from _support import run_python
 from aotcache.backend import _torch_compat as compat
 from aotcache.backend.native import export
 
@@ -116,3 +117,18 @@ def test_build_host_probes() -> None:
     assert compat.compiler_identity().split(":")[0] in ("g++", "c++", "gcc", "clang++", "cc")
     assert len(compat.torch_key()) == 64
     assert len(compat.inductor_config_digest()) == 16
+
+
+def test_inductor_config_digest_is_the_same_before_and_after_a_compile() -> None:
+    """A compile patches Inductor settings and restores them; the digest (part of every
+    unit key) must not see that, or the first build of a process reuses nothing."""
+    code = """
+from aotcache.backend import _torch_compat as compat
+import torch
+before = compat.inductor_config_digest()
+graph = torch.fx.symbolic_trace(lambda x: (x * 2).relu())
+compat.standalone_compile(graph, [torch.randn(4, 4)], "from_example_inputs", {})
+print(before == compat.inductor_config_digest())
+"""
+    done = run_python(code)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "True", done.stderr[-2000:]

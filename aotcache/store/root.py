@@ -6,6 +6,8 @@
     <root>/locks/<entry id>.lock one filelock per entry id: one builder at a time
     <root>/trash/<...>/          entries being deleted (renamed here first, then removed)
     <root>/usage/<entry id>      touched on every load: "last used" for LRU eviction
+    <root>/index/<unit key>.json which entry holds the artifact built for a unit key
+                                 (incremental precompile; see aotcache.backend.reuse)
 
 An entry directory either does not exist or is complete: builders write and fsync
 everything in staging, then rename it into entries/. Deleting renames it into trash/
@@ -59,7 +61,7 @@ def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None, configured
     return default_cache_dir()
 
 
-FOLDERS = ("entries", "staging", "locks", "trash", "usage")
+FOLDERS = ("entries", "staging", "locks", "trash", "usage", "index")
 # The only files `clear` removes from locks/: the ones `lock()` creates.
 LOCK_NAME = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}\.lock$")
 
@@ -78,6 +80,7 @@ class CacheRoot:
         self.locks = self.path / "locks"
         self.trash = self.path / "trash"
         self.usage = self.path / "usage"
+        self.index = self.path / "index"
 
     def __repr__(self) -> str:
         return f"CacheRoot({str(self.path)!r})"

@@ -131,9 +131,11 @@ PIECE = record(
     }
 )
 UNIT = record({"range": items(integer(1, MAX_SIZE), length=2), "artifacts": mapping(HEX64, HEX64)})
-NATIVE_ARTIFACT = record({"format": one_of(NATIVE), "wrapper": safe_path, "kernels": mapping(safe_path, HEX64)})
+GUARDS = {"guards": optional(TEXT)}  # Inductor's shape guards, read when an artifact is reused
+NATIVE_ARTIFACT = record({"format": one_of(NATIVE), "wrapper": safe_path, "kernels": mapping(safe_path, HEX64)}, GUARDS)
 INDUCTOR_ARTIFACT = record(
-    {"format": one_of(INDUCTOR), "binary": safe_path, "device_types": items(one_of("cpu", "cuda", "xpu", "mps"))}
+    {"format": one_of(INDUCTOR), "binary": safe_path, "device_types": items(one_of("cpu", "cuda", "xpu", "mps"))},
+    GUARDS,
 )
 
 

@@ -1,0 +1,148 @@
+"""Incremental precompile: an index of built artifacts, so that a rebuild compiles only
+the units whose inputs changed.
+
+An artifact depends on the piece's graph (its digest: code and input metadata), the
+unit (range or size), the Inductor config, the artifact format and the build
+environment (torch, compiler, vector ISA, -march, threads) — not on the text of the
+traced source files. `index/<unit key>.json` in the cache dir names the entry and the
+artifact built for that key. A later precompile (after a comment-only edit, an added
+compile size, a changed layer) takes the artifact from that entry instead of compiling,
+but only from an entry that passes every check (and, when signing, is signed by the
+same key), reading its bytes as the loader does. Reused artifacts were self-checked when
+they were first built.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from aotcache.config import CompilationConfig, Range
+from aotcache.errors import CacheMiss
+from aotcache.key.factors import digest
+from aotcache.key.lookup import FORMAT_VERSION
+from aotcache.store import safefs, signing
+from aotcache.store.atomic import write_file_atomic
+from aotcache.store.checks import OpenedEntry, open_entry
+from aotcache.store.root import CacheRoot
+
+log = logging.getLogger("aotcache.reuse")
+
+INDEX = "index"
+MAX_RECORD_BYTES = 4096
+
+
+@dataclass
+class ReusedUnit:
+    """A unit taken from an earlier entry: its artifact record and files, and guards."""
+
+    unit: Range
+    name: str
+    record: dict[str, Any]
+    files: dict[str, bytes]
+    guards: str | None
+    source_entry: str
+
+
+def unit_key(piece_digest: str, unit: Range, config: CompilationConfig, environment: dict[str, Any]) -> str:
+    """Everything a compiled unit depends on, hashed."""
+    return digest(
+        {
+            "aotcache.format": FORMAT_VERSION,
+            "piece": piece_digest,
+            "unit": [unit.start, unit.end],
+            "inductor_compile_config": config.inductor_compile_config,
+            "artifact_format": config.artifact_format,
+            "environment": environment,
+        }
+    )
+
+
+class ArtifactIndex:
+    def __init__(self, root: CacheRoot, sign_key: signing.Key | None, *, reuse: bool = True) -> None:
+        """`reuse=False` (precompile --force) compiles everything but still records."""
+        self.root = root
+        self.sign_key = sign_key
+        self.reuse = reuse
+        self._entries: dict[str, OpenedEntry | None] = {}
+
+    def find(self, key: str, unit: Range) -> ReusedUnit | None:
+        """The artifact an earlier, valid entry holds for this unit key, if any."""
+        pointer = self._read(key) if self.reuse else None
+        if pointer is None:
+            return None
+        opened = self._entry(pointer["entry"])
+        if opened is None:
+            return None
+        record = opened.manifest.artifacts.get(pointer["artifact"])
+        if record is None or "guards" not in record:
+            return None
+        paths = [record["wrapper"], *record["kernels"].values()] if "wrapper" in record else [record["binary"]]
+        files = {rel: opened.blobs[rel] for rel in paths if rel in opened.blobs}
+        if len(files) != len(paths):
+            return None
+        stored = {k: v for k, v in record.items() if k != "guards"}
+        return ReusedUnit(unit, pointer["artifact"], stored, files, record["guards"], opened.entry_id)
+
+    def remember(self, keys: dict[str, str], entry_id: str) -> None:
+        """Point each unit key at the artifact `entry_id` holds for it (best effort: an
+        index that cannot be written only costs a later rebuild its reuse)."""
+        try:
+            self.root.index.mkdir(exist_ok=True)
+            for key, name in keys.items():
+                data = json.dumps({"entry": entry_id, "artifact": name}, sort_keys=True).encode()
+                write_file_atomic(self.root.index / f"{key}.json", data)
+        except OSError as exc:
+            log.warning("could not update the artifact index (%s); the next build reuses less", exc)
+
+    def _read(self, key: str) -> dict[str, str] | None:
+        try:
+            with self.root.folder(INDEX) as fd:
+                pointer = json.loads(safefs.read_file(f"{key}.json", fd, MAX_RECORD_BYTES))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(pointer, dict) or not all(isinstance(pointer.get(k), str) for k in ("entry", "artifact")):
+            return None
+        if "/" in pointer["entry"] or pointer["entry"].startswith("."):
+            return None
+        return pointer
+
+    def _entry(self, entry_id: str) -> OpenedEntry | None:
+        if entry_id not in self._entries:
+            check = None
+            if self.sign_key is not None:
+                key = self.sign_key
+
+                def check(entry: str, manifest_bytes: bytes, signature: bytes | None) -> None:
+                    signing.verify(entry, manifest_bytes, signature, key)
+
+            try:
+                self._entries[entry_id] = open_entry(
+                    self.root.entry_dir(entry_id), check_sources=False, verify_signature=check
+                )
+            except (CacheMiss, OSError):
+                self._entries[entry_id] = None
+        return self._entries[entry_id]
+
+
+def environment_facts() -> dict[str, Any]:
+    """The build environment a compiled unit depends on (compile side: probes Inductor)."""
+    import torch
+
+    from aotcache.key.env import host_cpu_flags, isa_flags, thread_count
+
+    from . import _torch_compat as compat
+
+    return {
+        "torch": torch.__version__,
+        "torch_key": compat.torch_key(),
+        "compiler": compat.compiler_identity(),
+        "inductor_config": compat.inductor_config_digest(),
+        "vec_isa": compat.vec_isa(),
+        "march": os.environ.get("TORCHINDUCTOR_CPP_MARCH") or "native",
+        "cpu_flags": isa_flags(host_cpu_flags()),
+        "threads": thread_count(),
+    }
