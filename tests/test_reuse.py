@@ -87,3 +87,15 @@ def test_nothing_is_reused_from_an_entry_that_fails_its_checks(tiny_entry, tmp_p
     result = Package(tmp_path, cache).run("build")
     assert (result["units_compiled"], result["units_reused"]) == (TINY_UNITS * 3, 0)
     assert len(list(CacheRoot(cache).index.iterdir())) >= TINY_UNITS * 3
+
+
+def test_clear_drops_index_records_of_entries_that_are_gone(tiny_entry, tmp_path) -> None:
+    from aotcache.store.clear import clear, select
+
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "cache")
+    root = CacheRoot(cache)
+    records = len(list(root.index.iterdir()))
+    assert records >= TINY_UNITS * 3
+    (root.index / "junk.json").write_text("not json")
+    report = clear(root, *select(root, keys=[tiny_entry.entry_id]), dry_run=False)
+    assert report.index_records_removed == records + 1 and list(root.index.iterdir()) == []

@@ -64,6 +64,7 @@ class ClearReport:
     locks_removed: int = 0
     kept: int = 0
     lock_errors: list[str] = field(default_factory=list)
+    index_records_removed: int = 0  # artifact-index records of entries that are gone
 
     @property
     def freed(self) -> int:
@@ -80,6 +81,7 @@ class ClearReport:
             "removed": [r.__dict__ for r in self.removed],
             "freed_bytes": self.freed,
             "locks_removed": self.locks_removed,
+            "index_records_removed": self.index_records_removed,
             "kept": self.kept,
             "errors": self.errors,
         }
@@ -157,4 +159,5 @@ def clear(root: CacheRoot, chosen: list[tuple[EntryReport, str]], kept: int, *, 
             removal.bytes, removal.error = root.remove_leftover(entry.path)
     if not dry_run:
         report.locks_removed, report.lock_errors = root.remove_idle_locks()
+        report.index_records_removed = root.prune_index()
     return report

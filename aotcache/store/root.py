@@ -22,6 +22,7 @@ followed), and every move and deletion is relative to descriptors of those folde
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -240,6 +241,22 @@ class CacheRoot:
         except OSError as exc:
             errors.append(_say(self.locks, exc))
         return removed, errors
+
+    def prune_index(self) -> int:
+        """Remove the artifact-index records (index/*.json) whose entry is gone; how many."""
+        removed = 0
+        with contextlib.suppress(OSError), self.folder("index") as fd:
+            for name in safefs.list_names(fd):
+                try:
+                    pointer = json.loads(safefs.read_file(name, fd, 4096))
+                    entry = pointer["entry"] if isinstance(pointer, dict) else None
+                except (OSError, ValueError, KeyError):
+                    entry = None
+                if not isinstance(entry, str) or "/" in entry or not os.path.lexists(self.entries / entry):
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=fd)
+                        removed += 1
+        return removed
 
     # -- for readers ---------------------------------------------------------------
 
