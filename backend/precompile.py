@@ -259,12 +259,7 @@ def _existing(root: CacheRoot, entry_id: str, sign_key: signing.Key | None) -> O
     path = root.entry_dir(entry_id)
     if not os.path.lexists(path):
         return None
-    check = None
-    if sign_key is not None:
-
-        def check(entry: str, manifest_bytes: bytes, signature: bytes | None) -> None:
-            signing.verify(entry, manifest_bytes, signature, sign_key)
-
+    check = signing.checker(sign_key) if sign_key is not None else None
     try:
         return open_entry(path, verify_signature=check)
     except CacheMiss as exc:

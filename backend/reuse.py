@@ -112,13 +112,7 @@ class ArtifactIndex:
 
     def _entry(self, entry_id: str) -> OpenedEntry | None:
         if entry_id not in self._entries:
-            check = None
-            if self.sign_key is not None:
-                key = self.sign_key
-
-                def check(entry: str, manifest_bytes: bytes, signature: bytes | None) -> None:
-                    signing.verify(entry, manifest_bytes, signature, key)
-
+            check = signing.checker(self.sign_key) if self.sign_key is not None else None
             try:
                 self._entries[entry_id] = open_entry(
                     self.root.entry_dir(entry_id), check_sources=False, verify_signature=check

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,15 +116,17 @@ def _valid(manifest_bytes: bytes, signature: str, key: Key) -> bool:
     return True
 
 
-def signature_checker(trusted_key: str | os.PathLike[str] | None = None) -> Any:
-    """A check for verify.open_entry, from an explicit key file or AOTCACHE_TRUSTED_KEY;
-    None when no key is configured (entries are then accepted signed or not)."""
-    path = trusted_key or os.environ.get(TRUSTED_KEY_ENV)
-    if not path:
-        return None
-    key = read_key(path)
+def checker(key: Key) -> Callable[[str, bytes, bytes | None], None]:
+    """The signature check of store.checks.open_entry for one key."""
 
     def check(entry_id: str, manifest_bytes: bytes, signature: bytes | None) -> None:
         verify(entry_id, manifest_bytes, signature, key)
 
     return check
+
+
+def signature_checker(trusted_key: str | os.PathLike[str] | None = None) -> Any:
+    """The check for an explicit key file or AOTCACHE_TRUSTED_KEY; None when no key is
+    configured (entries are then accepted signed or not)."""
+    path = trusted_key or os.environ.get(TRUSTED_KEY_ENV)
+    return checker(read_key(path)) if path else None
