@@ -22,6 +22,7 @@ from typing import Any
 
 from aotcache.config import CompilationConfig, Range
 from aotcache.errors import CacheMiss
+from aotcache.formats import artifact_paths
 from aotcache.key.factors import digest
 from aotcache.key.lookup import FORMAT_VERSION
 from aotcache.store import safefs, signing
@@ -80,7 +81,7 @@ class ArtifactIndex:
         record = opened.manifest.artifacts.get(pointer["artifact"])
         if record is None or "guards" not in record:
             return None
-        paths = [record["wrapper"], *record["kernels"].values()] if "wrapper" in record else [record["binary"]]
+        paths = artifact_paths(record)
         files = {rel: opened.blobs[rel] for rel in paths if rel in opened.blobs}
         if len(files) != len(paths):
             return None

@@ -8,7 +8,7 @@ kernel libraries, loaded from memory with no compiler and no Inductor (`native`,
 CompiledArtifact (any device Inductor supports; loading imports Inductor, and on CPU it
 compiles the kernels' C++ again). A new format (e.g. Inductor's wrapper with Triton
 cubins launched by torch's static CUDA launcher) is a module here and a line in
-`loader_for` and `load_needs`.
+`loader_for`, `artifact_paths` and `load_needs`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ def loader_for(name: str) -> ArtifactLoader:
 
         return load_artifact
     raise CorruptEntry(f"artifact format {name!r} is unknown to this aotcache (known: {', '.join(KNOWN_FORMATS)})")
+
+
+def artifact_paths(artifact: dict[str, Any]) -> list[str]:
+    """The entry files an artifact record refers to, by its format."""
+    if artifact["format"] == NATIVE:
+        return [artifact["wrapper"], *artifact["kernels"].values()]
+    return [artifact["binary"]]
 
 
 def load_needs(artifacts: dict[str, dict[str, Any]]) -> list[str]:

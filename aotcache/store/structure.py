@@ -12,7 +12,7 @@ import torch
 
 from aotcache.config import from_dict
 from aotcache.errors import ConfigError
-from aotcache.formats import INDUCTOR, KNOWN_FORMATS, NATIVE
+from aotcache.formats import INDUCTOR, KNOWN_FORMATS, NATIVE, artifact_paths
 
 from .schema import (
     MAX_SIZE,
@@ -183,10 +183,7 @@ def check_structure(body: dict[str, Any]) -> None:
     files = body["files"]
     paths = [body["stitch"], *(p["code"] for p in body["pieces"].values())]
     for artifact in body["artifacts"].values():
-        if artifact["format"] == NATIVE:
-            paths += [artifact["wrapper"], *artifact["kernels"].values()]
-        else:
-            paths.append(artifact["binary"])
+        paths += artifact_paths(artifact)
     unlisted = [p for p in paths if p not in files]
     if unlisted:
         raise SchemaError("files", f"it refers to {unlisted[0]!r}, which it does not list")
