@@ -14,7 +14,6 @@ they were first built.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -25,15 +24,11 @@ from aotcache.errors import CacheMiss
 from aotcache.formats import artifact_paths
 from aotcache.key.factors import digest
 from aotcache.key.lookup import FORMAT_VERSION
-from aotcache.store import safefs, signing
-from aotcache.store.atomic import write_file_atomic
+from aotcache.store import signing
 from aotcache.store.checks import OpenedEntry, open_entry
 from aotcache.store.root import CacheRoot
 
 log = logging.getLogger("aotcache.reuse")
-
-INDEX = "index"
-MAX_RECORD_BYTES = 4096
 
 
 @dataclass
@@ -72,7 +67,7 @@ class ArtifactIndex:
 
     def find(self, key: str, unit: Range) -> ReusedUnit | None:
         """The artifact an earlier, valid entry holds for this unit key, if any."""
-        pointer = self._read(key) if self.reuse else None
+        pointer = self.root.index_record(key) if self.reuse else None
         if pointer is None:
             return None
         opened = self._entry(pointer["entry"])
@@ -92,24 +87,10 @@ class ArtifactIndex:
         """Point each unit key at the artifact `entry_id` holds for it (best effort: an
         index that cannot be written only costs a later rebuild its reuse)."""
         try:
-            self.root.index.mkdir(exist_ok=True)
             for key, name in keys.items():
-                data = json.dumps({"entry": entry_id, "artifact": name}, sort_keys=True).encode()
-                write_file_atomic(self.root.index / f"{key}.json", data)
+                self.root.write_index(key, entry_id, name)
         except OSError as exc:
             log.warning("could not update the artifact index (%s); the next build reuses less", exc)
-
-    def _read(self, key: str) -> dict[str, str] | None:
-        try:
-            with self.root.folder(INDEX) as fd:
-                pointer = json.loads(safefs.read_file(f"{key}.json", fd, MAX_RECORD_BYTES))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(pointer, dict) or not all(isinstance(pointer.get(k), str) for k in ("entry", "artifact")):
-            return None
-        if "/" in pointer["entry"] or pointer["entry"].startswith("."):
-            return None
-        return pointer
 
     def _entry(self, entry_id: str) -> OpenedEntry | None:
         if entry_id not in self._entries:

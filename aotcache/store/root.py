@@ -65,6 +65,7 @@ def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None, configured
 FOLDERS = ("entries", "staging", "locks", "trash", "usage", "index")
 # The only files `clear` removes from locks/: the ones `lock()` creates.
 LOCK_NAME = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}\.lock$")
+INDEX_RECORD_BYTES = 4096
 
 
 def pid_name(stem: str, suffix: str) -> str:
@@ -242,17 +243,27 @@ class CacheRoot:
             errors.append(_say(self.locks, exc))
         return removed, errors
 
+    def write_index(self, key: str, entry_id: str, artifact: str) -> None:
+        """Record that entry `entry_id` holds `artifact` for the unit key `key`."""
+        self.index.mkdir(exist_ok=True)
+        data = json.dumps({"entry": entry_id, "artifact": artifact}, sort_keys=True).encode()
+        write_file_atomic(self.index / f"{key}.json", data)
+
+    def index_record(self, key: str) -> dict[str, str] | None:
+        """The index record of a unit key ({"entry", "artifact"}), None if absent or damaged."""
+        try:
+            with self.folder("index") as fd:
+                return _index_record(fd, f"{key}.json")
+        except OSError:
+            return None
+
     def prune_index(self) -> int:
-        """Remove the artifact-index records (index/*.json) whose entry is gone; how many."""
+        """Remove the index records whose entry is gone (or that are damaged); how many."""
         removed = 0
         with contextlib.suppress(OSError), self.folder("index") as fd:
             for name in safefs.list_names(fd):
-                try:
-                    pointer = json.loads(safefs.read_file(name, fd, 4096))
-                    entry = pointer["entry"] if isinstance(pointer, dict) else None
-                except (OSError, ValueError, KeyError):
-                    entry = None
-                if not isinstance(entry, str) or "/" in entry or not os.path.lexists(self.entries / entry):
+                record = _index_record(fd, name)
+                if record is None or not os.path.lexists(self.entries / record["entry"]):
                     with contextlib.suppress(OSError):
                         os.unlink(name, dir_fd=fd)
                         removed += 1
@@ -300,6 +311,19 @@ class CacheRoot:
     def forget_usage(self, entry_id: str) -> None:
         with contextlib.suppress(OSError), self.folder("usage") as fd:
             os.unlink(entry_id, dir_fd=fd)
+
+
+def _index_record(fd: int, name: str) -> dict[str, str] | None:
+    """index/<name> read without following links: {"entry", "artifact"}, or None."""
+    try:
+        record = json.loads(safefs.read_file(name, fd, INDEX_RECORD_BYTES))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("entry", "artifact")):
+        return None
+    if "/" in record["entry"] or record["entry"].startswith("."):
+        return None
+    return record
 
 
 def _say(path: Path, exc: OSError) -> str:
