@@ -192,15 +192,13 @@ class CacheRoot:
         doomed = f"{entry.name}.{uuid.uuid4().hex[:8]}"
         try:
             with self.folder("entries") as entries_fd, self.folder("trash", create=True) as trash_fd:
-                size = safefs.tree_size(entry.name, entries_fd)
                 try:
                     os.rename(entry.name, doomed, src_dir_fd=entries_fd, dst_dir_fd=trash_fd)
                 except FileNotFoundError:
                     return 0, None
-                freed, error = safefs.remove(doomed, trash_fd)
+                return safefs.remove(doomed, trash_fd)  # it measures what it freed
         except OSError as exc:
             return 0, _say(entry, exc)
-        return (size if error is None else freed), error
 
     def remove_leftover(self, path: Path) -> tuple[int, str | None]:
         """Delete a leftover in staging/ or trash/, or one of the root's own folders that
