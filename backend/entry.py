@@ -17,7 +17,7 @@ import torch
 from aotcache.config import CompilationConfig
 from aotcache.formats import NATIVE
 from aotcache.key import elfdeps
-from aotcache.key.env import host_cpu_flags, isa_flags, thread_count
+from aotcache.key.env import thread_count
 from aotcache.key.factors import EntryKey
 from aotcache.key.identity import model_device_type, model_signature
 from aotcache.key.sources import SourceFile
@@ -25,9 +25,8 @@ from aotcache.store.atomic import write_file
 from aotcache.store.manifest import FileRecord, Manifest
 from aotcache.version import __version__
 
-from . import _torch_compat as compat
 from .capture import Capture
-from .reuse import ArtifactIndex
+from .reuse import ArtifactIndex, environment_facts
 from .split import SplitGraph, module_source, split_graph
 from .units import CompiledUnits, Progress, UnitCompiler
 
@@ -53,8 +52,9 @@ def build_entry(
     pieces = _piece_records(split, compiled, files)
     units = list(config.get_compile_units())
     start = time.perf_counter()
+    environment = environment_facts() if compiled else {}
     if compiled:
-        compiler = UnitCompiler(model, config, captured, split, inputs_at, progress, index)
+        compiler = UnitCompiler(model, config, captured, split, inputs_at, progress, index, environment)
         result = compiler.compile_all(units, files)
     else:
         result = CompiledUnits([{"range": [u.start, u.end], "artifacts": {}} for u in units])
@@ -62,7 +62,7 @@ def build_entry(
     for rel, data in sorted(files.items()):
         write_file(staging / rel, data, point="kernel-write" if rel.startswith("kernels/") else None)
     native_kernels = any(a["format"] == NATIVE for a in result.artifacts.values())
-    recorded = recorded_build_facts(compiled, native_kernels, model)
+    recorded = recorded_build_facts(environment, native_kernels, model)
     recorded["runtime_versions"] = elfdeps.merge(
         elfdeps.required_versions(data) for rel, data in files.items() if rel.startswith("kernels/")
     )
@@ -124,8 +124,9 @@ def march() -> str:
     return os.environ.get("TORCHINDUCTOR_CPP_MARCH") or "native"
 
 
-def recorded_build_facts(compiled: bool, native_kernels: bool, model: torch.nn.Module) -> dict[str, Any]:
-    """What the build host knew that a serving host cannot compute without a compiler.
+def recorded_build_facts(environment: dict[str, Any], native_kernels: bool, model: torch.nn.Module) -> dict[str, Any]:
+    """What the build host knew that a serving host cannot compute without a compiler
+    (`environment`: reuse.environment_facts() of a compiled build, else empty).
     `kernels`: the entry holds native kernel libraries, which the host must be able to run."""
     recorded: dict[str, Any] = {
         "device_type": model_device_type(model),
@@ -136,10 +137,8 @@ def recorded_build_facts(compiled: bool, native_kernels: bool, model: torch.nn.M
         "vec_isa_flags": "",
         "cpu_flags": [],
     }
-    if compiled:
-        recorded.update(compat.vec_isa())
-        recorded["cpu_flags"] = isa_flags(host_cpu_flags())
-        recorded["compiler"] = compat.compiler_identity()
-        recorded["torch_key"] = compat.torch_key()
-        recorded["inductor_config"] = compat.inductor_config_digest()
+    if environment:
+        recorded.update(environment["vec_isa"])
+        for name in ("cpu_flags", "compiler", "torch_key", "inductor_config"):
+            recorded[name] = environment[name]
     return recorded

@@ -15,7 +15,6 @@ they were first built.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,8 +116,7 @@ def environment_facts() -> dict[str, Any]:
         "torch_key": compat.torch_key(),
         "compiler": compat.compiler_identity(),
         "inductor_config": compat.inductor_config_digest(),
-        "vec_isa": compat.vec_isa(),
-        "march": os.environ.get("TORCHINDUCTOR_CPP_MARCH") or "native",
+        "vec_isa": compat.vec_isa(),  # with the -march Inductor compiles for
         "cpu_flags": isa_flags(host_cpu_flags()),
         "threads": thread_count(),
     }

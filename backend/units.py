@@ -25,7 +25,7 @@ from aotcache.store.failpoints import failpoint
 
 from .capture import Capture
 from .compile import CompiledUnit, compile_unit, record_piece_inputs, sizes_failing_guards
-from .reuse import ArtifactIndex, ReusedUnit, environment_facts, unit_key
+from .reuse import ArtifactIndex, ReusedUnit, unit_key
 from .split import SplitGraph
 
 MAX_GUARD_SIZES = 64  # sizes a range may lose to shape guards before we give up
@@ -65,10 +65,13 @@ class UnitCompiler:
         inputs_at: Callable[[int], dict[str, Any]],
         progress: Progress,
         index: ArtifactIndex | None = None,
+        environment: dict[str, Any] | None = None,
     ) -> None:
+        """`environment`: the build environment facts (reuse.environment_facts) the unit
+        keys of `index` are computed with."""
         self.config = config
         self.index = index
-        self.environment = environment_facts() if index is not None else {}
+        self.environment = environment or {}
         self.keys: dict[tuple[Range, str], str] = {}
         self.counts = {"compiled": 0, "reused": 0}
         self.split = split
