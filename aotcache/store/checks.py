@@ -50,7 +50,6 @@ class OpenedEntry:
     path: Path
     manifest: Manifest
     blobs: dict[str, bytes] = field(default_factory=dict)
-    raw_manifest: bytes = b""  # the exact manifest bytes every check ran on
 
     @property
     def entry_id(self) -> str:
@@ -278,7 +277,7 @@ def open_entry(
         first = next(checks, None)
     if first is not None:
         raise first.error(manifest.entry_id)
-    return OpenedEntry(path, manifest, blobs, raw)
+    return OpenedEntry(path, manifest, blobs)
 
 
 def problems(
