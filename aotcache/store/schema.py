@@ -25,20 +25,16 @@ class SchemaError(ValueError):
         super().__init__(f"{where or 'manifest'}: {why}")
 
 
-def _fail(where: str, why: str) -> SchemaError:
-    return SchemaError(where, why)
-
-
 def string(pattern: str | None = None, max_len: int = 1 << 16) -> Check:
     compiled = re.compile(pattern) if pattern else None
 
     def check(value: Any, where: str) -> None:
         if not isinstance(value, str):
-            raise _fail(where, f"expected a string, got {type(value).__name__}")
+            raise SchemaError(where, f"expected a string, got {type(value).__name__}")
         if len(value) > max_len:
-            raise _fail(where, f"a string of {len(value)} characters")
+            raise SchemaError(where, f"a string of {len(value)} characters")
         if compiled is not None and not compiled.fullmatch(value):
-            raise _fail(where, f"{value[:40]!r} is not of the expected form")
+            raise SchemaError(where, f"{value[:40]!r} is not of the expected form")
 
     return check
 
@@ -46,9 +42,9 @@ def string(pattern: str | None = None, max_len: int = 1 << 16) -> Check:
 def integer(low: int = 0, high: int = MAX_INT) -> Check:
     def check(value: Any, where: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(where, f"expected an integer, got {type(value).__name__}")
+            raise SchemaError(where, f"expected an integer, got {type(value).__name__}")
         if not low <= value <= high:
-            raise _fail(where, f"{value} is outside [{low}, {high}]")
+            raise SchemaError(where, f"{value} is outside [{low}, {high}]")
 
     return check
 
@@ -56,19 +52,19 @@ def integer(low: int = 0, high: int = MAX_INT) -> Check:
 def number(value: Any, where: str) -> None:
     """An integer of sane size or a finite float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(where, f"expected a number, got {type(value).__name__}")
+        raise SchemaError(where, f"expected a number, got {type(value).__name__}")
     json_value(value, where)
 
 
 def boolean(value: Any, where: str) -> None:
     if not isinstance(value, bool):
-        raise _fail(where, f"expected true or false, got {type(value).__name__}")
+        raise SchemaError(where, f"expected true or false, got {type(value).__name__}")
 
 
 def one_of(*choices: Any) -> Check:
     def check(value: Any, where: str) -> None:
         if value not in choices:
-            raise _fail(where, f"{str(value)[:40]!r} is not one of {', '.join(map(str, choices))}")
+            raise SchemaError(where, f"{str(value)[:40]!r} is not one of {', '.join(map(str, choices))}")
 
     return check
 
@@ -90,7 +86,7 @@ def either(*options: Check) -> Check:
                 return
             except SchemaError as exc:
                 errors.append(str(exc))
-        raise _fail(where, "; ".join(errors))
+        raise SchemaError(where, "; ".join(errors))
 
     return check
 
@@ -98,9 +94,9 @@ def either(*options: Check) -> Check:
 def items(inner: Check, length: int | None = None) -> Check:
     def check(value: Any, where: str) -> None:
         if not isinstance(value, list):
-            raise _fail(where, f"expected a list, got {type(value).__name__}")
+            raise SchemaError(where, f"expected a list, got {type(value).__name__}")
         if len(value) > MAX_ITEMS or (length is not None and len(value) != length):
-            raise _fail(where, f"a list of {len(value)} items")
+            raise SchemaError(where, f"a list of {len(value)} items")
         for index, item in enumerate(value):
             inner(item, f"{where}[{index}]")
 
@@ -110,9 +106,9 @@ def items(inner: Check, length: int | None = None) -> Check:
 def mapping(inner: Check, key: Check | None = None) -> Check:
     def check(value: Any, where: str) -> None:
         if not isinstance(value, dict):
-            raise _fail(where, f"expected an object, got {type(value).__name__}")
+            raise SchemaError(where, f"expected an object, got {type(value).__name__}")
         if len(value) > MAX_ITEMS:
-            raise _fail(where, f"an object of {len(value)} fields")
+            raise SchemaError(where, f"an object of {len(value)} fields")
         for name, item in value.items():
             if key is not None:
                 key(name, f"{where} key")
@@ -127,13 +123,13 @@ def record(required: dict[str, Check], optional_fields: dict[str, Check] | None 
 
     def check(value: Any, where: str) -> None:
         if not isinstance(value, dict):
-            raise _fail(where, f"expected an object, got {type(value).__name__}")
+            raise SchemaError(where, f"expected an object, got {type(value).__name__}")
         missing = [name for name in required if name not in value]
         if missing:
-            raise _fail(where, f"no field {missing[0]!r}")
+            raise SchemaError(where, f"no field {missing[0]!r}")
         unknown = [name for name in value if name not in known]
         if unknown:
-            raise _fail(where, f"unexpected field {str(unknown[0])[:40]!r}")
+            raise SchemaError(where, f"unexpected field {str(unknown[0])[:40]!r}")
         for name, item in value.items():
             known[name](item, f"{where}.{name}" if where else name)
 
@@ -143,16 +139,16 @@ def record(required: dict[str, Check], optional_fields: dict[str, Check] | None 
 def json_value(value: Any, where: str, depth: int = 0) -> None:
     """Any JSON value: finite numbers of sane size, nested at most MAX_DEPTH deep."""
     if depth > MAX_DEPTH:
-        raise _fail(where, f"nested more than {MAX_DEPTH} deep")
+        raise SchemaError(where, f"nested more than {MAX_DEPTH} deep")
     if value is None or isinstance(value, (bool, str)):
         return
     if isinstance(value, int):
         if abs(value) > MAX_INT:
-            raise _fail(where, "an absurdly large number")
+            raise SchemaError(where, "an absurdly large number")
         return
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            raise _fail(where, "a number that is not finite")
+            raise SchemaError(where, "a number that is not finite")
         return
     if isinstance(value, list):
         for index, item in enumerate(value):
@@ -162,4 +158,4 @@ def json_value(value: Any, where: str, depth: int = 0) -> None:
         for name, item in value.items():
             json_value(item, f"{where}.{name}", depth + 1)
         return
-    raise _fail(where, f"not a JSON value ({type(value).__name__})")
+    raise SchemaError(where, f"not a JSON value ({type(value).__name__})")
