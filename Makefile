@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_CACHE := .aotcache/demo
 
-.PHONY: install test test-gpu lint demo bench clean
+.PHONY: install test test-gpu lint demo bench clean test-servers
 
 install: $(STAMP)
 
@@ -15,8 +15,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP) lint
+test: $(STAMP) lint test-servers
 	$(PY) -m pytest
+
+# The OCI registry the fleet tests push to: the CNCF distribution registry from Debian's
+# docker-registry package, installed when missing and the machine allows it (root with
+# apt, as in CI). The tests start it themselves on a loopback port; its service is never
+# started. (The S3 server, moto, is a Python package of the dev extra.)
+test-servers:
+	@command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && export DEBIAN_FRONTEND=noninteractive && \
+	    { apt-get install -y -q --no-install-recommends docker-registry || \
+	      { apt-get update -q && apt-get install -y -q --no-install-recommends docker-registry; }; }; } || \
+	  echo "warning: docker-registry is missing and could not be installed: the OCI tests will fail" >&2
 
 # The GPU suite: precompile on cuda, load in a fresh process, CUDA graphs, latency. Every
 # test says why it skips where no CUDA device is present.

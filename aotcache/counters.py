@@ -15,6 +15,8 @@ class CompilationCounter:
     compiles: int = 0  # compile units run through Inductor
     entries_saved: int = 0
     entries_loaded: int = 0
+    remote_pulls: int = 0  # entries a load pulled from a remote after a local miss
+    bytes_downloaded: int = 0
     misses: Counter[str] = field(default_factory=Counter)  # by reason
 
     def snapshot(self) -> dict[str, Any]:

@@ -134,3 +134,15 @@ class SignatureError(CacheMiss):
     """The entry is unsigned, or its signature does not match a trusted key."""
 
     reason = "untrusted"
+
+
+class RemoteError(CacheMiss):
+    """A remote (registry or object store) could not be reached, refused us, or is
+    missing the client library its URL needs. To a load it is a miss like any other."""
+
+    reason = "remote"
+    exit_code = EXIT_ENVIRONMENT
+
+
+class RemoteConflict(AotCacheError):
+    """The remote holds an entry of this id with other bytes: push never overwrites."""

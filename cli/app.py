@@ -1,4 +1,4 @@
-"""The `aotcache` command: precompile, inspect-cache, verify, clear.
+"""The `aotcache` command: precompile, inspect-cache, verify, clear, push, pull.
 
 The CLI parses, calls library functions and renders their results (rich for people,
 --json for machines). Exit codes: 0 ok, 1 check failed / not found, 2 usage or bad input,
@@ -19,8 +19,8 @@ import typer
 
 from aotcache.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CacheDirError, ConfigError, TargetError
 
-from . import render
-from .common import Output, handle_errors, import_cwd, parse_int_list
+from . import fleet, render
+from .common import CacheDir, JsonFlag, Output, Quiet, Verbose, handle_errors, import_cwd, parse_int_list
 
 app = typer.Typer(
     name="aotcache",
@@ -48,19 +48,6 @@ def _main(
     ] = False,
 ) -> None:
     """Compile PyTorch models ahead of time in CI; load them verified, with no compiler, at serve time."""
-
-
-CacheDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--cache-dir", envvar="AOTCACHE_DIR", help="Cache directory [default: the user cache dir].", show_default=False
-    ),
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (documented in the README).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json output).")]
-Verbose = Annotated[
-    int, typer.Option("--verbose", "-v", count=True, help="More logging; -vv for debug. Shows tracebacks.")
-]
 
 
 def _config(
@@ -441,6 +428,10 @@ def _usage(message: str) -> int:
 
 def main() -> None:
     app()
+
+
+app.command(epilog=fleet.PUSH_EXAMPLES)(fleet.push)
+app.command(epilog=fleet.PULL_EXAMPLES)(fleet.pull)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +19,19 @@ from rich.console import Console
 from aotcache.errors import EXIT_CHECK_FAILED, AotCacheError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The options every command shares.
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir", envvar="AOTCACHE_DIR", help="Cache directory [default: the user cache dir].", show_default=False
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (documented in the README).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json output).")]
+Verbose = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="More logging; -vv for debug. Shows tracebacks.")
+]
 
 
 def _console(stderr: bool) -> Console:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from .common import Output, human_bytes, stderr
@@ -289,3 +297,63 @@ def clear_report(out: Output, report: Any) -> None:
     freeing = "freeing" if report.dry_run else "freed"
     kept = f"{report.kept} {'entry' if report.kept == 1 else 'entries'} kept"
     out.print(f"{verb} {len(report.removed)} item(s), {freeing} {human_bytes(report.freed)}; {kept}")
+
+
+class ByteProgress:
+    """push / pull: a bar over bytes, on stderr, only on a terminal."""
+
+    def __init__(self, enabled: bool, verb: str) -> None:
+        self._progress = (
+            Progress(
+                TextColumn(verb),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=stderr,
+                transient=True,
+            )
+            if enabled and stderr.is_terminal
+            else None
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> ByteProgress:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task("", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def start(self, total: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, total=total)
+
+    def advance(self, size: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=size)
+
+
+def transfer_report(out: Output, verb: str, remote: str, results: list[Any]) -> None:
+    """One row per entry: what moved, what was already there, what failed and why."""
+    table = Table(title=f"{verb} {remote}", title_justify="left")
+    for column in ("key", "status", "size", "sent" if verb == "push" else "downloaded", "skipped"):
+        table.add_column(column)
+    for done in results:
+        style = "red" if done.status == "failed" else "green"
+        table.add_row(
+            done.entry_id,
+            f"[{style}]{done.status}[/]",
+            human_bytes(done.bytes),
+            human_bytes(done.bytes_transferred),
+            human_bytes(done.bytes_skipped),
+        )
+    if results:
+        out.print(table)
+    else:
+        out.print(f"nothing to {verb}")
+    for done in results:
+        if done.error is not None:
+            stderr.print(f"error: {done.entry_id}: {done.error.one_line()}", markup=False)

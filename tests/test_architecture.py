@@ -14,14 +14,15 @@ from _support import REPO
 PACKAGE = REPO / "aotcache"
 SHARED = {"errors", "modes", "config", "counters", "version", "target", "hf"}
 FACE = {"__init__", "api", "decorators"}
-WINGS = ("key", "store", "serve", "formats")
+WINGS = ("key", "store", "serve", "formats", "fleet")
 # What each layer may import, besides itself and the shared modules at the top.
 ALLOWED = {
     "shared": set(),
     "key": set(),
     "formats": set(),
     "store": {"key", "formats"},  # formats: the names of the known artifact formats
-    "serve": {"key", "store", "formats"},
+    "fleet": {"key", "store", "formats"},  # moves entries; never runs them
+    "serve": {"key", "store", "formats", "fleet"},  # load(remote=...) pulls on a miss
 }
 
 

@@ -15,6 +15,7 @@ import torch
 from aotcache.config import CompilationConfig, Range, current_config, from_dict
 from aotcache.counters import counters
 from aotcache.errors import AotCacheError, CacheMiss, CorruptEntry, EntryNotFound, IncompatibleEnvironment
+from aotcache.fleet.remote import REMOTE_ENV
 from aotcache.key.env import ENV_FACTOR_PREFIXES
 from aotcache.key.factors import explain, lookup_hash
 from aotcache.key.lookup import lookup_factors
@@ -196,6 +197,27 @@ def find_and_open(
     )
 
 
+def _pull_and_open(
+    model: torch.nn.Module, config: CompilationConfig, root: CacheRoot, remote: str, checker: Any
+) -> OpenedEntry:
+    """Pull this lookup key's entry from the remote, under a per-key file lock: of the
+    replicas that miss at once, the first downloads, the others find it published."""
+    from aotcache.fleet.pull import pull_for_lookup
+    from aotcache.fleet.remote import open_remote
+
+    key = lookup_hash(lookup_factors(config, model))
+    root.ensure_writable()
+    with root.lock(f"{key}.pull"):
+        try:
+            return find_and_open(model, config, root, verify_signature=checker)
+        except CacheMiss:
+            pass
+        done = pull_for_lookup(root, open_remote(remote), key, checker)
+        counters.remote_pulls += 1
+        counters.bytes_downloaded += done.bytes_transferred
+    return find_and_open(model, config, root, verify_signature=checker)
+
+
 def _build(opened: OpenedEntry, model: torch.nn.Module) -> LoadedModel:
     """The callable of a verified entry. The manifest's structure was checked when it
     was parsed; should anything in it still not fit this model (an edited entry with a
@@ -222,8 +244,14 @@ def load(
     capture_cudagraphs: bool = False,
     cudagraph_copy_outputs: bool = False,
     progress: Any = None,
+    remote: str | None = None,
 ) -> LoadedModel | None:
     """Load the verified entry for `model` and `config`.
+
+    With `remote` (or AOTCACHE_REMOTE): an OCI registry (`oci://host/repository`) or an
+    fsspec URL (`s3://bucket/prefix`). On a local miss, the entry for this lookup key is
+    pulled from there (verified, then published atomically) and loaded; replicas on one
+    host that miss at once download it once (a file lock), the others wait and load it.
 
     On a miss (no entry, stale sources, corruption, another environment, bad signature)
     raise the typed error when strict (or AOTCACHE_FORCE_LOAD=1); otherwise log why
@@ -242,8 +270,16 @@ def load(
     root = CacheRoot(resolve_cache_dir(cache_dir, config.cache_dir))
     from aotcache.store.signing import signature_checker
 
+    checker = signature_checker(trusted_key)
+    remote = remote or os.environ.get(REMOTE_ENV) or None
     try:
-        opened = find_and_open(model, config, root, verify_signature=signature_checker(trusted_key))
+        try:
+            opened = find_and_open(model, config, root, verify_signature=checker)
+        except CacheMiss as local_miss:
+            if not remote:
+                raise
+            log.info("aotcache: local miss (%s); trying %s", local_miss.reason, remote)
+            opened = _pull_and_open(model, config, root, remote, checker)
         loaded = _build(opened, model)
     except CacheMiss as miss:
         counters.misses[miss.reason] += 1

@@ -50,6 +50,8 @@ class OpenedEntry:
     path: Path
     manifest: Manifest
     blobs: dict[str, bytes] = field(default_factory=dict)
+    raw_manifest: bytes = b""  # the verified manifest.json and signature, as stored (push sends them)
+    signature: bytes | None = None
 
     @property
     def entry_id(self) -> str:
@@ -275,9 +277,10 @@ def open_entry(
             check_sources=check_sources,
         )
         first = next(checks, None)
+        signature = _signature_bytes(fd) if first is None else None
     if first is not None:
         raise first.error(manifest.entry_id)
-    return OpenedEntry(path, manifest, blobs)
+    return OpenedEntry(path, manifest, blobs, raw, signature)
 
 
 def problems(

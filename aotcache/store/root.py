@@ -63,8 +63,9 @@ def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None, configured
 
 
 FOLDERS = ("entries", "staging", "locks", "trash", "usage", "index")
-# The only files `clear` removes from locks/: the ones `lock()` creates.
-LOCK_NAME = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}\.lock$")
+# The only files `clear` removes from locks/: the ones `lock()` creates (one per entry
+# id, and one per lookup key that loads pull from a remote under).
+LOCK_NAME = re.compile(r"^[0-9a-f]{16}(-[0-9a-f]{16}|\.pull)\.lock$")
 INDEX_RECORD_BYTES = 4096
 
 

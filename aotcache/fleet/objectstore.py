@@ -1,0 +1,152 @@
+"""An object store (S3, GCS, a shared file system...) as a remote, through fsspec.
+
+    <prefix>/blobs/sha256/<digest>         every file of every entry, stored once
+    <prefix>/entries/<entry id>.json       the entry's record: which blobs make it
+    <prefix>/lookup/<lookup key>/<entry id> an empty marker: the index by lookup key
+
+A record is written only after all its blobs, and each object appears whole (an object
+store's PUT is atomic; on a local or mounted file system it is written aside and
+renamed), so a reader never finds a record whose blobs are not all there. Endpoint and
+credentials come the standard way: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... for S3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from aotcache.errors import RemoteError
+
+from .remote import CHUNK, Blob, EntryRecord
+
+ENTRY_ID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
+MAX_RECORD_BYTES = 4 << 20
+_EXTRAS = {"s3": "s3", "s3a": "s3"}
+
+
+class ObjectStoreRemote:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            import fsspec
+
+            self.fs, root = fsspec.core.url_to_fs(url)
+        except ImportError as exc:
+            scheme = url.split("://")[0]
+            extra = _EXTRAS.get(scheme, "s3")
+            raise RemoteError(
+                f"{url}: {scheme}:// remotes need a package that is not installed ({exc})",
+                hint=f"pip install 'aotcache[{extra}]' (or the fsspec backend for {scheme}://)",
+            ) from None
+        except ValueError as exc:
+            raise RemoteError(f"{url}: not a URL fsspec knows: {exc}") from None
+        self.root = root.rstrip("/")
+        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except RemoteError:
+            raise
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # botocore, aiohttp, OSError...: the store's own words
+            raise RemoteError(f"{self.url}: {what}: {type(exc).__name__}: {exc}") from None
+
+    def _blob_path(self, blob: Blob) -> str:
+        return f"{self.root}/blobs/sha256/{blob.sha256}"
+
+    def _put(self, path: str, data: bytes) -> None:
+        if self._local:  # a file system: never a half-written object under its name
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            aside = f"{path}.{uuid.uuid4().hex[:8]}.part"
+            self.fs.pipe_file(aside, data)
+            self.fs.mv(aside, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def _names(self, folder: str) -> list[str]:
+        with self._errors(f"listing {folder}"):
+            self.fs.invalidate_cache(folder)
+            try:
+                return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False)]
+            except FileNotFoundError:
+                return []
+
+    # -- the Remote interface ------------------------------------------------------
+
+    def entry_ids(self) -> list[str]:
+        names = self._names(f"{self.root}/entries")
+        return sorted(n.removesuffix(".json") for n in names if ENTRY_ID.match(n.removesuffix(".json")))
+
+    def entries_for_lookup(self, lookup: str) -> list[str]:
+        ids = [n for n in self._names(f"{self.root}/lookup/{lookup}") if ENTRY_ID.match(n)]
+        return sorted(ids, reverse=True)
+
+    def record(self, entry_id: str) -> EntryRecord | None:
+        path = f"{self.root}/entries/{entry_id}.json"
+        with self._errors(f"reading the record of {entry_id}"):
+            try:
+                raw = self.fs.cat_file(path, start=0, end=MAX_RECORD_BYTES + 1)
+            except FileNotFoundError:
+                return None
+        try:
+            if len(raw) > MAX_RECORD_BYTES:
+                raise ValueError("too large")
+            return _record_from_json(json.loads(raw), entry_id)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RemoteError(f"{self.url}: the record of {entry_id} is damaged: {exc}") from None
+
+    def has_blob(self, blob: Blob) -> bool:
+        with self._errors(f"checking blob {blob.sha256[:12]}"):
+            try:
+                return int(self.fs.info(self._blob_path(blob))["size"]) == blob.size
+            except FileNotFoundError:
+                return False
+
+    def upload_blob(self, blob: Blob, data: bytes) -> None:
+        with self._errors(f"uploading {blob.path}"):
+            self._put(self._blob_path(blob), data)
+
+    def read_blob(self, blob: Blob, offset: int = 0) -> Iterator[bytes]:
+        with self._errors(f"downloading {blob.path}"):
+            try:
+                handle = self.fs.open(self._blob_path(blob), "rb")
+            except FileNotFoundError:
+                raise RemoteError(f"{self.url}: blob {blob.sha256[:12]} ({blob.path}) is missing") from None
+            with handle:
+                handle.seek(offset)
+                while chunk := handle.read(CHUNK):
+                    yield chunk
+
+    def publish(self, record: EntryRecord) -> None:
+        data = json.dumps(record.to_json(), sort_keys=True, indent=1).encode()
+        with self._errors(f"writing the record of {record.entry_id}"):
+            self._put(f"{self.root}/entries/{record.entry_id}.json", data)
+            self._put(f"{self.root}/lookup/{record.lookup}/{record.entry_id}", b"")
+
+
+def _blob(data: Any) -> Blob:
+    if not isinstance(data, dict) or not re.fullmatch(r"[0-9a-f]{64}", str(data.get("sha256", ""))):
+        raise ValueError("a blob without a sha256")
+    if not isinstance(data.get("size"), int) or not isinstance(data.get("path"), str):
+        raise ValueError("a blob without a size or path")
+    return Blob(data["path"], data["sha256"], data["size"])
+
+
+def _record_from_json(data: Any, entry_id: str) -> EntryRecord:
+    if not isinstance(data, dict) or data.get("entry") != entry_id:
+        raise ValueError(f"it does not describe entry {entry_id}")
+    return EntryRecord(
+        entry_id=entry_id,
+        lookup=str(data.get("lookup", "")),
+        created=str(data.get("created", "")),
+        manifest=_blob(data["manifest"]),
+        signature=_blob(data["signature"]) if data.get("signature") else None,
+        files=[_blob(b) for b in data.get("files") or []],
+    )

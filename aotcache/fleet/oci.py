@@ -1,0 +1,319 @@
+"""An OCI registry as a remote, through the OCI distribution API (httpx, no daemon).
+
+Each entry is an OCI artifact (artifactType application/vnd.aotcache.entry.v1) tagged
+with its entry id: the entry's manifest.json is the artifact's config blob, each file a
+layer named by the org.opencontainers.image.title annotation, the signature (if any)
+one more layer. Blobs are content-addressed by the registry, so kernels shared by
+entries are uploaded once per repository. A lookup key's entries are listed by an image
+index tagged `lookup-<lookup key>`, so a replica finds its entry with one request.
+
+Plain HTTP is used only for loopback hosts or with insecure=True. Credentials come from
+AOTCACHE_OCI_USERNAME / AOTCACHE_OCI_PASSWORD, else the docker config
+($DOCKER_CONFIG/config.json or ~/.docker/config.json, `auths.<host>.auth`).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from aotcache.errors import ConfigError, RemoteError
+
+from .remote import CHUNK, LOOPBACK, Blob, EntryRecord
+
+ARTIFACT_TYPE = "application/vnd.aotcache.entry.v1"
+MANIFEST_TYPE = "application/vnd.aotcache.manifest.v1+json"
+FILE_TYPE = "application/vnd.aotcache.file.v1"
+SIGNATURE_TYPE = "application/vnd.aotcache.signature.v1"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+TITLE = "org.opencontainers.image.title"
+CREATED = "org.opencontainers.image.created"
+ENTRY_ANNOTATION = "dev.aotcache.entry"
+LOOKUP_ANNOTATION = "dev.aotcache.lookup"
+MAX_MANIFEST_BYTES = 4 << 20
+REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+ENTRY_TAG = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
+USERNAME_ENV = "AOTCACHE_OCI_USERNAME"
+PASSWORD_ENV = "AOTCACHE_OCI_PASSWORD"
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def docker_credentials(host: str) -> tuple[str, str] | None:
+    """(user, password) for a registry host: the environment, else the docker config."""
+    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    if user and password:
+        return user, password
+    folder = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    try:
+        auths = json.loads((Path(folder) / "config.json").read_text()).get("auths", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    for name in (host, f"https://{host}", f"http://{host}", f"https://{host}/v2/"):
+        item = auths.get(name) if isinstance(auths, dict) else None
+        if isinstance(item, dict) and item.get("auth"):
+            with contextlib.suppress(ValueError):
+                user, _, password = base64.b64decode(item["auth"]).decode().partition(":")
+                return user, password
+        if isinstance(item, dict) and item.get("username") and item.get("password"):
+            return str(item["username"]), str(item["password"])
+    return None
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.partition(" ")
+    return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
+
+
+class OciRemote:
+    def __init__(self, url: str, *, insecure: bool = False) -> None:
+        try:
+            import httpx
+        except ImportError:
+            raise RemoteError(
+                f"{url}: oci:// remotes need the httpx package", hint="pip install 'aotcache[oci]'"
+            ) from None
+        parts = urlsplit(url)
+        self.url = url
+        self.host = parts.netloc
+        self.repository = parts.path.strip("/")
+        if not self.host or not REPOSITORY.match(self.repository):
+            raise ConfigError(
+                "remote", url, "oci://host[:port]/repository, the repository in lowercase letters, digits, . _ - /"
+            )
+        scheme = "http" if insecure or parts.hostname in LOOPBACK else "https"
+        self.base = f"{scheme}://{self.host}/v2/{self.repository}"
+        self._credentials = docker_credentials(self.host)
+        self._authorization: str | None = None
+        self._httpx = httpx
+        self._client = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
+
+    # -- HTTP, with the registry's token dance -------------------------------------
+
+    def _send(self, method: str, url: str, *, stream: bool = False, **kwargs: Any) -> Any:
+        url = urljoin(self.base + "/", url) if not url.startswith("http") else url
+        try:
+            for attempt in range(2):
+                headers = dict(kwargs.pop("headers", {}) or {})
+                if self._authorization:
+                    headers["Authorization"] = self._authorization
+                request = self._client.build_request(method, url, headers=headers, **kwargs)
+                response = self._client.send(request, stream=stream)
+                if response.status_code != 401 or attempt == 1:
+                    return response
+                response.close()
+                self._authenticate(response.headers.get("www-authenticate", ""))
+                kwargs["headers"] = headers
+        except self._httpx.HTTPError as exc:
+            raise RemoteError(f"{self.url}: cannot reach the registry: {exc}", hint=self._reach_hint()) from None
+        raise AssertionError("unreachable")
+
+    def _reach_hint(self) -> str:
+        return "check the host and port; a registry without TLS needs --insecure unless it is on loopback"
+
+    def _authenticate(self, header: str) -> None:
+        scheme, params = _challenge(header)
+        if scheme == "basic" and self._credentials:
+            token = base64.b64encode(":".join(self._credentials).encode()).decode()
+            self._authorization = f"Basic {token}"
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise self._denied()
+        query = {"service": params.get("service", self.host)}
+        query["scope"] = params.get("scope", f"repository:{self.repository}:pull,push")
+        auth = self._credentials if self._credentials else None
+        try:
+            response = self._client.get(params["realm"], params=query, auth=auth)
+            token = response.json().get("token") or response.json().get("access_token")
+        except (self._httpx.HTTPError, ValueError, AttributeError) as exc:
+            raise RemoteError(f"{self.url}: the registry's token service failed: {exc}") from None
+        if response.status_code != 200 or not token:
+            raise self._denied()
+        self._authorization = f"Bearer {token}"
+
+    def _denied(self) -> RemoteError:
+        return RemoteError(
+            f"{self.url}: the registry refused our credentials",
+            hint=f"log in with `docker login {self.host}`, or set {USERNAME_ENV} and {PASSWORD_ENV}",
+        )
+
+    def _check(self, response: Any, what: str) -> Any:
+        if response.status_code < 300:
+            return response
+        try:
+            detail = "; ".join(e.get("message", e.get("code", "")) for e in response.json().get("errors", []))
+        except Exception:  # not JSON, or a body that was never read: the status says enough
+            detail = ""
+        if response.status_code in (401, 403):
+            raise self._denied()
+        raise RemoteError(f"{self.url}: {what}: HTTP {response.status_code} {detail}".rstrip())
+
+    def _get_json(self, path: str, accept: str, what: str) -> tuple[dict[str, Any], bytes] | None:
+        response = self._send("GET", path, headers={"Accept": accept})
+        if response.status_code == 404:
+            return None
+        self._check(response, what)
+        body = response.content[: MAX_MANIFEST_BYTES + 1]
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise RemoteError(f"{self.url}: {what}: not JSON") from None
+        if not isinstance(data, dict) or len(body) > MAX_MANIFEST_BYTES:
+            raise RemoteError(f"{self.url}: {what}: not an OCI document")
+        return data, body
+
+    # -- the Remote interface ------------------------------------------------------
+
+    def entry_ids(self) -> list[str]:
+        tags: list[str] = []
+        url: str | None = "tags/list?n=1000"
+        while url:
+            response = self._send("GET", url)
+            if response.status_code == 404:
+                return []
+            data = self._check(response, "listing tags").json()
+            tags += data.get("tags") or []
+            link = response.headers.get("link", "")
+            match = re.match(r"<([^>]+)>", link)
+            url = urljoin(self.base, match.group(1)) if match else None
+        return sorted(tag for tag in tags if ENTRY_TAG.match(tag))
+
+    def entries_for_lookup(self, lookup: str) -> list[str]:
+        found = self._get_json(f"manifests/lookup-{lookup}", OCI_INDEX, f"the index of lookup key {lookup}")
+        if found is None:
+            return []
+        manifests = found[0].get("manifests") or []
+        ordered = sorted(manifests, key=lambda m: (m.get("annotations") or {}).get(CREATED, ""), reverse=True)
+        return [str((m.get("annotations") or {}).get(ENTRY_ANNOTATION, "")) for m in ordered]
+
+    def record(self, entry_id: str) -> EntryRecord | None:
+        found = self._get_json(f"manifests/{entry_id}", OCI_MANIFEST, f"the manifest of {entry_id}")
+        if found is None:
+            return None
+        return _record_from_oci(found[0], entry_id, self.url)
+
+    def has_blob(self, blob: Blob) -> bool:
+        response = self._send("HEAD", f"blobs/{blob.digest}")
+        if response.status_code == 404:
+            return False
+        self._check(response, f"checking blob {blob.digest}")
+        return True
+
+    def upload_blob(self, blob: Blob, data: bytes) -> None:
+        response = self._check(self._send("POST", "blobs/uploads/"), "starting an upload")
+        location = urljoin(self.base, response.headers["location"])
+        separator = "&" if "?" in location else "?"
+        headers = {"Content-Type": "application/octet-stream"}
+        put = self._send("PUT", f"{location}{separator}digest={blob.digest}", content=data, headers=headers)
+        self._check(put, f"uploading {blob.path}")
+
+    def read_blob(self, blob: Blob, offset: int = 0) -> Iterator[bytes]:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self._send("GET", f"blobs/{blob.digest}", stream=True, headers=headers)
+        try:
+            if response.status_code >= 300:
+                response.read()
+            self._check(response, f"downloading {blob.path}")
+            skip = offset if response.status_code == 200 else 0  # the server ignored the range
+            for chunk in response.iter_bytes(CHUNK):
+                if skip:
+                    chunk, skip = chunk[skip:], max(0, skip - len(chunk))
+                if chunk:
+                    yield chunk
+        except self._httpx.HTTPError as exc:
+            raise RemoteError(f"{self.url}: download of {blob.path} broke off: {exc}") from None
+        finally:
+            response.close()
+
+    def publish(self, record: EntryRecord) -> None:
+        manifest = _canonical(_oci_manifest(record))
+        headers = {"Content-Type": OCI_MANIFEST}
+        self._check(self._send("PUT", f"manifests/{record.entry_id}", content=manifest, headers=headers), "tagging")
+        self._add_to_index(record, manifest)
+
+    def _add_to_index(self, record: EntryRecord, manifest: bytes) -> None:
+        """Add the entry to its lookup key's index (read, merge, write; a concurrent push
+        of the same lookup key may need the index written again, which push retries)."""
+        tag = f"lookup-{record.lookup}"
+        found = self._get_json(f"manifests/{tag}", OCI_INDEX, f"the index of lookup key {record.lookup}")
+        listed = [m for m in (found[0].get("manifests") or []) if isinstance(m, dict)] if found else []
+        listed = [m for m in listed if (m.get("annotations") or {}).get(ENTRY_ANNOTATION) != record.entry_id]
+        listed.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "artifactType": ARTIFACT_TYPE,
+                "digest": "sha256:" + hashlib.sha256(manifest).hexdigest(),
+                "size": len(manifest),
+                "annotations": {ENTRY_ANNOTATION: record.entry_id, CREATED: record.created},
+            }
+        )
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "artifactType": ARTIFACT_TYPE, "manifests": listed}
+        headers = {"Content-Type": OCI_INDEX}
+        self._check(self._send("PUT", f"manifests/{tag}", content=_canonical(index), headers=headers), "indexing")
+
+
+def _descriptor(blob: Blob, media_type: str) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": blob.digest, "size": blob.size, "annotations": {TITLE: blob.path}}
+
+
+def _oci_manifest(record: EntryRecord) -> dict[str, Any]:
+    layers = [_descriptor(b, FILE_TYPE) for b in sorted(record.files, key=lambda b: b.path)]
+    if record.signature:
+        layers.append(_descriptor(record.signature, SIGNATURE_TYPE))
+    config = _descriptor(record.manifest, MANIFEST_TYPE)
+    return {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": config,
+        "layers": layers,
+        "annotations": {ENTRY_ANNOTATION: record.entry_id, LOOKUP_ANNOTATION: record.lookup, CREATED: record.created},
+    }
+
+
+def _blob(descriptor: Any, default_path: str | None = None) -> Blob:
+    if not isinstance(descriptor, dict):
+        raise ValueError("a descriptor is not an object")
+    digest = str(descriptor.get("digest", ""))
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise ValueError(f"digest {digest[:80]!r} is not sha256")
+    size = descriptor.get("size")
+    if not isinstance(size, int) or size < 0:
+        raise ValueError(f"bad size {size!r}")
+    path = (descriptor.get("annotations") or {}).get(TITLE) or default_path
+    if not isinstance(path, str):
+        raise ValueError("a layer has no title")
+    return Blob(path, digest.removeprefix("sha256:"), size)
+
+
+def _record_from_oci(data: dict[str, Any], entry_id: str, url: str) -> EntryRecord:
+    """The record of an entry from its OCI manifest (untrusted: pull checks every blob
+    against the entry's own manifest, whose checksum and signature it checks)."""
+    if data.get("artifactType") != ARTIFACT_TYPE and (data.get("config") or {}).get("mediaType") != MANIFEST_TYPE:
+        raise RemoteError(f"{url}: tag {entry_id} is not an aotcache entry")
+    annotations = data.get("annotations") or {}
+    try:
+        layers = data.get("layers") or []
+        signature = [_blob(d) for d in layers if isinstance(d, dict) and d.get("mediaType") == SIGNATURE_TYPE]
+        files = [_blob(d) for d in layers if isinstance(d, dict) and d.get("mediaType") != SIGNATURE_TYPE]
+        return EntryRecord(
+            entry_id=entry_id,
+            lookup=str(annotations.get(LOOKUP_ANNOTATION, entry_id.split("-")[0])),
+            created=str(annotations.get(CREATED, "")),
+            manifest=_blob(data.get("config"), "manifest.json"),
+            signature=signature[0] if signature else None,
+            files=files,
+        )
+    except ValueError as exc:
+        raise RemoteError(f"{url}: the OCI manifest of {entry_id} is damaged: {exc}") from None

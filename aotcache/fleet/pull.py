@@ -1,0 +1,344 @@
+"""Pull: bring entries from a remote into the cache dir, verified before they appear.
+
+The manifest comes first: its own checksum, its entry id and (with a trusted key) its
+signature are checked before any other byte is fetched. Each file then lands in a
+staging dir of the entry and is checked against the sha256 the manifest records; the
+whole entry is checked once more (the same pipeline as a load), and only then published
+by the same atomic rename as a precompile. A blob that does not match publishes nothing.
+
+Files another local entry already holds are copied, not downloaded. An interrupted pull
+leaves its staging dir (named by entry id and pid): the next pull of that entry adopts
+it once its process is gone, keeps the files already checked and continues a partial
+file from where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from aotcache.errors import AotCacheError, CacheMiss, CorruptEntry, EntryNotFound, IncompatibleEnvironment, StaleEntry
+from aotcache.store import safefs
+from aotcache.store.checks import (
+    MAX_MANIFEST_BYTES,
+    SignatureCheck,
+    entry_problems,
+    environment_problems,
+    open_entry,
+    read_manifest,
+    source_problems,
+)
+from aotcache.store.failpoints import failpoint
+from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, parse
+from aotcache.store.root import CacheRoot, pid_name, staging_is_abandoned
+
+from .remote import Blob, EntryRecord, Remote
+from .transfer import Progress, Transfer
+
+log = logging.getLogger("aotcache.fleet")
+
+ENTRY_ID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
+PART = ".part"
+
+
+class LocalBlobs:
+    """Files of the local entries by sha256, so a pull copies what it already has."""
+
+    def __init__(self, root: CacheRoot) -> None:
+        self.root = root
+        self._where: dict[str, tuple[Path, str]] | None = None
+
+    def find(self, sha256: str) -> tuple[Path, str] | None:
+        if self._where is None:
+            self._where = {}
+            for entry in self.root.entry_dirs():
+                with contextlib.suppress(CacheMiss, OSError):
+                    manifest, _ = read_manifest(entry)
+                    for path, record in manifest.files.items():
+                        self._where.setdefault(record.sha256, (entry, path))
+        return self._where.get(sha256)
+
+    def read(self, blob: Blob) -> bytes | None:
+        """The bytes of a local copy of `blob`, checked; None if there is none."""
+        found = self.find(blob.sha256)
+        if found is None:
+            return None
+        entry, path = found
+        try:
+            with safefs.opened_dir(entry) as fd:
+                data = safefs.read_file(path, fd, blob.size)
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == blob.sha256 else None
+
+
+def fetch_manifest(
+    remote: Remote, record: EntryRecord, verify_signature: SignatureCheck | None
+) -> tuple[Manifest, bytes, bytes | None]:
+    """The entry's manifest, checked (sha256, checksum, structure, id, signature)."""
+    raw = _read_small(remote, record.manifest, MAX_MANIFEST_BYTES)
+    manifest = parse(raw, record.entry_id)
+    if manifest.entry_id != record.entry_id:
+        raise CorruptEntry(
+            f"{remote.url}: entry {record.entry_id} holds the manifest of {manifest.entry_id}",
+            entry_id=record.entry_id,
+            hint=_HINT_DAMAGED,
+        )
+    signature = _read_small(remote, record.signature, 4096) if record.signature else None
+    if verify_signature is not None:
+        verify_signature(record.entry_id, raw, signature)
+    return manifest, raw, signature
+
+
+_HINT_DAMAGED = "the remote's copy is damaged: push the entry again from the cache that built it"
+
+
+def _read_small(remote: Remote, blob: Blob, limit: int) -> bytes:
+    data = b""
+    if blob.size <= limit:
+        data = b"".join(remote.read_blob(blob))
+    if len(data) != blob.size or hashlib.sha256(data).hexdigest() != blob.sha256:
+        raise CorruptEntry(
+            f"{remote.url}: blob {blob.path} of {blob.size} bytes does not match its digest {blob.sha256[:12]}",
+            hint=_HINT_DAMAGED,
+        )
+    return data
+
+
+def staging_for(root: CacheRoot, entry_id: str) -> Path:
+    """This pull's staging dir: an abandoned one of the same entry, adopted, or a new one."""
+    ours = pid_name(entry_id, "pull")
+    with root.folder("staging", create=True) as fd:
+        for name in safefs.list_names(fd):
+            if name == ours or not (name.startswith(entry_id + ".") and name.endswith(".pull")):
+                continue
+            if staging_is_abandoned(root.staging / name) and safefs.kind_at(name, fd) == safefs.DIRECTORY:
+                with contextlib.suppress(OSError):
+                    os.rename(name, ours, src_dir_fd=fd, dst_dir_fd=fd)
+                    log.info("resuming the interrupted pull of %s", entry_id)
+                    return root.staging / ours
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(ours, dir_fd=fd)
+    return root.staging / ours
+
+
+def _fetch_file(
+    remote: Remote, blob: Blob, staging: Path, local: LocalBlobs, done: Transfer, progress: Progress | None
+) -> None:
+    """One file of the entry into staging, checked against the manifest's sha256."""
+    dest = staging / blob.path
+    if dest.is_file() and not dest.is_symlink() and _sha256_of(dest) == blob.sha256:
+        _count_skipped(done, blob.size, progress)  # checked by an earlier, interrupted pull
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + PART)
+    copy = local.read(blob)
+    if copy is not None:
+        _write_whole(part, copy)
+        _count_skipped(done, blob.size, progress)
+    else:
+        _download(remote, blob, part, done, progress)
+    if _sha256_of(part) != blob.sha256 or part.stat().st_size != blob.size:
+        part.unlink()
+        raise CorruptEntry(
+            f"{remote.url}: file {blob.path} of entry {done.entry_id} does not match the sha256 its manifest records",
+            entry_id=done.entry_id,
+            hint=_HINT_DAMAGED,
+        )
+    os.replace(part, dest)
+    failpoint("pull-after-file")
+
+
+def _download(remote: Remote, blob: Blob, part: Path, done: Transfer, progress: Progress | None) -> None:
+    offset = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
+    if offset > blob.size:
+        part.unlink()
+        offset = 0
+    _count_skipped(done, offset, progress)
+    if offset == blob.size:
+        return
+    with open(part, "ab" if offset else "wb") as out:
+        for chunk in remote.read_blob(blob, offset):
+            out.write(chunk)
+            done.bytes_transferred += len(chunk)
+            if progress:
+                progress(len(chunk))
+            if out.tell() > blob.size:
+                break  # more than the manifest says: it will not match
+        out.flush()
+        os.fsync(out.fileno())
+    done.blobs_transferred += 1
+
+
+def _count_skipped(done: Transfer, size: int, progress: Progress | None) -> None:
+    if size:
+        done.bytes_skipped += size
+        if progress:
+            progress(size)
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    with open(path, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_present(root: CacheRoot, entry_id: str, verify_signature: SignatureCheck | None) -> bool:
+    """A local entry of this id that passes its checks (then there is nothing to pull)."""
+    try:
+        open_entry(root.entry_dir(entry_id), check_env=False, check_sources=False, verify_signature=verify_signature)
+    except (CacheMiss, OSError):
+        return False
+    return True
+
+
+def pull_entry(
+    root: CacheRoot,
+    remote: Remote,
+    record: EntryRecord,
+    verify_signature: SignatureCheck | None = None,
+    progress: Progress | None = None,
+    local: LocalBlobs | None = None,
+) -> Transfer:
+    """Pull one entry; raise the typed error of the first problem (nothing published)."""
+    done = Transfer(record.entry_id, "pulled", bytes=record.total_bytes)
+    if is_present(root, record.entry_id, verify_signature):
+        done.status = "present"
+        _count_skipped(done, record.total_bytes, progress)
+        return done
+    manifest, raw, signature = fetch_manifest(remote, record, verify_signature)
+    files = [Blob(path, f.sha256, f.bytes) for path, f in sorted(manifest.files.items())]
+    done.bytes = sum(b.size for b in files) + len(raw) + len(signature or b"")
+    staging = staging_for(root, record.entry_id)
+    local = local or LocalBlobs(root)
+    for blob in files:
+        _fetch_file(remote, blob, staging, local, done, progress)
+    _write_whole(staging / MANIFEST_NAME, raw)
+    if signature is not None:
+        _write_whole(staging / SIGNATURE_NAME, signature)
+    done.bytes_transferred += len(raw) + len(signature or b"")  # fetched first, above
+    if progress:
+        progress(len(raw) + len(signature or b""))
+    _check_staged(staging, manifest, raw, verify_signature)
+    with root.lock(record.entry_id):
+        root.publish(staging, record.entry_id)
+    log.info("pulled %s from %s: %d bytes downloaded", record.entry_id, remote.url, done.bytes_transferred)
+    return done
+
+
+def _check_staged(staging: Path, manifest: Manifest, raw: bytes, verify_signature: SignatureCheck | None) -> None:
+    """The load's own checks on the staged entry (files, signature), before it appears."""
+    with safefs.opened_dir(staging) as fd:
+        problem = next(
+            entry_problems(fd, manifest, raw, verify_signature=verify_signature, check_env=False, check_sources=False),
+            None,
+        )
+    if problem is not None:
+        raise problem.error(manifest.entry_id)
+
+
+def resolve_keys(remote: Remote, keys: list[str]) -> list[str]:
+    """Entry ids for the keys given (full ids, or unique prefixes), else every entry."""
+    if keys and all(ENTRY_ID.match(k) for k in keys):
+        return keys
+    listed = remote.entry_ids()
+    if not keys:
+        return listed
+    resolved = []
+    for key in keys:
+        matches = [i for i in listed if i.startswith(key)] if key else []
+        if len(matches) != 1:
+            what = "no entry" if not matches else f"{len(matches)} entries"
+            raise EntryNotFound(
+                f"{remote.url} holds {what} matching {key!r}",
+                hint="give entry ids as `aotcache inspect-cache` lists them",
+            )
+        resolved.append(matches[0])
+    return resolved
+
+
+def pull(
+    root: CacheRoot,
+    remote: Remote,
+    keys: list[str] | None = None,
+    verify_signature: SignatureCheck | None = None,
+    progress: Progress | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> list[Transfer]:
+    """Pull the entries named (every entry the remote holds if none), each on its own:
+    one that fails is reported and the others still arrive."""
+    root.ensure_writable()
+    records: list[EntryRecord] = []
+    results: list[Transfer] = []
+    for entry_id in resolve_keys(remote, list(keys or [])):
+        record = remote.record(entry_id)
+        if record is None:
+            error = EntryNotFound(f"{remote.url} holds no entry {entry_id}", entry_id=entry_id)
+            results.append(Transfer(entry_id, "failed", error=error))
+        else:
+            records.append(record)
+    if on_start:
+        on_start(sum(r.total_bytes for r in records))
+    local = LocalBlobs(root)
+    for record in records:
+        try:
+            results.append(pull_entry(root, remote, record, verify_signature, progress, local))
+        except AotCacheError as exc:
+            results.append(Transfer(record.entry_id, "failed", error=exc))
+    return results
+
+
+def pull_for_lookup(
+    root: CacheRoot, remote: Remote, lookup: str, verify_signature: SignatureCheck | None = None
+) -> Transfer:
+    """For a load that missed locally: pull the newest entry of this lookup key that this
+    host can run with the sources it has (judged from the manifest alone, before any
+    other byte is fetched). Raises why none fits (the first entry's reason)."""
+    refusals: list[CacheMiss] = []
+    for entry_id in remote.entries_for_lookup(lookup):
+        record = remote.record(entry_id) if ENTRY_ID.match(entry_id) else None
+        if record is None:
+            continue
+        try:
+            manifest, _, _ = fetch_manifest(remote, record, verify_signature)
+        except CacheMiss as exc:
+            refusals.append(exc)
+            continue
+        environment, sources = environment_problems(manifest), source_problems(manifest)
+        if environment:
+            refusals.append(
+                IncompatibleEnvironment(
+                    f"{remote.url}: entry {entry_id} was built for another environment",
+                    differences=environment,
+                    entry_id=entry_id,
+                )
+            )
+        elif sources:
+            refusals.append(
+                StaleEntry(
+                    f"{remote.url}: entry {entry_id} was built from other sources",
+                    differences=sources,
+                    entry_id=entry_id,
+                )
+            )
+        else:
+            return pull_entry(root, remote, record, verify_signature)
+    if refusals:
+        raise refusals[0]
+    raise EntryNotFound(
+        f"{remote.url} holds no entry for lookup key {lookup}", hint="precompile and push this model and config from CI"
+    )

@@ -1,0 +1,121 @@
+"""What a remote holds, whatever it is: content-addressed blobs, one record per entry,
+and an index from lookup key to entries.
+
+An entry travels as its files, each a blob named by its sha256 (the digest its
+manifest already records, so a blob is checked against the manifest, and blobs shared
+by entries are stored once), plus a record naming those blobs. Each backend stores the
+record in its own way (an OCI image manifest, a small JSON object) but means the same.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from aotcache.errors import ConfigError
+
+REMOTE_ENV = "AOTCACHE_REMOTE"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Blob:
+    """One file of an entry: where it goes in the entry, its sha256 and its size."""
+
+    path: str
+    sha256: str
+    size: int
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self.sha256}"
+
+
+@dataclass
+class EntryRecord:
+    """An entry as a remote holds it: the manifest and signature blobs, every file."""
+
+    entry_id: str
+    lookup: str
+    created: str
+    manifest: Blob
+    signature: Blob | None = None
+    files: list[Blob] = field(default_factory=list)
+
+    @property
+    def blobs(self) -> list[Blob]:
+        """Every blob, manifest first, each path once, in a stable order."""
+        extra = [self.signature] if self.signature else []
+        return [self.manifest, *extra, *sorted(self.files, key=lambda b: b.path)]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(blob.size for blob in self.blobs)
+
+    def same_bytes(self, other: EntryRecord) -> bool:
+        return {(b.path, b.sha256) for b in self.blobs} == {(b.path, b.sha256) for b in other.blobs}
+
+    def to_json(self) -> dict[str, Any]:
+        def blob(b: Blob | None) -> dict[str, Any] | None:
+            return None if b is None else {"path": b.path, "sha256": b.sha256, "size": b.size}
+
+        return {
+            "entry": self.entry_id,
+            "lookup": self.lookup,
+            "created": self.created,
+            "manifest": blob(self.manifest),
+            "signature": blob(self.signature),
+            "files": [blob(b) for b in sorted(self.files, key=lambda b: b.path)],
+        }
+
+
+class Remote(Protocol):
+    """The operations push and pull need; one implementation per kind of remote."""
+
+    url: str
+
+    def entry_ids(self) -> list[str]: ...
+
+    def entries_for_lookup(self, lookup: str) -> list[str]:
+        """Entry ids recorded for a lookup key, found without listing every entry."""
+        ...
+
+    def record(self, entry_id: str) -> EntryRecord | None: ...
+
+    def has_blob(self, blob: Blob) -> bool: ...
+
+    def upload_blob(self, blob: Blob, data: bytes) -> None: ...
+
+    def read_blob(self, blob: Blob, offset: int = 0) -> Iterator[bytes]:
+        """The blob's bytes from `offset` on, in chunks (as the remote sends them:
+        nothing here is trusted until its sha256 is checked)."""
+        ...
+
+    def publish(self, record: EntryRecord) -> None:
+        """Make an entry visible, after all its blobs are uploaded: its record, then its
+        place in the lookup index."""
+        ...
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def open_remote(url: str | None = None, *, insecure: bool = False) -> Remote:
+    """The remote a URL names (else AOTCACHE_REMOTE): `oci://host[:port]/repository`
+    or an fsspec URL (`s3://bucket/prefix`, `gs://...`, `file:///path`)."""
+    url = url or os.environ.get(REMOTE_ENV, "")
+    if not url:
+        raise ConfigError("remote", url, "an oci://host/repository or fsspec URL (s3://bucket/prefix, file:///path)")
+    scheme = urlsplit(url).scheme
+    if scheme == "oci":
+        from .oci import OciRemote
+
+        return OciRemote(url, insecure=insecure)
+    if not scheme or "://" not in url:
+        raise ConfigError("remote", url, "a URL with a scheme: oci://host/repository, s3://bucket/prefix, file:///path")
+    from .objectstore import ObjectStoreRemote
+
+    return ObjectStoreRemote(url)

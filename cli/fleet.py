@@ -1,0 +1,111 @@
+"""`aotcache push` and `aotcache pull`: entries between the cache dir and a remote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aotcache.errors import EXIT_OK
+
+from . import render
+from .common import CacheDir, JsonFlag, Output, Quiet, Verbose, handle_errors
+
+PUSH_EXAMPLES = (
+    "Examples:\n\n    aotcache push oci://registry.example.com/ml/aotcache\n\n"
+    "    aotcache push s3://ml-artifacts/aotcache d7d511ad --json\n\n"
+    "    aotcache push oci://127.0.0.1:5000/aot --cache-dir .aotcache"
+)
+PULL_EXAMPLES = (
+    "Examples:\n\n    aotcache pull oci://registry.example.com/ml/aotcache --trusted-key release.pub\n\n"
+    "    aotcache pull s3://ml-artifacts/aotcache d7d511ad-3f0c2a19b7e4d5c6\n\n"
+    "Exit codes: 0 every entry arrived (or was there), 1 an entry failed its checks or is not on the remote, "
+    "2 bad input, 3 the remote or the cache dir could not be used."
+)
+
+Remote = Annotated[
+    str,
+    typer.Argument(
+        metavar="REMOTE",
+        help="oci://host[:port]/repository, or an fsspec URL: s3://bucket/prefix, gs://..., file:///path.",
+        show_default=False,
+    ),
+]
+Keys = Annotated[
+    list[str] | None, typer.Argument(metavar="[KEY]...", help="Entry keys (default: every entry).", show_default=False)
+]
+Insecure = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to an OCI registry that is not on loopback.")]
+
+
+def _finish(out: Output, verb: str, remote: str, results: list[Any]) -> None:
+    if out.json:
+        out.emit_json(
+            {
+                "schema": f"aotcache.{verb}/1",
+                "remote": remote,
+                "entries": [r.to_json() for r in results],
+                "bytes_transferred": sum(r.bytes_transferred for r in results),
+                "bytes_skipped": sum(r.bytes_skipped for r in results),
+                "ok": all(r.error is None for r in results),
+            }
+        )
+    else:
+        render.transfer_report(out, verb, remote, results)
+    codes = [r.error.exit_code for r in results if r.error is not None]
+    raise typer.Exit(max(codes) if codes else EXIT_OK)
+
+
+@handle_errors
+def push(
+    remote: Remote,
+    keys: Keys = None,
+    cache_dir: CacheDir = None,
+    insecure: Insecure = False,
+    json_out: JsonFlag = False,
+    quiet: Quiet = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Send entries that pass their checks to a registry or object store; blobs the
+    remote has are not sent again, and an entry it holds with other bytes is refused."""
+    from aotcache.fleet.push import push as run_push
+    from aotcache.fleet.remote import open_remote
+    from aotcache.store.root import CacheRoot, resolve_cache_dir
+
+    out = Output(json_out, quiet, verbose)
+    root = CacheRoot(resolve_cache_dir(cache_dir))
+    root.check_is_directory()
+    target = open_remote(remote, insecure=insecure)
+    with render.ByteProgress(not (json_out or quiet), "pushing") as bar:
+        results = run_push(root, target, keys, progress=bar.advance, on_start=bar.start)
+    _finish(out, "push", remote, results)
+
+
+@handle_errors
+def pull(
+    remote: Remote,
+    keys: Keys = None,
+    cache_dir: CacheDir = None,
+    trusted_key: Annotated[
+        Path | None,
+        typer.Option("--trusted-key", envvar="AOTCACHE_TRUSTED_KEY", help="Refuse entries not signed by this key."),
+    ] = None,
+    insecure: Insecure = False,
+    json_out: JsonFlag = False,
+    quiet: Quiet = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Bring entries from a registry or object store into the cache dir: each file is
+    checked against its manifest in staging, then the entry appears in one rename."""
+    from aotcache.fleet.pull import pull as run_pull
+    from aotcache.fleet.remote import open_remote
+    from aotcache.store.root import CacheRoot, resolve_cache_dir
+    from aotcache.store.signing import signature_checker
+
+    out = Output(json_out, quiet, verbose)
+    root = CacheRoot(resolve_cache_dir(cache_dir))
+    checker = signature_checker(trusted_key)
+    target = open_remote(remote, insecure=insecure)
+    with render.ByteProgress(not (json_out or quiet), "pulling") as bar:
+        results = run_pull(root, target, keys, checker, progress=bar.advance, on_start=bar.start)
+    _finish(out, "pull", remote, results)
