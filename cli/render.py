@@ -356,4 +356,5 @@ def transfer_report(out: Output, verb: str, remote: str, results: list[Any]) -> 
         out.print(f"nothing to {verb}")
     for done in results:
         if done.error is not None:
-            stderr.print(f"error: {done.entry_id}: {done.error.one_line()}", markup=False)
+            line = done.error.one_line()
+            stderr.print(f"error: {line}" if done.entry_id in line else f"error: {done.entry_id}: {line}", markup=False)

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from aotcache.errors import RemoteError
+from aotcache.errors import AotCacheError, ConfigError, CorruptEntry, RemoteError
 
 from .remote import CHUNK, Blob, EntryRecord
 
@@ -43,7 +43,7 @@ class ObjectStoreRemote:
                 hint=f"pip install 'aotcache[{extra}]' (or the fsspec backend for {scheme}://)",
             ) from None
         except ValueError as exc:
-            raise RemoteError(f"{url}: not a URL fsspec knows: {exc}") from None
+            raise ConfigError("remote", url, f"oci://host/repository or a URL fsspec knows ({exc})") from None
         self.root = root.rstrip("/")
         self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
@@ -51,9 +51,7 @@ class ObjectStoreRemote:
     def _errors(self, what: str) -> Iterator[None]:
         try:
             yield
-        except RemoteError:
-            raise
-        except FileNotFoundError:
+        except (AotCacheError, FileNotFoundError):
             raise
         except Exception as exc:  # botocore, aiohttp, OSError...: the store's own words
             raise RemoteError(f"{self.url}: {what}: {type(exc).__name__}: {exc}") from None
@@ -118,7 +116,10 @@ class ObjectStoreRemote:
             try:
                 handle = self.fs.open(self._blob_path(blob), "rb")
             except FileNotFoundError:
-                raise RemoteError(f"{self.url}: blob {blob.sha256[:12]} ({blob.path}) is missing") from None
+                raise CorruptEntry(
+                    f"{self.url}: blob {blob.sha256[:12]} ({blob.path}) is missing",
+                    hint="the remote's copy is damaged: push the entry again from the cache that built it",
+                ) from None
             with handle:
                 handle.seek(offset)
                 while chunk := handle.read(CHUNK):
