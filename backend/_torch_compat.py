@@ -204,6 +204,11 @@ def torch_key() -> str:
     return key().hex()
 
 
+# Settings that change how Inductor works, never what it generates (precompile --jobs
+# turns Inductor's own compile pool off while its workers run).
+_NOT_IN_THE_CODE = frozenset({"compile_threads", "worker_start_method"})
+
+
 def inductor_config_digest() -> str:
     """A digest of the Inductor settings that differ from their defaults (env vars such as
     TORCHINDUCTOR_* included); the per-entry inductor_compile_config is keyed separately."""
@@ -218,6 +223,6 @@ def inductor_config_digest() -> str:
     changed = sorted(
         (name, repr(values[name]))
         for name, entry in config._config.items()
-        if name in values and values[name] != entry.default
+        if name in values and values[name] != entry.default and name not in _NOT_IN_THE_CODE
     )
     return hashlib.sha256(repr(changed).encode()).hexdigest()[:16]

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,10 +40,46 @@ class CompiledUnit:
     guards: str | None
     seconds: float
     device_types: list[str]
+    saved: bytes | None = None  # the artifact in torch's binary format, for units built in a worker
 
     @property
     def format(self) -> str:
         return NATIVE if self.native is not None else INDUCTOR
+
+    def detached(self) -> CompiledUnit:
+        """What a worker process sends back: everything but the in-process artifact,
+        which travels saved in torch's binary format."""
+        saved = save_artifact(self.artifact, self.unit)
+        return CompiledUnit(
+            self.piece_digest, self.unit, None, self.native, self.guards, self.seconds, self.device_types, saved
+        )
+
+    def reference(self) -> Any:
+        """Inductor's own callable (loaded from `saved` for a unit built in a worker)."""
+        if self.artifact is None and self.saved is not None:
+            with tempfile.TemporaryDirectory(prefix="aotcache-load-") as folder:
+                path = os.path.join(folder, "artifact.bin")
+                Path(path).write_bytes(self.saved)
+                from torch._inductor.standalone_compile import CompiledArtifact
+
+                self.artifact = CompiledArtifact.load(path=path, format="binary")
+        return self.artifact
+
+
+def save_artifact(artifact: Any, unit: Range) -> bytes:
+    """torch's CompiledArtifact in its binary format."""
+    with tempfile.TemporaryDirectory(prefix="aotcache-save-") as folder:
+        path = os.path.join(folder, "artifact.bin")
+        try:
+            artifact.save(path=path, format="binary")
+        except Exception as exc:
+            label = f"size {unit.start}" if unit.is_single_size() else f"range {unit}"
+            raise CompileError(
+                f"torch could not save a compiled piece ({label}) in the inductor format: "
+                f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}",
+                hint="use artifact_format native on CPU",
+            ) from exc
+        return Path(path).read_bytes()
 
 
 def record_piece_inputs(stitch: fx.GraphModule, values: list[Any], wanted: set[str]) -> dict[str, list[Any]]:

@@ -42,6 +42,7 @@ def build_entry(
     progress: Progress,
     seconds: dict[str, float],
     index: ArtifactIndex | None = None,
+    jobs: int = 1,
 ) -> tuple[Manifest, dict[str, str]]:
     """Compile (or reuse, through `index`) everything the entry holds, write its files
     into `staging`, and return its manifest (not yet written) and the unit keys of its
@@ -54,7 +55,7 @@ def build_entry(
     start = time.perf_counter()
     environment = environment_facts() if compiled else {}
     if compiled:
-        compiler = UnitCompiler(model, config, captured, split, inputs_at, progress, index, environment)
+        compiler = UnitCompiler(model, config, captured, split, inputs_at, progress, index, environment, jobs)
         result = compiler.compile_all(units, files)
     else:
         result = CompiledUnits([{"range": [u.start, u.end], "artifacts": {}} for u in units])
@@ -115,6 +116,7 @@ def _stats(split: SplitGraph, result: CompiledUnits, seconds: dict[str, float]) 
         "splitting_op_pieces": len(split.pieces) - len(split.compiled_pieces()),
         "units_compiled": result.compiled,
         "units_reused": result.reused,
+        "units_deduplicated": result.deduplicated,
         "added_sizes": result.added_sizes,
     }
 

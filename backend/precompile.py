@@ -37,6 +37,7 @@ from aotcache.store.root import CacheRoot, resolve_cache_dir
 from . import _torch_compat as compat
 from .capture import Capture, capture
 from .entry import build_entry, march
+from .parallel import available_cores
 from .reuse import ArtifactIndex
 from .split import unused_splitting_ops
 from .units import Progress
@@ -78,6 +79,7 @@ class PrecompileResult:
             "units": len(self.manifest.units),
             "units_compiled": 0 if self.hit else stats.get("units_compiled"),
             "units_reused": 0 if self.hit else stats.get("units_reused", 0),
+            "units_deduplicated": 0 if self.hit else stats.get("units_deduplicated", 0),
             "artifacts": len(self.manifest.artifacts),
             "bytes": self.manifest.total_bytes,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
@@ -102,6 +104,7 @@ class _Build:
     started: float
     seconds: dict[str, float]
     force: bool = False
+    jobs: int = 1
 
     def result(self, path: Path, hit: bool, manifest: Manifest) -> PrecompileResult:
         self.seconds["total"] = time.perf_counter() - self.started
@@ -121,10 +124,15 @@ def precompile(
     sign_key: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     origin: str | None = None,
+    jobs: int | None = None,
 ) -> PrecompileResult:
     """Build (or reuse) the entry for `model` and `config`. `origin` is the TARGET it
     came from, recorded so that `verify KEY --run` can rebuild the model. `strict` turns
-    warnings about the input (a splitting op the graph never calls) into ConfigError."""
+    warnings about the input (a splitting op the graph never calls) into ConfigError.
+    `jobs`: processes compiling units (default: the cores available; the artifacts are
+    the same bytes whatever it is)."""
+    if jobs is not None and jobs < 1:
+        raise ConfigError("jobs", jobs, "a positive number of worker processes")
     started = time.perf_counter()
     root = CacheRoot(resolve_cache_dir(cache_dir, config.cache_dir))
     root.ensure_writable()
@@ -149,6 +157,7 @@ def precompile(
         started,
         seconds,
         force,
+        jobs or available_cores(),
     )
     if not force and (hit := _existing(root, build.key.entry_id, key_for_signing)) is not None:
         return build.result(hit.path, True, hit.manifest)
@@ -231,6 +240,7 @@ def _build_and_publish(build: _Build) -> tuple[Path, Manifest]:
                 build.progress,
                 build.seconds,
                 index,
+                build.jobs,
             )
             manifest.recorded["target"] = build.origin
             manifest_bytes = manifest.to_bytes()

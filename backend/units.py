@@ -5,9 +5,10 @@ own result before anything is published."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ from aotcache.serve.runtime import artifact_call, piece_runner
 from aotcache.store.failpoints import failpoint
 
 from .capture import Capture
-from .compile import CompiledUnit, compile_unit, record_piece_inputs, sizes_failing_guards
+from .compile import CompiledUnit, compile_unit, record_piece_inputs, save_artifact, sizes_failing_guards
+from .parallel import no_inductor_pool, run_in_workers
 from .reuse import ArtifactIndex, ReusedUnit, unit_key
 from .split import SplitGraph
 
@@ -47,6 +49,17 @@ class CompiledUnits:
     unit_keys: dict[str, str] = field(default_factory=dict)  # unit key -> artifact name, for the index
     compiled: int = 0
     reused: int = 0
+    deduplicated: int = 0  # units whose compile was the same as another unit's
+
+
+def compile_inputs_key(unit: Range, piece_digest: str) -> tuple[str, int | None]:
+    """What Inductor is given for a unit, beyond the config every unit shares: a concrete
+    size compiles from real inputs of that size; every range compiles from the piece's
+    own symbolic inputs, which do not depend on the range (its bounds only decide which
+    sizes the artifact serves, and which fail its guards). So all the ranges of a piece
+    are one compile: the same Inductor cache key, the same bytes (test_parallel checks
+    both)."""
+    return piece_digest, unit.start if unit.is_single_size() else None
 
 
 def unit_label(unit: Range) -> str:
@@ -66,14 +79,16 @@ class UnitCompiler:
         progress: Progress,
         index: ArtifactIndex | None = None,
         environment: dict[str, Any] | None = None,
+        jobs: int = 1,
     ) -> None:
         """`environment`: the build environment facts (reuse.environment_facts) the unit
-        keys of `index` are computed with."""
+        keys of `index` are computed with; `jobs`: worker processes (1: this one)."""
         self.config = config
+        self.jobs = jobs
         self.index = index
         self.environment = environment or {}
         self.keys: dict[tuple[Range, str], str] = {}
-        self.counts = {"compiled": 0, "reused": 0}
+        self.counts = {"compiled": 0, "reused": 0, "deduplicated": 0}
         self.split = split
         self.unique = split.unique_pieces()
         self.inputs_at = inputs_at
@@ -100,14 +115,13 @@ class UnitCompiler:
         """Compile every unit (plus the sizes guards exclude), store the artifacts in
         `files`, and self-check them."""
         self.progress.units(len(self.unique) * len(units))
-        for unit in units:
-            self._compile(unit)
-        added = self._guard_sizes(units)
-        if added:
-            self.progress.units(len(self.unique) * (len(units) + len(added)))
-            for size in added:
-                units.append(Range(size, size))
-                self._compile(units[-1])
+        with no_inductor_pool() if self.jobs > 1 else contextlib.nullcontext():
+            self._compile(units)
+            added = self._guard_sizes(units)
+            if added:
+                self.progress.units(len(self.unique) * (len(units) + len(added)))
+                units.extend(Range(size, size) for size in added)
+                self._compile(units[-len(added) :])
         result = CompiledUnits(added_sizes=added, **self.counts)
         names: dict[tuple[Range, str], str] = {}
         for unit in units:
@@ -120,27 +134,75 @@ class UnitCompiler:
         self._self_check(names, result.artifacts, files)
         return result
 
-    def _compile(self, unit: Range) -> None:
-        self.done[unit] = {}
-        for piece in self.unique:
-            if self.index is not None:
-                key = self.keys[unit, piece.digest] = unit_key(piece.digest, unit, self.config, self.environment)
-                reused = self.index.find(key, unit)
-                if reused is not None:
-                    self.done[unit][piece.digest] = reused
-                    self.counts["reused"] += 1
-                    self.progress.unit_done(f"{piece.name} {unit_label(unit)} (reused)")
-                    continue
-            real = self.piece_inputs(unit.start)[piece.name] if unit.is_single_size() else None
-            config = self.config
-            result = compile_unit(
-                piece.graph, piece.digest, unit, real, config.inductor_compile_config, config.artifact_format
-            )
-            counters.compiles += 1
-            self.counts["compiled"] += 1
-            failpoint("after-first-compile")
+    def _compile(self, units: list[Range]) -> None:
+        """Compile (or reuse) every unique piece for these units, each distinct compile
+        once (see compile_inputs_key)."""
+        groups: dict[tuple[str, int | None], list[tuple[Range, Any]]] = {}
+        for unit in units:
+            self.done[unit] = {}
+            for piece in self.unique:
+                if not self._reused(unit, piece):
+                    groups.setdefault(compile_inputs_key(unit, piece.digest), []).append((unit, piece))
+        firsts = [members[0] for members in groups.values()]
+        for members, result in zip(groups.values(), self._compile_each(firsts), strict=True):
+            for unit, piece in members[1:]:
+                self.done[unit][piece.digest] = dataclasses.replace(result, unit=unit)
+                self.counts["deduplicated"] += 1
+                self.progress.unit_done(f"{piece.name} {unit_label(unit)} (same compile as {unit_label(result.unit)})")
+
+    def _compile_each(self, todo: list[tuple[Range, Any]]) -> list[CompiledUnit]:
+        """Compile each (unit, piece): in `jobs` worker processes after one compile here
+        (the warm-up), or all here."""
+        results: list[CompiledUnit] = []
+        if self.jobs <= 1 or len(todo) <= 2:
+            for unit, piece in todo:
+                results.append(self._compiled(unit, piece, self._compile_one(unit, piece)))
+            return results
+        for unit in {unit for unit, _ in todo if unit.is_single_size()}:
+            self.piece_inputs(unit.start)  # recorded before the fork: every worker inherits them
+        results.append(self._compiled(*todo[0], self._compile_one(*todo[0])))
+        rest = todo[1:]
+        tasks = [functools.partial(_detached, self._compile_one, unit, piece) for unit, piece in rest]
+        for (unit, piece), result in zip(
+            rest, run_in_workers(tasks, min(self.jobs, len(rest)), lambda i: self._announce(*rest[i])), strict=True
+        ):
             self.done[unit][piece.digest] = result
-            self.progress.unit_done(f"{piece.name} {unit_label(unit)}")
+            self._count()
+            results.append(result)
+        return results
+
+    def _reused(self, unit: Range, piece: Any) -> bool:
+        if self.index is None:
+            return False
+        key = self.keys[unit, piece.digest] = unit_key(piece.digest, unit, self.config, self.environment)
+        reused = self.index.find(key, unit)
+        if reused is None:
+            return False
+        self.done[unit][piece.digest] = reused
+        self.counts["reused"] += 1
+        self.progress.unit_done(f"{piece.name} {unit_label(unit)} (reused)")
+        return True
+
+    def _compile_one(self, unit: Range, piece: Any) -> CompiledUnit:
+        real = self.piece_inputs(unit.start)[piece.name] if unit.is_single_size() else None
+        config = self.config
+        return compile_unit(
+            piece.graph, piece.digest, unit, real, config.inductor_compile_config, config.artifact_format
+        )
+
+    def _compiled(self, unit: Range, piece: Any, result: CompiledUnit) -> CompiledUnit:
+        self.done[unit][piece.digest] = result
+        self._count()
+        failpoint("after-first-compile")
+        self._announce(unit, piece)
+        return result
+
+    def _count(self) -> None:
+        counters.compiles += 1
+        self.counts["compiled"] += 1
+
+    def _announce(self, unit: Range, piece: Any) -> None:
+        self.progress.unit_done(f"{piece.name} {unit_label(unit)}")
 
     def _guard_sizes(self, units: list[Range]) -> list[int]:
         """Sizes that a range's artifacts do not cover (their guards say e.g. size >= 2):
@@ -178,8 +240,13 @@ class UnitCompiler:
                 for size in sizes:
                     args = self.piece_inputs(size)[piece.name]
                     ours = _run_checked(run, args, "the stored artifact", piece.name, unit, size)
-                    theirs = _run_checked(result.artifact, args, "Inductor's artifact", piece.name, unit, size)
+                    theirs = _run_checked(result.reference(), args, "Inductor's artifact", piece.name, unit, size)
                     compare_outputs(ours, theirs, piece.name, unit, size)
+
+
+def _detached(compile_one: Callable[[Range, Any], CompiledUnit], unit: Range, piece: Any) -> CompiledUnit:
+    """A worker's task: compile one unit and send back what pickles."""
+    return compile_one(unit, piece).detached()
 
 
 SELF_CHECK_HINT = (
@@ -233,18 +300,8 @@ def store_artifact(
 
 
 def _inductor_bytes(result: CompiledUnit) -> bytes:
-    """torch's CompiledArtifact in its binary format."""
-    with tempfile.TemporaryDirectory(prefix="aotcache-save-") as folder:
-        path = os.path.join(folder, "artifact.bin")
-        try:
-            result.artifact.save(path=path, format="binary")
-        except Exception as exc:
-            raise CompileError(
-                f"torch could not save a compiled piece ({unit_label(result.unit)}) in the inductor format: "
-                f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}",
-                hint="use artifact_format native on CPU",
-            ) from exc
-        return Path(path).read_bytes()
+    """torch's CompiledArtifact in its binary format (as a worker saved it, if it did)."""
+    return result.saved if result.saved is not None else save_artifact(result.artifact, result.unit)
 
 
 def compare_outputs(ours: Any, theirs: Any, piece: str, unit: Range, size: int) -> None:

@@ -122,6 +122,10 @@ def precompile(
     backend: Annotated[str | None, typer.Option(help="inductor or eager.")] = None,
     cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Compile even if a valid entry exists.")] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, help="Worker processes compiling units [default: the cores available]."),
+    ] = None,
     strict: Annotated[
         bool,
         typer.Option("--strict", help="Fail (exit 2) where a warning would be given, e.g. an unused splitting op."),
@@ -143,6 +147,7 @@ def precompile(
     if spec.example_inputs is None:
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
     options = {"cache_dir": cache_dir, "force": force, "strict": strict, "sign_key": sign_key, "origin": target}
+    options["jobs"] = jobs
     summary = _run_precompile(spec, resolved, options, show_progress=not (json_out or quiet))
     if verbose:
         from aotcache.counters import counters

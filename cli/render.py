@@ -144,7 +144,8 @@ def precompile_summary(out: Output, summary: dict[str, Any]) -> None:
     table.add_row("  pieces", f"{summary['pieces_unique']} unique / {summary['pieces_total']} total")
     table.add_row(
         "  units",
-        f"{summary['units_compiled']} compiled, {summary.get('units_reused', 0)} reused from earlier builds "
+        f"{summary['units_compiled']} compiled, {summary.get('units_deduplicated', 0)} the same compile as another, "
+        f"{summary.get('units_reused', 0)} reused from earlier builds "
         f"({summary['units']} sizes/ranges × {summary['pieces_unique']} unique pieces)",
     )
     table.add_row("  artifacts", f"{summary['artifacts']} ({human_bytes(summary['bytes'])} on disk)")

@@ -1,0 +1,81 @@
+"""Parallel units: compile units in forked worker processes (`precompile --jobs N`).
+
+Workers are forked after the parent's first compile (the warm-up), so the costs a
+process pays once (imports, ISA probes, header precompilation, the pieces' recorded
+inputs) are paid once and inherited.
+
+A forked child must never run OpenMP with more than one thread: GNU libgomp's thread
+pool does not survive fork, and the child hangs (seen here with a plain matmul). So a
+worker runs torch with one thread and only compiles; Inductor is told the parent's
+thread count (`cpp.threads`), so the generated code is byte-for-byte what a sequential
+build generates, and the parent runs every self-check. Inductor's own compile pool is
+off (`compile_threads=1`) while workers exist, so none of its threads are forked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from aotcache.errors import AotCacheError, CompileError
+
+# The work of the pool being run, set in the parent right before it forks: each worker
+# inherits it and runs the items it is given by index (nothing but results is pickled).
+_TASKS: list[Callable[[], Any]] = []
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def no_inductor_pool() -> Iterator[None]:
+    """Inductor compiles kernels in-process while our workers exist (its pool's threads
+    must not be forked; our workers are the parallelism)."""
+    from torch._inductor import config
+
+    with config.patch(compile_threads=1):
+        yield
+
+
+def _start_worker(threads: int) -> None:
+    torch.set_num_threads(1)
+    from torch._inductor import config
+
+    config.cpp.threads = threads  # the code generated for the parent's thread count
+
+
+def _run(index: int) -> tuple[int, Any, str | None, str | None]:
+    try:
+        return index, _TASKS[index](), None, None
+    except AotCacheError as exc:
+        return index, None, exc.message, exc.hint
+    except Exception as exc:
+        return index, None, f"{type(exc).__name__}: {exc}", None
+
+
+def run_in_workers(tasks: list[Callable[[], Any]], jobs: int, on_done: Callable[[int], None]) -> list[Any]:
+    """Run each task in one of `jobs` forked workers; return their results in order.
+    A task that raises stops the build with its error (a CompileError)."""
+    global _TASKS
+    results: list[Any] = [None] * len(tasks)
+    _TASKS = tasks
+    try:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(jobs, initializer=_start_worker, initargs=(torch.get_num_threads(),)) as pool:
+            for index, value, error, hint in pool.imap_unordered(_run, range(len(tasks))):
+                if error is not None:
+                    raise CompileError(error, hint=hint)
+                results[index] = value
+                on_done(index)
+    finally:
+        _TASKS = []
+    return results
