@@ -42,7 +42,10 @@ demo: $(STAMP)
 	$(VENV)/bin/aotcache precompile examples/tiny_llama.py:spec --cache-dir $(DEMO_CACHE)
 	$(PY) examples/serve.py --cache-dir $(DEMO_CACHE)
 
+# CI cost (precompile vs torch.compile, rebuilds, --jobs) and serve-time start-up, side
+# by side; both write their section of benchmarks/results/latest.json (~40 min on 2 cores).
 bench: $(STAMP)
+	$(PY) benchmarks/bench_precompile.py
 	$(PY) benchmarks/bench_load.py
 
 clean:

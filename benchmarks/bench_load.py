@@ -1,14 +1,16 @@
 """Serve-time start-up, side by side, in one run: every measurement in a fresh process,
 several repetitions, medians. `make bench` runs it; it prints a table and writes
-benchmarks/results/latest.json with the ratios.
+the "load" section of benchmarks/results/latest.json with the ratios.
 
-Measured, for tiny_llama with 2 and 8 layers:
+Measured, for tiny_llama with 2 and 8 layers and a larger config (hidden 512, 8 layers):
   1. cold precompile (empty Inductor and aotcache caches), process start to done;
   2. aotcache load to first output, with and without a compiler on PATH;
   3. torch.compile warm start (a second process, same TORCHINDUCTOR_CACHE_DIR);
   4. torch Mega-Cache warm start (torch.compiler.load_cache_artifacts, empty cache dir);
-  5. the floor: import torch, read the entry's files and dlopen its kernels, nothing else;
-  6. steady-state per-call latency at sizes 1 and 8: eager, aotcache, the compiled
+  5. an AOTInductor package of the same model (torch.export with a dynamic size,
+     aoti_compile_and_package), loaded with aoti_load_package, to its first output;
+  6. the floor: import torch, read the entry's files and dlopen its kernels, nothing else;
+  7. steady-state per-call latency at sizes 1 and 8: eager, aotcache, the compiled
      pieces called directly (no binding, checks or dispatch), and torch.compile.
 Start-up times run from the parent's spawn of the child to the child's first output, so
 interpreter start-up and `import torch` are included everywhere.
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -30,8 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _results import write_section
+
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 CONFIG = {
     "compile_sizes": [1, 2, 4, 8],
     "compile_ranges_split_points": [16],
@@ -39,19 +43,27 @@ CONFIG = {
     "splitting_ops": ["tinyllama::attention"],
 }
 FIRST_SIZE = 5
+MODELS = {  # name: (layers, hidden, heads)
+    "2 layers": (2, 32, 4),
+    "8 layers": (8, 32, 4),
+    "hidden 512, 8 layers": (8, 512, 8),
+}
 
 
 # -- children: each runs in a fresh interpreter and prints one JSON line ------------------
 
 
-def child(mode: str, layers: int, cache: str, spawned: float, extra: str | None) -> dict[str, Any]:
+def child(mode: str, model_name: str, cache: str, spawned: float, extra: str | None) -> dict[str, Any]:
     import torch
 
     sys.path.insert(0, str(REPO))
     from examples import tiny_llama
 
+    layers, hidden, heads = MODELS[model_name]
+
     def build() -> torch.nn.Module:
-        return tiny_llama.build(layers)
+        torch.manual_seed(0)
+        return tiny_llama.TinyLlama(layers, hidden=hidden, heads=heads).eval()
 
     ids = tiny_llama.example_inputs(FIRST_SIZE)[0]
     if mode == "cold":
@@ -86,6 +98,17 @@ def child(mode: str, layers: int, cache: str, spawned: float, extra: str | None)
             assert artifacts is not None
             Path(extra).write_bytes(artifacts[0])
         return {"seconds": seconds, "shape": list(out.shape)}
+    if mode == "aoti_build":
+        model = build()
+        n = torch.export.Dim("n", min=2, max=CONFIG["max_num_batched_tokens"])
+        with torch.no_grad():
+            program = torch.export.export(model, (ids,), dynamic_shapes={"input_ids": {0: n}})
+            torch._inductor.aoti_compile_and_package(program, package_path=extra)
+        return {"seconds": time.time() - spawned}
+    if mode == "aoti_load":
+        runner = torch._inductor.aoti_load_package(extra)
+        out = runner(ids)
+        return {"seconds": time.time() - spawned, "shape": list(out.shape)}
     if mode == "floor":
         from aotcache.formats.kernels import load_kernel
 
@@ -186,14 +209,14 @@ def python_overhead(loaded: Any) -> float:
 # -- the driver -----------------------------------------------------------------------------
 
 
-def spawn(mode: str, layers: int, cache: Path, env: dict[str, str], extra: str | None = None) -> dict[str, Any]:
+def spawn(mode: str, model: str, cache: Path, env: dict[str, str], extra: str | None = None) -> dict[str, Any]:
     command = [
         sys.executable,
         __file__,
         "--child",
         mode,
-        "--layers",
-        str(layers),
+        "--model",
+        model,
         "--cache",
         str(cache),
         "--spawned",
@@ -220,42 +243,51 @@ def median_of(runs: list[dict[str, Any]]) -> float:
     return statistics.median(r["seconds"] for r in runs)
 
 
-def bench_model(layers: int, reps: int, cold_reps: int, scratch: Path) -> dict[str, Any]:
+def bench_model(model: str, reps: int, cold_reps: int, scratch: Path) -> dict[str, Any]:
     base = {**os.environ, "PYTHONPATH": str(REPO)}
     base.pop("AOTCACHE_DIR", None)
-    row: dict[str, Any] = {"layers": layers}
+    slug = re.sub(r"[^a-z0-9]+", "-", model)
+    row: dict[str, Any] = {"model": model}
     cold = []
-    cache = scratch / f"aot-{layers}"
+    cache = scratch / f"aot-{slug}"
     for i in range(cold_reps):
         shutil.rmtree(cache, ignore_errors=True)
-        inductor = scratch / f"inductor-cold-{layers}-{i}"
-        cold.append(spawn("cold", layers, cache, {**base, "TORCHINDUCTOR_CACHE_DIR": str(inductor)}))
+        inductor = scratch / f"inductor-cold-{slug}-{i}"
+        cold.append(spawn("cold", model, cache, {**base, "TORCHINDUCTOR_CACHE_DIR": str(inductor)}))
         assert not cold[-1]["hit"]
     row["cold_precompile_s"] = median_of(cold)
     row["entry_bytes"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
     empty_inductor = {**base, "TORCHINDUCTOR_CACHE_DIR": str(scratch / "inductor-empty")}
-    loads = [spawn("load", layers, cache, empty_inductor) for _ in range(reps)]
+    loads = [spawn("load", model, cache, empty_inductor) for _ in range(reps)]
     assert all(r["compile_side_modules"] == 0 for r in loads)
     row["aotcache_load_s"] = median_of(loads)
     no_cc = {**empty_inductor, "PATH": no_compiler_path(scratch)}
-    row["aotcache_load_no_compiler_s"] = median_of([spawn("load", layers, cache, no_cc) for _ in range(reps)])
-    row["floor_s"] = median_of([spawn("floor", layers, cache, empty_inductor) for _ in range(reps)])
-    warm_dir = {**base, "TORCHINDUCTOR_CACHE_DIR": str(scratch / f"inductor-torch-{layers}")}
-    mega = scratch / f"mega-{layers}.bin"
-    row["torch_compile_cold_s"] = spawn("torch_cold", layers, cache, warm_dir, str(mega))["seconds"]
-    row["torch_compile_warm_s"] = median_of([spawn("torch_warm", layers, cache, warm_dir) for _ in range(reps)])
+    row["aotcache_load_no_compiler_s"] = median_of([spawn("load", model, cache, no_cc) for _ in range(reps)])
+    row["floor_s"] = median_of([spawn("floor", model, cache, empty_inductor) for _ in range(reps)])
+    warm_dir = {**base, "TORCHINDUCTOR_CACHE_DIR": str(scratch / f"inductor-torch-{slug}")}
+    mega = scratch / f"mega-{slug}.bin"
+    row["torch_compile_cold_s"] = spawn("torch_cold", model, cache, warm_dir, str(mega))["seconds"]
+    row["torch_compile_warm_s"] = median_of([spawn("torch_warm", model, cache, warm_dir) for _ in range(reps)])
     mega_runs = []
     for i in range(min(reps, 3)):  # each takes ~15 s here
-        fresh = {**base, "TORCHINDUCTOR_CACHE_DIR": str(scratch / f"inductor-mega-{layers}-{i}")}
-        mega_runs.append(spawn("mega_load", layers, cache, fresh, str(mega)))
+        fresh = {**base, "TORCHINDUCTOR_CACHE_DIR": str(scratch / f"inductor-mega-{slug}-{i}")}
+        mega_runs.append(spawn("mega_load", model, cache, fresh, str(mega)))
     row["mega_cache_warm_s"] = median_of(mega_runs)
-    steady = spawn("steady", layers, cache, warm_dir)
+    package = str(scratch / f"aoti-{slug}.pt2")
+    spawn(
+        "aoti_build", model, cache, {**base, "TORCHINDUCTOR_CACHE_DIR": str(scratch / f"inductor-aoti-{slug}")}, package
+    )
+    row["aoti_package_load_s"] = median_of(
+        [spawn("aoti_load", model, cache, empty_inductor, package) for _ in range(reps)]
+    )
+    steady = spawn("steady", model, cache, warm_dir)
     row["steady_us"] = steady["sizes"]
     load = row["aotcache_load_s"]
     row["ratios"] = {
         "load_over_cold": load / row["cold_precompile_s"],
         "load_over_torch_warm": load / row["torch_compile_warm_s"],
         "load_over_mega_cache": load / row["mega_cache_warm_s"],
+        "load_over_aoti_package": load / row["aoti_package_load_s"],
         "load_over_floor": load / row["floor_s"],
         "dispatch_overhead_us": {size: t["aotcache"] - t["pieces_direct"] for size, t in row["steady_us"].items()},
         "dispatch_python_cpu_us": steady["python_overhead_us"],
@@ -266,16 +298,18 @@ def bench_model(layers: int, reps: int, cold_reps: int, scratch: Path) -> dict[s
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| tiny_llama | cold precompile | aotcache load→1st output | same, no compiler on PATH | floor "
-        "| torch.compile warm | Mega-Cache warm | load/cold | load/torch warm | load/floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| torch.compile warm | Mega-Cache warm | AOTInductor package | load/cold | load/torch warm "
+        "| load/AOTI | load/floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         q = r["ratios"]
         lines.append(
-            f"| {r['layers']} layers | {r['cold_precompile_s']:.1f} s | {r['aotcache_load_s']:.2f} s "
+            f"| {r['model']} | {r['cold_precompile_s']:.1f} s | {r['aotcache_load_s']:.2f} s "
             f"| {r['aotcache_load_no_compiler_s']:.2f} s | {r['floor_s']:.2f} s | {r['torch_compile_warm_s']:.2f} s "
-            f"| {r['mega_cache_warm_s']:.2f} s | 1/{1 / q['load_over_cold']:.0f} "
-            f"| 1/{1 / q['load_over_torch_warm']:.1f} | {q['load_over_floor']:.2f}× |"
+            f"| {r['mega_cache_warm_s']:.2f} s | {r['aoti_package_load_s']:.2f} s | 1/{1 / q['load_over_cold']:.0f} "
+            f"| 1/{1 / q['load_over_torch_warm']:.1f} | 1/{1 / q['load_over_aoti_package']:.1f} "
+            f"| {q['load_over_floor']:.2f}× |"
         )
     lines += [
         "",
@@ -285,12 +319,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         for size, t in r["steady_us"].items():
             lines.append(
-                f"| {r['layers']} layers | {size} | {t['eager']:.0f} | {t['aotcache']:.0f} | {t['pieces_direct']:.0f} "
+                f"| {r['model']} | {size} | {t['eager']:.0f} | {t['aotcache']:.0f} | {t['pieces_direct']:.0f} "
                 f"| {t['torch_compile']:.0f} | {t['aotcache'] - t['pieces_direct']:.1f} |"
             )
     lines.append("")
     lines += [
-        f"binding, checks and dispatch alone (pieces stubbed), {r['layers']} layers: "
+        f"binding, checks and dispatch alone (pieces stubbed), {r['model']}: "
         f"{r['ratios']['dispatch_python_cpu_us']:.1f} µs per call"
         for r in rows
     ]
@@ -300,21 +334,21 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child")
-    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--model", default="2 layers")
     parser.add_argument("--cache")
     parser.add_argument("--spawned", type=float)
     parser.add_argument("--extra")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--cold-reps", type=int, default=2)
-    parser.add_argument("--layer-counts", default="2,8")
+    parser.add_argument("--models", default="|".join(MODELS), help="model names, separated by |")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.layers, args.cache, args.spawned, args.extra)))
+        print(json.dumps(child(args.child, args.model, args.cache, args.spawned, args.extra)))
         return 0
     started = time.time()
     scratch = Path(tempfile.mkdtemp(prefix="aotcache-bench-"))
     try:
-        rows = [bench_model(int(n), args.reps, args.cold_reps, scratch) for n in args.layer_counts.split(",")]
+        rows = [bench_model(name, args.reps, args.cold_reps, scratch) for name in args.models.split("|")]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     import torch
@@ -328,14 +362,13 @@ def main() -> int:
         "rows": rows,
         "seconds": round(time.time() - started, 1),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    path = write_section("load", report)
     print(
         f"{report['date']} — {report['machine']} — medians of {args.reps} fresh processes "
         f"({args.cold_reps} for cold precompile); the whole run took {report['seconds']:.0f} s\n"
     )
     print(table(rows))
-    print(f"\nwrote {RESULTS / 'latest.json'}")
+    print(f"\nwrote {path}")
     return 0
 
 

@@ -282,5 +282,14 @@ def test_quiet_and_verbose(tiny_entry) -> None:
     assert quiet.exit_code == 0 and quiet.stdout == ""
     verbose = invoke("precompile", TARGET, *TINY_FLAGS, "--cache-dir", str(tiny_entry.cache_dir), "-v", "--json")
     data = json.loads(verbose.stdout)
-    assert set(data["counters"]) == {"models_seen", "traces", "compiles", "entries_saved", "entries_loaded", "misses"}
+    assert set(data["counters"]) == {
+        "models_seen",
+        "traces",
+        "compiles",
+        "entries_saved",
+        "entries_loaded",
+        "remote_pulls",
+        "bytes_downloaded",
+        "misses",
+    }
     assert data["counters"]["traces"] >= 1
