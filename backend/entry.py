@@ -26,6 +26,7 @@ from aotcache.store.manifest import FileRecord, Manifest
 from aotcache.version import __version__
 
 from .capture import Capture
+from .parallel import usable_jobs
 from .reuse import ArtifactIndex, environment_facts
 from .split import SplitGraph, module_source, split_graph
 from .units import CompiledUnits, Progress, UnitCompiler
@@ -55,6 +56,7 @@ def build_entry(
     start = time.perf_counter()
     environment = environment_facts() if compiled else {}
     if compiled:
+        jobs = usable_jobs(jobs, model_device_type(model))
         compiler = UnitCompiler(model, config, captured, split, inputs_at, progress, index, environment, jobs)
         result = compiler.compile_all(units, files)
     else:

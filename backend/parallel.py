@@ -36,6 +36,14 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def usable_jobs(jobs: int, device_type: str) -> int:
+    """The worker processes a build can use: one where fork is unavailable, and one for
+    a GPU model (a forked child cannot use a CUDA context its parent created)."""
+    if device_type != "cpu" or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, jobs)
+
+
 @contextlib.contextmanager
 def no_inductor_pool() -> Iterator[None]:
     """Inductor compiles kernels in-process while our workers exist (its pool's threads

@@ -191,7 +191,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--spawned", type=float)
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default="|".join(MODELS), help="model names, separated by |")
     args = parser.parse_args()
     if args.child:
         shape = [int(n) for n in args.shape.split(",")]
@@ -204,7 +204,7 @@ def main() -> int:
     started = time.time()
     scratch = Path(tempfile.mkdtemp(prefix="aotcache-bench-precompile-"))
     try:
-        rows = [bench_model(name, args.reps, scratch) for name in args.models.split(",")]
+        rows = [bench_model(name, args.reps, scratch) for name in args.models.split("|")]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report = {

@@ -368,3 +368,63 @@ def test_file_urls_work_as_a_shared_mount(tiny_entry, tmp_path) -> None:
     shutil.rmtree(tmp_path / "mount" / "blobs")
     missing = run_cli("pull", remote, "--cache-dir", str(tmp_path / "d"))
     assert missing.returncode == 1 and "missing" in missing.stderr, missing.stderr
+
+
+# -- a hostile or broken remote ---------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (an interrupted pull's owner)."""
+    probe = subprocess.Popen(["true"])
+    probe.wait()
+    return probe.pid
+
+
+def test_an_adopted_staging_dir_keeps_only_what_the_manifest_lists(tiny_entry, tmp_path) -> None:
+    remote = f"file://{tmp_path / 'mount'}"
+    assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
+    cache = tmp_path / "replica"
+    staged = cache / "staging" / f"{tiny_entry.entry_id}.{_dead_pid()}.pull"
+    (staged / "kernels").mkdir(parents=True)
+    (staged / "kernels" / "planted.so").write_bytes(b"not from this entry")
+    (staged / "manifest.sig").write_bytes(b"a signature of some other manifest")
+    (cache / "entries").mkdir()
+    pulled = run_cli("pull", remote, "--cache-dir", str(cache), "--json")
+    assert pulled.returncode == 0, pulled.stderr
+    entry = cache / "entries" / tiny_entry.entry_id
+    assert not (entry / "kernels" / "planted.so").exists() and not (entry / "manifest.sig").exists()
+    assert run_cli("verify", tiny_entry.entry_id, "--cache-dir", str(cache)).returncode == 0
+
+
+def test_a_damaged_record_is_a_one_line_error_and_a_miss_for_load(tiny_entry, tmp_path) -> None:
+    mount = tmp_path / "mount"
+    remote = f"file://{mount}"
+    assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
+    record = mount / "entries" / f"{tiny_entry.entry_id}.json"
+    record.write_text(json.dumps({"entry": tiny_entry.entry_id, "manifest": "not a blob"}))
+    done = run_cli("pull", remote, "--cache-dir", str(tmp_path / "c"))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 3 and len(errors) == 1 and "damaged" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    loaded = run_python(
+        f"""
+        import aotcache
+        from examples import tiny_llama
+        print(aotcache.load(tiny_llama.build(), {TINY_CONFIG!r}, cache_dir={str(tmp_path / "d")!r}, remote={remote!r}))
+        """
+    )
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "None", loaded.stderr[-2000:]
+    assert "aotcache miss (remote)" in loaded.stderr
+
+
+def test_a_manifest_blob_longer_than_recorded_is_cut_off_and_refused(tiny_entry, tmp_path) -> None:
+    mount = tmp_path / "mount"
+    remote = f"file://{mount}"
+    assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
+    record = json.loads((mount / "entries" / f"{tiny_entry.entry_id}.json").read_text())
+    blob = mount / "blobs" / "sha256" / record["manifest"]["sha256"]
+    with open(blob, "ab") as grown:
+        grown.truncate(64 << 20)  # 64 MiB where the record says a few KB
+    done = run_cli("pull", remote, "--cache-dir", str(tmp_path / "c"))
+    assert done.returncode == 1 and "does not match its digest" in done.stderr, done.stderr
+    assert _entries(tmp_path / "c") == []

@@ -51,8 +51,10 @@ class ObjectStoreRemote:
     def _errors(self, what: str) -> Iterator[None]:
         try:
             yield
-        except (AotCacheError, FileNotFoundError):
+        except AotCacheError:
             raise
+        except FileNotFoundError as exc:  # a missing bucket (a missing object is handled where it is expected)
+            raise RemoteError(f"{self.url}: {what}: not found ({exc})") from None
         except Exception as exc:  # botocore, aiohttp, OSError...: the store's own words
             raise RemoteError(f"{self.url}: {what}: {type(exc).__name__}: {exc}") from None
 
@@ -97,7 +99,7 @@ class ObjectStoreRemote:
             if len(raw) > MAX_RECORD_BYTES:
                 raise ValueError("too large")
             return _record_from_json(json.loads(raw), entry_id)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise RemoteError(f"{self.url}: the record of {entry_id} is damaged: {exc}") from None
 
     def has_blob(self, blob: Blob) -> bool:

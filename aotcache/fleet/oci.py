@@ -40,6 +40,7 @@ CREATED = "org.opencontainers.image.created"
 ENTRY_ANNOTATION = "dev.aotcache.entry"
 LOOKUP_ANNOTATION = "dev.aotcache.lookup"
 MAX_MANIFEST_BYTES = 4 << 20
+MAX_TAG_PAGES = 1000
 REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 ENTRY_TAG = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
 USERNAME_ENV = "AOTCACHE_OCI_USERNAME"
@@ -96,6 +97,7 @@ class OciRemote:
         self.base = f"{scheme}://{self.host}/v2/{self.repository}"
         self._credentials = docker_credentials(self.host)
         self._authorization: str | None = None
+        self._last_link = ""
         self._httpx = httpx
         self._client = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
 
@@ -160,42 +162,61 @@ class OciRemote:
         raise RemoteError(f"{self.url}: {what}: HTTP {response.status_code} {detail}".rstrip())
 
     def _get_json(self, path: str, accept: str, what: str) -> tuple[dict[str, Any], bytes] | None:
-        response = self._send("GET", path, headers={"Accept": accept})
-        if response.status_code == 404:
-            return None
-        self._check(response, what)
-        body = response.content[: MAX_MANIFEST_BYTES + 1]
+        """A JSON document of at most MAX_MANIFEST_BYTES (read no further), or None if absent."""
+        response = self._send("GET", path, stream=True, headers={"Accept": accept})
+        try:
+            if response.status_code == 404:
+                return None
+            if response.status_code >= 300:
+                response.read()
+            self._check(response, what)
+            self._last_link = response.headers.get("link", "")
+            body = bytearray()
+            for chunk in response.iter_bytes(CHUNK):
+                body += chunk
+                if len(body) > MAX_MANIFEST_BYTES:
+                    raise RemoteError(f"{self.url}: {what}: larger than {MAX_MANIFEST_BYTES} bytes")
+        except self._httpx.HTTPError as exc:
+            raise RemoteError(f"{self.url}: {what}: {exc}") from None
+        finally:
+            response.close()
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RemoteError(f"{self.url}: {what}: not JSON") from None
-        if not isinstance(data, dict) or len(body) > MAX_MANIFEST_BYTES:
+        if not isinstance(data, dict):
             raise RemoteError(f"{self.url}: {what}: not an OCI document")
-        return data, body
+        return data, bytes(body)
 
     # -- the Remote interface ------------------------------------------------------
 
     def entry_ids(self) -> list[str]:
         tags: list[str] = []
         url: str | None = "tags/list?n=1000"
-        while url:
-            response = self._send("GET", url)
-            if response.status_code == 404:
+        seen: set[str] = set()
+        while url and url not in seen and len(seen) < MAX_TAG_PAGES:
+            seen.add(url)
+            found = self._get_json(url, "application/json", "listing tags")
+            if found is None:
                 return []
-            data = self._check(response, "listing tags").json()
-            tags += data.get("tags") or []
-            link = response.headers.get("link", "")
-            match = re.match(r"<([^>]+)>", link)
-            url = urljoin(self.base, match.group(1)) if match else None
+            page = found[0].get("tags") or []
+            tags += [t for t in page if isinstance(t, str)] if isinstance(page, list) else []
+            url = self._next_page(url)
         return sorted(tag for tag in tags if ENTRY_TAG.match(tag))
+
+    def _next_page(self, url: str) -> str | None:
+        """The registry's `Link: <...>; rel="next"`, followed only on the same registry."""
+        match = re.match(r"<([^>]+)>", self._last_link)
+        if not match:
+            return None
+        nxt = urljoin(self.base, match.group(1))
+        return nxt if urlsplit(nxt).netloc == self.host else None
 
     def entries_for_lookup(self, lookup: str) -> list[str]:
         found = self._get_json(f"manifests/lookup-{lookup}", OCI_INDEX, f"the index of lookup key {lookup}")
-        if found is None:
-            return []
-        manifests = found[0].get("manifests") or []
-        ordered = sorted(manifests, key=lambda m: (m.get("annotations") or {}).get(CREATED, ""), reverse=True)
-        return [str((m.get("annotations") or {}).get(ENTRY_ANNOTATION, "")) for m in ordered]
+        listed = _listed(found[0]) if found else []
+        ordered = sorted(listed, key=lambda item: item[1], reverse=True)  # newest first
+        return [entry for entry, _ in ordered]
 
     def record(self, entry_id: str) -> EntryRecord | None:
         found = self._get_json(f"manifests/{entry_id}", OCI_MANIFEST, f"the manifest of {entry_id}")
@@ -212,7 +233,11 @@ class OciRemote:
 
     def upload_blob(self, blob: Blob, data: bytes) -> None:
         response = self._check(self._send("POST", "blobs/uploads/"), "starting an upload")
+        if "location" not in response.headers:
+            raise RemoteError(f"{self.url}: the registry started an upload without a Location")
         location = urljoin(self.base, response.headers["location"])
+        if urlsplit(location).netloc != self.host:
+            raise RemoteError(f"{self.url}: the registry sent the upload to another host ({urlsplit(location).netloc})")
         separator = "&" if "?" in location else "?"
         headers = {"Content-Type": "application/octet-stream"}
         put = self._send("PUT", f"{location}{separator}digest={blob.digest}", content=data, headers=headers)
@@ -243,24 +268,47 @@ class OciRemote:
         self._add_to_index(record, manifest)
 
     def _add_to_index(self, record: EntryRecord, manifest: bytes) -> None:
-        """Add the entry to its lookup key's index (read, merge, write; a concurrent push
-        of the same lookup key may need the index written again, which push retries)."""
+        """Add the entry to its lookup key's index: read, merge, write, then read back, as
+        another push of the same lookup key may have written in between (tried 3 times)."""
         tag = f"lookup-{record.lookup}"
-        found = self._get_json(f"manifests/{tag}", OCI_INDEX, f"the index of lookup key {record.lookup}")
-        listed = [m for m in (found[0].get("manifests") or []) if isinstance(m, dict)] if found else []
-        listed = [m for m in listed if (m.get("annotations") or {}).get(ENTRY_ANNOTATION) != record.entry_id]
-        listed.append(
-            {
-                "mediaType": OCI_MANIFEST,
+        what = f"the index of lookup key {record.lookup}"
+        for _ in range(3):
+            found = self._get_json(f"manifests/{tag}", OCI_INDEX, what)
+            kept = [m for m in (found[0].get("manifests") or []) if isinstance(m, dict)] if found else []
+            kept = [m for m in kept if (m.get("annotations") or {}).get(ENTRY_ANNOTATION) != record.entry_id]
+            index = {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
                 "artifactType": ARTIFACT_TYPE,
-                "digest": "sha256:" + hashlib.sha256(manifest).hexdigest(),
-                "size": len(manifest),
-                "annotations": {ENTRY_ANNOTATION: record.entry_id, CREATED: record.created},
+                "manifests": [*kept, _index_item(record, manifest)],
             }
-        )
-        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "artifactType": ARTIFACT_TYPE, "manifests": listed}
-        headers = {"Content-Type": OCI_INDEX}
-        self._check(self._send("PUT", f"manifests/{tag}", content=_canonical(index), headers=headers), "indexing")
+            headers = {"Content-Type": OCI_INDEX}
+            self._check(self._send("PUT", f"manifests/{tag}", content=_canonical(index), headers=headers), "indexing")
+            again = self._get_json(f"manifests/{tag}", OCI_INDEX, what)
+            if again and record.entry_id in {entry for entry, _ in _listed(again[0])}:
+                return
+        raise RemoteError(f"{self.url}: could not add {record.entry_id} to {what} (concurrent pushes); push again")
+
+
+def _index_item(record: EntryRecord, manifest: bytes) -> dict[str, Any]:
+    return {
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "digest": "sha256:" + hashlib.sha256(manifest).hexdigest(),
+        "size": len(manifest),
+        "annotations": {ENTRY_ANNOTATION: record.entry_id, CREATED: record.created},
+    }
+
+
+def _listed(index: dict[str, Any]) -> list[tuple[str, str]]:
+    """(entry id, created) of each entry an index lists; anything malformed is skipped."""
+    items = index.get("manifests")
+    found = []
+    for item in items if isinstance(items, list) else []:
+        annotations = item.get("annotations") if isinstance(item, dict) else None
+        if isinstance(annotations, dict) and isinstance(annotations.get(ENTRY_ANNOTATION), str):
+            found.append((annotations[ENTRY_ANNOTATION], str(annotations.get(CREATED, ""))))
+    return found
 
 
 def _descriptor(blob: Blob, media_type: str) -> dict[str, Any]:
@@ -291,7 +339,8 @@ def _blob(descriptor: Any, default_path: str | None = None) -> Blob:
     size = descriptor.get("size")
     if not isinstance(size, int) or size < 0:
         raise ValueError(f"bad size {size!r}")
-    path = (descriptor.get("annotations") or {}).get(TITLE) or default_path
+    annotations = descriptor.get("annotations")
+    path = (annotations.get(TITLE) if isinstance(annotations, dict) else None) or default_path
     if not isinstance(path, str):
         raise ValueError("a layer has no title")
     return Blob(path, digest.removeprefix("sha256:"), size)
@@ -300,9 +349,12 @@ def _blob(descriptor: Any, default_path: str | None = None) -> Blob:
 def _record_from_oci(data: dict[str, Any], entry_id: str, url: str) -> EntryRecord:
     """The record of an entry from its OCI manifest (untrusted: pull checks every blob
     against the entry's own manifest, whose checksum and signature it checks)."""
-    if data.get("artifactType") != ARTIFACT_TYPE and (data.get("config") or {}).get("mediaType") != MANIFEST_TYPE:
+    config = data.get("config")
+    if data.get("artifactType") != ARTIFACT_TYPE and not (
+        isinstance(config, dict) and config.get("mediaType") == MANIFEST_TYPE
+    ):
         raise RemoteError(f"{url}: tag {entry_id} is not an aotcache entry")
-    annotations = data.get("annotations") or {}
+    annotations = data.get("annotations") if isinstance(data.get("annotations"), dict) else {}
     try:
         layers = data.get("layers") or []
         signature = [_blob(d) for d in layers if isinstance(d, dict) and d.get("mediaType") == SIGNATURE_TYPE]
@@ -315,5 +367,5 @@ def _record_from_oci(data: dict[str, Any], entry_id: str, url: str) -> EntryReco
             signature=signature[0] if signature else None,
             files=files,
         )
-    except ValueError as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise RemoteError(f"{url}: the OCI manifest of {entry_id} is damaged: {exc}") from None

@@ -19,10 +19,20 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from aotcache.errors import AotCacheError, CacheMiss, CorruptEntry, EntryNotFound, IncompatibleEnvironment, StaleEntry
+from aotcache.errors import (
+    AotCacheError,
+    CacheDirError,
+    CacheMiss,
+    CorruptEntry,
+    EntryNotFound,
+    IncompatibleEnvironment,
+    RemoteError,
+    StaleEntry,
+)
 from aotcache.store import safefs
 from aotcache.store.checks import (
     MAX_MANIFEST_BYTES,
@@ -99,15 +109,20 @@ _HINT_DAMAGED = "the remote's copy is damaged: push the entry again from the cac
 
 
 def _read_small(remote: Remote, blob: Blob, limit: int) -> bytes:
-    data = b""
+    """A small blob, read no further than its recorded size (a remote that sends more is
+    cut off, never held in memory)."""
+    data = bytearray()
     if blob.size <= limit:
-        data = b"".join(remote.read_blob(blob))
+        for chunk in remote.read_blob(blob):
+            data += chunk
+            if len(data) > blob.size:
+                break
     if len(data) != blob.size or hashlib.sha256(data).hexdigest() != blob.sha256:
         raise CorruptEntry(
             f"{remote.url}: blob {blob.path} of {blob.size} bytes does not match its digest {blob.sha256[:12]}",
             hint=_HINT_DAMAGED,
         )
-    return data
+    return bytes(data)
 
 
 def staging_for(root: CacheRoot, entry_id: str) -> Path:
@@ -137,31 +152,41 @@ def _fetch_file(
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + PART)
-    copy = local.read(blob)
-    if copy is not None:
-        _write_whole(part, copy)
-        _count_skipped(done, blob.size, progress)
-    else:
-        _download(remote, blob, part, done, progress)
-    if _sha256_of(part) != blob.sha256 or part.stat().st_size != blob.size:
+    for _ in range(2):  # a resumed partial file that does not check out is fetched again whole
+        resumed = _fill(remote, blob, part, local, done, progress)
+        if part.stat().st_size == blob.size and _sha256_of(part) == blob.sha256:
+            break
         part.unlink()
-        raise CorruptEntry(
-            f"{remote.url}: file {blob.path} of entry {done.entry_id} does not match the sha256 its manifest records",
-            entry_id=done.entry_id,
-            hint=_HINT_DAMAGED,
-        )
+        if not resumed:
+            raise CorruptEntry(
+                f"{remote.url}: file {blob.path} of entry {done.entry_id} does not match the sha256 its manifest "
+                "records",
+                entry_id=done.entry_id,
+                hint=_HINT_DAMAGED,
+            )
     os.replace(part, dest)
     failpoint("pull-after-file")
 
 
-def _download(remote: Remote, blob: Blob, part: Path, done: Transfer, progress: Progress | None) -> None:
+def _fill(remote: Remote, blob: Blob, part: Path, local: LocalBlobs, done: Transfer, progress: Progress | None) -> int:
+    """Write the file's bytes to `part`: from a local entry that has them, else from the
+    remote (continuing a partial file). Returns the offset a download resumed from."""
+    copy = local.read(blob)
+    if copy is not None:
+        _write_whole(part, copy)
+        _count_skipped(done, blob.size, progress)
+        return 0
+    return _download(remote, blob, part, done, progress)
+
+
+def _download(remote: Remote, blob: Blob, part: Path, done: Transfer, progress: Progress | None) -> int:
     offset = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
     if offset > blob.size:
         part.unlink()
         offset = 0
     _count_skipped(done, offset, progress)
     if offset == blob.size:
-        return
+        return offset
     with open(part, "ab" if offset else "wb") as out:
         for chunk in remote.read_blob(blob, offset):
             out.write(chunk)
@@ -173,6 +198,7 @@ def _download(remote: Remote, blob: Blob, part: Path, done: Transfer, progress: 
         out.flush()
         os.fsync(out.fileno())
     done.blobs_transferred += 1
+    return offset
 
 
 def _count_skipped(done: Transfer, size: int, progress: Progress | None) -> None:
@@ -223,21 +249,57 @@ def pull_entry(
     manifest, raw, signature = fetch_manifest(remote, record, verify_signature)
     files = [Blob(path, f.sha256, f.bytes) for path, f in sorted(manifest.files.items())]
     done.bytes = sum(b.size for b in files) + len(raw) + len(signature or b"")
+    _check_space(root, done.bytes)
     staging = staging_for(root, record.entry_id)
-    local = local or LocalBlobs(root)
-    for blob in files:
-        _fetch_file(remote, blob, staging, local, done, progress)
-    _write_whole(staging / MANIFEST_NAME, raw)
-    if signature is not None:
-        _write_whole(staging / SIGNATURE_NAME, signature)
-    done.bytes_transferred += len(raw) + len(signature or b"")  # fetched first, above
-    if progress:
-        progress(len(raw) + len(signature or b""))
-    _check_staged(staging, manifest, raw, verify_signature)
+    try:
+        local = local or LocalBlobs(root)
+        for blob in files:
+            _fetch_file(remote, blob, staging, local, done, progress)
+        _remove_strays(staging, {b.path for b in files})  # an adopted dir may hold another attempt's files
+        _write_whole(staging / MANIFEST_NAME, raw)
+        if signature is not None:
+            _write_whole(staging / SIGNATURE_NAME, signature)
+        done.bytes_transferred += len(raw) + len(signature or b"")  # fetched first, above
+        if progress:
+            progress(len(raw) + len(signature or b""))
+        _check_staged(staging, manifest, raw, verify_signature)
+    except CorruptEntry:
+        _remove(root, staging)  # nothing of a pull that failed its checks is resumed
+        raise
+    except OSError as exc:
+        raise CacheDirError(f"pulling {record.entry_id} into {root.path} failed: {exc}") from exc
     with root.lock(record.entry_id):
+        if is_present(root, record.entry_id, verify_signature):  # another pull published it meanwhile
+            _remove(root, staging)
+            done.status = "present"
+            return done
         root.publish(staging, record.entry_id)
     log.info("pulled %s from %s: %d bytes downloaded", record.entry_id, remote.url, done.bytes_transferred)
     return done
+
+
+def _check_space(root: CacheRoot, needed: int) -> None:
+    free = shutil.disk_usage(root.path).free
+    if free < needed:
+        raise CacheDirError(
+            f"cache dir {root.path} has {free} bytes free; the entry needs {needed}",
+            hint="free space or run `aotcache clear --max-size`",
+        )
+
+
+def _remove_strays(staging: Path, wanted: set[str]) -> None:
+    """Delete what the entry's manifest does not list (links are removed, never followed)."""
+    for folder, dirs, names, _ in os.fwalk(staging, follow_symlinks=False):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            path = os.path.join(folder, name)
+            if os.path.relpath(path, staging) not in wanted:
+                os.unlink(path)
+
+
+def _remove(root: CacheRoot, staging: Path) -> None:
+    _, error = root.remove_leftover(staging)
+    if error:
+        log.warning("could not remove %s (%s); `aotcache clear --broken` will", staging, error)
 
 
 def _check_staged(staging: Path, manifest: Manifest, raw: bytes, verify_signature: SignatureCheck | None) -> None:
@@ -299,6 +361,9 @@ def pull(
             results.append(pull_entry(root, remote, record, verify_signature, progress, local))
         except AotCacheError as exc:
             results.append(Transfer(record.entry_id, "failed", error=exc))
+        except Exception as exc:  # whatever a hostile or broken remote makes a parser raise
+            error = RemoteError(f"{remote.url}: entry {record.entry_id}: {type(exc).__name__}: {exc}")
+            results.append(Transfer(record.entry_id, "failed", error=error))
     return results
 
 
@@ -310,7 +375,8 @@ def pull_for_lookup(
     other byte is fetched). Raises why none fits (the first entry's reason)."""
     refusals: list[CacheMiss] = []
     for entry_id in remote.entries_for_lookup(lookup):
-        record = remote.record(entry_id) if ENTRY_ID.match(entry_id) else None
+        ours = ENTRY_ID.match(entry_id) and entry_id.startswith(lookup + "-")  # an index lists its own key only
+        record = remote.record(entry_id) if ours else None
         if record is None:
             continue
         try:

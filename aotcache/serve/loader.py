@@ -14,7 +14,14 @@ import torch
 
 from aotcache.config import CompilationConfig, Range, current_config, from_dict
 from aotcache.counters import counters
-from aotcache.errors import AotCacheError, CacheMiss, CorruptEntry, EntryNotFound, IncompatibleEnvironment
+from aotcache.errors import (
+    AotCacheError,
+    CacheMiss,
+    CorruptEntry,
+    EntryNotFound,
+    IncompatibleEnvironment,
+    RemoteError,
+)
 from aotcache.fleet.remote import REMOTE_ENV
 from aotcache.key.env import ENV_FACTOR_PREFIXES
 from aotcache.key.factors import explain, lookup_hash
@@ -206,15 +213,21 @@ def _pull_and_open(
     from aotcache.fleet.remote import open_remote
 
     key = lookup_hash(lookup_factors(config, model))
-    root.ensure_writable()
-    with root.lock(f"{key}.pull"):
-        try:
-            return find_and_open(model, config, root, verify_signature=checker)
-        except CacheMiss:
-            pass
-        done = pull_for_lookup(root, open_remote(remote), key, checker)
-        counters.remote_pulls += 1
-        counters.bytes_downloaded += done.bytes_transferred
+    try:
+        root.ensure_writable()
+        with root.lock(f"{key}.pull"):
+            try:
+                return find_and_open(model, config, root, verify_signature=checker)
+            except CacheMiss:
+                pass
+            done = pull_for_lookup(root, open_remote(remote), key, checker)
+            counters.remote_pulls += 1
+            counters.bytes_downloaded += done.bytes_transferred
+    except CacheMiss:
+        raise
+    except Exception as exc:  # a read-only cache dir, a broken remote: a miss, never a crash
+        message = exc.message if isinstance(exc, AotCacheError) else f"{type(exc).__name__}: {exc}"
+        raise RemoteError(f"could not pull from {remote} into {root.path}: {message}") from exc
     return find_and_open(model, config, root, verify_signature=checker)
 
 
