@@ -206,7 +206,8 @@ def torch_key() -> str:
 
 # Settings that change how Inductor works, never what it generates (precompile --jobs
 # turns Inductor's own compile pool off while its workers run).
-_NOT_IN_THE_CODE = frozenset({"compile_threads", "worker_start_method"})
+# And cpp.vec_isa_ok, which vec_isa_memo sets only where the probes' answer is on record.
+_NOT_IN_THE_CODE = frozenset({"compile_threads", "worker_start_method", "cpp.vec_isa_ok"})
 
 
 def inductor_config_digest() -> str:

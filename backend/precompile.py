@@ -41,6 +41,7 @@ from .parallel import available_cores
 from .reuse import ArtifactIndex
 from .split import unused_splitting_ops
 from .units import Progress
+from .vec_isa_memo import remembered_vec_isa
 
 log = logging.getLogger("aotcache.precompile")
 
@@ -229,19 +230,20 @@ def _build_and_publish(build: _Build) -> tuple[Path, Manifest]:
     try:
         with cleanup_on_error(staging):
             index = ArtifactIndex(root, build.sign_key, reuse=not build.force)
-            manifest, unit_keys = build_entry(
-                build.model,
-                build.config,
-                build.captured,
-                build.traced,
-                build.key,
-                build.inputs_at,
-                staging,
-                build.progress,
-                build.seconds,
-                index,
-                build.jobs,
-            )
+            with remembered_vec_isa(root):
+                manifest, unit_keys = build_entry(
+                    build.model,
+                    build.config,
+                    build.captured,
+                    build.traced,
+                    build.key,
+                    build.inputs_at,
+                    staging,
+                    build.progress,
+                    build.seconds,
+                    index,
+                    build.jobs,
+                )
             manifest.recorded["target"] = build.origin
             manifest_bytes = manifest.to_bytes()
             write_file(staging / MANIFEST_NAME, manifest_bytes, point="manifest-write")

@@ -8,6 +8,8 @@
     <root>/usage/<entry id>      touched on every load: "last used" for LRU eviction
     <root>/index/<unit key>.json which entry holds the artifact built for a unit key
                                  (incremental precompile; see aotcache.backend.reuse)
+    <root>/host/<name>.json      facts about the build host that are slow to probe
+                                 (aotcache.backend.vec_isa_memo)
 
 An entry directory either does not exist or is complete: builders write and fsync
 everything in staging, then rename it into entries/. Deleting renames it into trash/
@@ -62,7 +64,7 @@ def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None, configured
     return default_cache_dir()
 
 
-FOLDERS = ("entries", "staging", "locks", "trash", "usage", "index")
+FOLDERS = ("entries", "staging", "locks", "trash", "usage", "index", "host")
 # The only files `clear` removes from locks/: the ones `lock()` creates (one per entry
 # id, and one per lookup key that loads pull from a remote under).
 LOCK_NAME = re.compile(r"^[0-9a-f]{16}(-[0-9a-f]{16}|\.pull)\.lock$")
@@ -84,6 +86,7 @@ class CacheRoot:
         self.trash = self.path / "trash"
         self.usage = self.path / "usage"
         self.index = self.path / "index"
+        self.host = self.path / "host"
 
     def __repr__(self) -> str:
         return f"CacheRoot({str(self.path)!r})"
@@ -255,6 +258,23 @@ class CacheRoot:
                 return _index_record(fd, f"{key}.json")
         except OSError:
             return None
+
+    def write_host_fact(self, name: str, data: dict[str, Any]) -> None:
+        """Best effort: a fact that cannot be recorded is probed again next time."""
+        try:
+            self.host.mkdir(exist_ok=True)
+            write_file_atomic(self.host / name, json.dumps(data, sort_keys=True).encode())
+        except OSError as exc:
+            log.debug("could not record %s: %s", name, exc)
+
+    def host_fact(self, name: str) -> dict[str, Any] | None:
+        """A recorded host fact (read without following links), None if absent or damaged."""
+        try:
+            with self.folder("host") as fd:
+                data = json.loads(safefs.read_file(name, fd, INDEX_RECORD_BYTES))
+        except (OSError, ValueError, RecursionError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def prune_index(self) -> int:
         """Remove the index records whose entry is gone (or that are damaged); how many."""
