@@ -151,6 +151,9 @@ def _fetch_file(
         _count_skipped(done, blob.size, progress)  # checked by an earlier, interrupted pull
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
+    inside = os.path.realpath(staging)
+    if os.path.commonpath([inside, os.path.realpath(dest.parent)]) != inside:  # a link planted in staging
+        raise CacheDirError(f"{dest.parent} leads out of the staging dir; it is never written through")
     part = dest.with_name(dest.name + PART)
     for _ in range(2):  # a resumed partial file that does not check out is fetched again whole
         resumed = _fill(remote, blob, part, local, done, progress)
