@@ -33,16 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _results import write_section
+from _common import CONFIG, FIRST_SIZE, REPO, write_section
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = {
-    "compile_sizes": [1, 2, 4, 8],
-    "compile_ranges_split_points": [16],
-    "max_num_batched_tokens": 64,
-    "splitting_ops": ["tinyllama::attention"],
-}
-FIRST_SIZE = 5
 MODELS = {  # name: (layers, hidden, heads)
     "2 layers": (2, 32, 4),
     "8 layers": (8, 32, 4),

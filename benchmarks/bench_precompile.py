@@ -26,17 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _results import write_section
+from _common import CONFIG, FIRST_SIZE, REPO, write_section
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = {
-    "compile_sizes": [1, 2, 4, 8],
-    "compile_ranges_split_points": [16],
-    "max_num_batched_tokens": 64,
-    "splitting_ops": ["tinyllama::attention"],
-}
 ADDED_SIZE = 16
-FIRST_SIZE = 5
 MODELS = {  # name: (layers, hidden, heads)
     "tiny_llama 2 layers": (2, 32, 4),
     "tiny_llama 8 layers": (8, 32, 4),

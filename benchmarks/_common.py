@@ -1,4 +1,5 @@
-"""benchmarks/results/latest.json: each benchmark owns one section of it."""
+"""What the benchmarks share: the model config they measure, and latest.json, of which
+each benchmark owns one section."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+# tiny_llama's example config: ranges [1, 16] and [17, 64], concrete sizes 1, 2, 4, 8.
+CONFIG = {
+    "compile_sizes": [1, 2, 4, 8],
+    "compile_ranges_split_points": [16],
+    "max_num_batched_tokens": 64,
+    "splitting_ops": ["tinyllama::attention"],
+}
+FIRST_SIZE = 5  # the size of the first call after a load (in no compile size)
 
 
 def write_section(name: str, report: dict[str, Any]) -> Path:
