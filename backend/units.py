@@ -145,31 +145,28 @@ class UnitCompiler:
                     groups.setdefault(compile_inputs_key(unit, piece.digest), []).append((unit, piece))
         firsts = [members[0] for members in groups.values()]
         for members, result in zip(groups.values(), self._compile_each(firsts), strict=True):
+            for unit, piece in members:
+                self.done[unit][piece.digest] = (
+                    result if unit == result.unit else dataclasses.replace(result, unit=unit)
+                )
             for unit, piece in members[1:]:
-                self.done[unit][piece.digest] = dataclasses.replace(result, unit=unit)
                 self.counts["deduplicated"] += 1
                 self.progress.unit_done(f"{piece.name} {unit_label(unit)} (same compile as {unit_label(result.unit)})")
 
     def _compile_each(self, todo: list[tuple[Range, Any]]) -> list[CompiledUnit]:
         """Compile each (unit, piece): in `jobs` worker processes after one compile here
         (the warm-up), or all here."""
-        results: list[CompiledUnit] = []
         if self.jobs <= 1 or len(todo) <= 2:
-            for unit, piece in todo:
-                results.append(self._compiled(unit, piece, self._compile_one(unit, piece)))
-            return results
+            return [self._compiled(unit, piece, self._compile_one(unit, piece)) for unit, piece in todo]
         for unit in {unit for unit, _ in todo if unit.is_single_size()}:
             self.piece_inputs(unit.start)  # recorded before the fork: every worker inherits them
-        results.append(self._compiled(*todo[0], self._compile_one(*todo[0])))
+        first = self._compiled(*todo[0], self._compile_one(*todo[0]))
         rest = todo[1:]
         tasks = [functools.partial(_detached, self._compile_one, unit, piece) for unit, piece in rest]
-        for (unit, piece), result in zip(
-            rest, run_in_workers(tasks, min(self.jobs, len(rest)), lambda i: self._announce(*rest[i])), strict=True
-        ):
-            self.done[unit][piece.digest] = result
+        results = run_in_workers(tasks, min(self.jobs, len(rest)), lambda i: self._announce(*rest[i]))
+        for _ in results:
             self._count()
-            results.append(result)
-        return results
+        return [first, *results]
 
     def _reused(self, unit: Range, piece: Any) -> bool:
         if self.index is None:
@@ -191,7 +188,7 @@ class UnitCompiler:
         )
 
     def _compiled(self, unit: Range, piece: Any, result: CompiledUnit) -> CompiledUnit:
-        self.done[unit][piece.digest] = result
+        """A unit compiled in this process: counted and announced."""
         self._count()
         failpoint("after-first-compile")
         self._announce(unit, piece)

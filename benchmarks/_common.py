@@ -4,6 +4,7 @@ each benchmark owns one section."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,14 @@ CONFIG = {
     "splitting_ops": ["tinyllama::attention"],
 }
 FIRST_SIZE = 5  # the size of the first call after a load (in no compile size)
+
+
+def run_child(command: list[str], env: dict[str, str], what: str, timeout: float) -> dict[str, Any]:
+    """Run one measurement's fresh process; its last line of output is its JSON result."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO, check=False, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def write_section(name: str, report: dict[str, Any]) -> Path:

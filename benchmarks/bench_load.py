@@ -25,7 +25,6 @@ import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import CONFIG, FIRST_SIZE, REPO, write_section
+from _common import CONFIG, FIRST_SIZE, REPO, run_child, write_section
 
 MODELS = {  # name: (layers, hidden, heads)
     "2 layers": (2, 32, 4),
@@ -216,10 +215,7 @@ def spawn(mode: str, model: str, cache: Path, env: dict[str, str], extra: str | 
     ]
     if extra:
         command += ["--extra", extra]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO, check=False, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(f"{mode} child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(command, env, mode, timeout=900)
 
 
 def no_compiler_path(scratch: Path) -> str:

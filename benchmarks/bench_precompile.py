@@ -19,14 +19,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import CONFIG, FIRST_SIZE, REPO, write_section
+from _common import CONFIG, FIRST_SIZE, REPO, run_child, write_section
 
 ADDED_SIZE = 16
 MODELS = {  # name: (layers, hidden, heads)
@@ -85,10 +84,7 @@ def spawn(mode: str, shape: tuple[int, ...], package: Path, cache: Path, jobs: i
     env.pop("AOTCACHE_DIR", None)
     command = [sys.executable, __file__, "--child", mode, "--shape", ",".join(map(str, shape))]
     command += ["--package", str(package), "--cache", str(cache), "--jobs", str(jobs), "--spawned", repr(time.time())]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO, check=False, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"{mode} child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(command, env, mode, timeout=1800)
 
 
 def fresh_package(scratch: Path) -> Path:

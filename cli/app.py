@@ -20,7 +20,17 @@ import typer
 from aotcache.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CacheDirError, ConfigError, TargetError
 
 from . import fleet, render
-from .common import CacheDir, JsonFlag, Output, Quiet, Verbose, handle_errors, import_cwd, parse_int_list
+from .common import (
+    CacheDir,
+    JsonFlag,
+    Output,
+    Quiet,
+    Verbose,
+    cache_root,
+    handle_errors,
+    import_cwd,
+    parse_int_list,
+)
 
 app = typer.Typer(
     name="aotcache",
@@ -58,15 +68,6 @@ def _config(
     return load_config(
         base=spec_config, pyproject=True, config_file=config_file, json_text=json_text, overrides=overrides
     )
-
-
-def _root(cache_dir: Path | None, configured: str | None = None) -> Any:
-    """The cache root a command works on; exit 3 when it is a file, not a directory."""
-    from aotcache.store.root import CacheRoot, resolve_cache_dir
-
-    root = CacheRoot(resolve_cache_dir(cache_dir, configured))
-    root.check_is_directory()
-    return root
 
 
 def _spec(target: str) -> Any:
@@ -217,7 +218,7 @@ def inspect_cache(
     import_cwd()
     if sort not in ("size", "created", "used"):
         raise ConfigError("sort", sort, "one of size, created, used")
-    root = _root(cache_dir)
+    root = cache_root(cache_dir)
     if key:
         report = report_entry(root, find_entry(root, key))
         if json_out:
@@ -285,11 +286,11 @@ def verify(
         target_or_key = _with_hf_class(target_or_key, hf_class)
         spec = _spec(target_or_key)
         resolved = _config(spec.config_dict(), config, compilation_config, {})
-        root = _root(cache_dir, resolved.cache_dir)
+        root = cache_root(cache_dir, resolved.cache_dir)
         report = verify_target(root, spec.build_model(), resolved, verify_signature=checker, strict=strict)
         target = target_or_key
     else:
-        root = _root(cache_dir)
+        root = cache_root(cache_dir)
         report = verify_entry(root, target_or_key, verify_signature=checker, strict=strict)
         target = report.get("target")
     if run_check and report.get("entry"):
@@ -395,7 +396,7 @@ def clear(
     import_cwd()
     if not (keys or all_entries or stale or broken or older_than or max_size):
         raise typer.Exit(_usage("nothing selected: pass KEY, --all, --stale, --broken, --older-than or --max-size"))
-    root = _root(cache_dir)
+    root = cache_root(cache_dir)
     if not root.path.is_dir():
         raise CacheDirError(f"cache dir {root.path} does not exist", hint="check --cache-dir or AOTCACHE_DIR")
     chosen, kept = select(

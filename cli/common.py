@@ -116,6 +116,15 @@ def handle_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def cache_root(cache_dir: Path | None, configured: str | None = None) -> Any:
+    """The cache root a command works on; exit 3 when it is a file, not a directory."""
+    from aotcache.store.root import CacheRoot, resolve_cache_dir
+
+    root = CacheRoot(resolve_cache_dir(cache_dir, configured))
+    root.check_is_directory()
+    return root
+
+
 def import_cwd() -> None:
     """Let TARGETs and traced sources resolve from the working directory, as they do
     for `python -m`: a console script's sys.path starts at its own bin/ instead."""

@@ -10,7 +10,7 @@ import typer
 from aotcache.errors import EXIT_OK
 
 from . import render
-from .common import CacheDir, JsonFlag, Output, Quiet, Verbose, handle_errors
+from .common import CacheDir, JsonFlag, Output, Quiet, Verbose, cache_root, handle_errors
 
 PUSH_EXAMPLES = (
     "Examples:\n\n    aotcache push oci://registry.example.com/ml/aotcache\n\n"
@@ -70,11 +70,9 @@ def push(
     remote has are not sent again, and an entry it holds with other bytes is refused."""
     from aotcache.fleet.push import push as run_push
     from aotcache.fleet.remote import open_remote
-    from aotcache.store.root import CacheRoot, resolve_cache_dir
 
     out = Output(json_out, quiet, verbose)
-    root = CacheRoot(resolve_cache_dir(cache_dir))
-    root.check_is_directory()
+    root = cache_root(cache_dir)
     target = open_remote(remote, insecure=insecure)
     with render.ByteProgress(not (json_out or quiet), "pushing") as bar:
         results = run_push(root, target, keys, progress=bar.advance, on_start=bar.start)
@@ -99,11 +97,10 @@ def pull(
     checked against its manifest in staging, then the entry appears in one rename."""
     from aotcache.fleet.pull import pull as run_pull
     from aotcache.fleet.remote import open_remote
-    from aotcache.store.root import CacheRoot, resolve_cache_dir
     from aotcache.store.signing import signature_checker
 
     out = Output(json_out, quiet, verbose)
-    root = CacheRoot(resolve_cache_dir(cache_dir))
+    root = cache_root(cache_dir)
     checker = signature_checker(trusted_key)
     target = open_remote(remote, insecure=insecure)
     with render.ByteProgress(not (json_out or quiet), "pulling") as bar:

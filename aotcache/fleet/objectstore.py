@@ -21,9 +21,8 @@ from typing import Any
 
 from aotcache.errors import AotCacheError, ConfigError, CorruptEntry, RemoteError
 
-from .remote import CHUNK, Blob, EntryRecord
+from .remote import CHUNK, ENTRY_ID, Blob, EntryRecord
 
-ENTRY_ID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
 MAX_RECORD_BYTES = 4 << 20
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
 

@@ -27,7 +27,7 @@ from urllib.parse import urljoin, urlsplit
 
 from aotcache.errors import ConfigError, RemoteError
 
-from .remote import CHUNK, LOOPBACK, Blob, EntryRecord
+from .remote import CHUNK, ENTRY_ID, LOOPBACK, Blob, EntryRecord
 
 ARTIFACT_TYPE = "application/vnd.aotcache.entry.v1"
 MANIFEST_TYPE = "application/vnd.aotcache.manifest.v1+json"
@@ -42,7 +42,6 @@ LOOKUP_ANNOTATION = "dev.aotcache.lookup"
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_TAG_PAGES = 1000
 REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-ENTRY_TAG = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
 USERNAME_ENV = "AOTCACHE_OCI_USERNAME"
 PASSWORD_ENV = "AOTCACHE_OCI_PASSWORD"
 
@@ -202,7 +201,7 @@ class OciRemote:
             page = found[0].get("tags") or []
             tags += [t for t in page if isinstance(t, str)] if isinstance(page, list) else []
             url = self._next_page(url)
-        return sorted(tag for tag in tags if ENTRY_TAG.match(tag))
+        return sorted(tag for tag in tags if ENTRY_ID.match(tag))
 
     def _next_page(self, url: str) -> str | None:
         """The registry's `Link: <...>; rel="next"`, followed only on the same registry."""

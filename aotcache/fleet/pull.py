@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from aotcache.errors import (
     StaleEntry,
 )
 from aotcache.store import safefs
+from aotcache.store.atomic import write_file
 from aotcache.store.checks import (
     MAX_MANIFEST_BYTES,
     SignatureCheck,
@@ -47,12 +47,11 @@ from aotcache.store.failpoints import failpoint
 from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, parse
 from aotcache.store.root import CacheRoot, pid_name, staging_is_abandoned
 
-from .remote import Blob, EntryRecord, Remote
+from .remote import ENTRY_ID, Blob, EntryRecord, Remote
 from .transfer import Progress, Transfer
 
 log = logging.getLogger("aotcache.fleet")
 
-ENTRY_ID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
 PART = ".part"
 
 
@@ -176,7 +175,7 @@ def _fill(remote: Remote, blob: Blob, part: Path, local: LocalBlobs, done: Trans
     remote (continuing a partial file). Returns the offset a download resumed from."""
     copy = local.read(blob)
     if copy is not None:
-        _write_whole(part, copy)
+        write_file(part, copy)
         _count_skipped(done, blob.size, progress)
         return 0
     return _download(remote, blob, part, done, progress)
@@ -209,13 +208,6 @@ def _count_skipped(done: Transfer, size: int, progress: Progress | None) -> None
         done.bytes_skipped += size
         if progress:
             progress(size)
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    with open(path, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
 
 
 def _sha256_of(path: Path) -> str:
@@ -259,9 +251,9 @@ def pull_entry(
         for blob in files:
             _fetch_file(remote, blob, staging, local, done, progress)
         _remove_strays(staging, {b.path for b in files})  # an adopted dir may hold another attempt's files
-        _write_whole(staging / MANIFEST_NAME, raw)
+        write_file(staging / MANIFEST_NAME, raw)
         if signature is not None:
-            _write_whole(staging / SIGNATURE_NAME, signature)
+            write_file(staging / SIGNATURE_NAME, signature)
         done.bytes_transferred += len(raw) + len(signature or b"")  # fetched first, above
         if progress:
             progress(len(raw) + len(signature or b""))

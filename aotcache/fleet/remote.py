@@ -10,6 +10,7 @@ record in its own way (an OCI image manifest, a small JSON object) but means the
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +19,8 @@ from urllib.parse import urlsplit
 from aotcache.errors import ConfigError
 
 REMOTE_ENV = "AOTCACHE_REMOTE"
+# An entry id, `<lookup key>-<build hash>`: what tags, records and index items must name.
+ENTRY_ID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
 CHUNK = 1 << 20
 
 
