@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_CACHE := .aotcache/demo
 
-.PHONY: install test test-gpu lint demo bench clean test-servers
+.PHONY: install test test-gpu test-matrix gpu-check gpu-wheelhouse lint demo bench clean test-servers
 
 install: $(STAMP)
 
@@ -34,6 +34,23 @@ test-servers:
 test-gpu: $(STAMP)
 	$(PY) -m pytest -m gpu -v -rs -s
 
+# The whole suite and the demo on torch 2.11, 2.12, 2.13, 2.14 and 2.15, a cross-version
+# load, and gpu-check offline; writes benchmarks/results/torch-matrix.md and the README's
+# table. ~80 min and ~25 GB on 2 cores (CUDA wheels of torch); run before every release.
+test-matrix: $(STAMP) test-servers
+	$(VENV)/bin/nox
+
+# On a machine that already has torch (the GPU image: torch 2.11, no network): install
+# aotcache with that torch and run the GPU suite; the report goes to $(GPU_REPORT).
+GPU_PYTHON ?= python3
+GPU_REPORT ?= $(or $(OUT),gpu-report)
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py --report $(GPU_REPORT)
+
+# Beforehand, on a networked machine: the pure-Python wheels gpu-check may need (<16 MiB).
+gpu-wheelhouse: $(STAMP)
+	$(PY) scripts/gpu_check.py wheelhouse
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -49,4 +66,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_load.py
 
 clean:
-	rm -rf $(VENV) .aotcache .pytest_cache
+	rm -rf $(VENV) .aotcache .pytest_cache .nox .matrix .wheelhouse gpu-report

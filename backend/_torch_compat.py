@@ -2,12 +2,19 @@
 
 tests/test_torch_internals.py exercises each of these against the installed torch, so a
 torch upgrade that moves or changes one fails loudly there, not deep in a precompile.
+
+aotcache supports torch 2.11 to 2.15. Where they differ, this module asks torch what it
+has (does the setting exist, what does the function accept), never its version number:
+* `torch._inductor.config.cpp.march` (TORCHINDUCTOR_CPP_MARCH) exists from 2.13; before,
+  Inductor always compiles CPU kernels with -march=native (see `cpp_march`).
+* `cpp_builder.get_cpp_compiler` takes an optional `device_type` from 2.15.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 import shutil
 import subprocess
@@ -15,6 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+
+log = logging.getLogger("aotcache.precompile")
 
 # -- Dynamo ------------------------------------------------------------------------------
 
@@ -169,24 +178,114 @@ def kernel_library(argtypes: list[str], source: str) -> str:
     return kernel.__self__.__file__
 
 
+def inductor_setting(name: str) -> tuple[bool, Any]:
+    """(whether this torch's Inductor has the setting, its value): `name` is dotted as in
+    `config.patch` ("cpp.march"). A setting the running torch lacks is reported, never an
+    AttributeError."""
+    from torch._inductor import config
+
+    target: Any = config
+    for part in name.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            return False, None
+    return True, target
+
+
+MARCH_ENV = "TORCHINDUCTOR_CPP_MARCH"
+_warned_march_ignored = False
+
+
+def cpp_march() -> str:
+    """The -march Inductor compiles CPU kernels for: "native", a named target such as
+    "x86-64-v3", or "" (no -march: the compiler's default). Read from `cpp.march` where
+    this torch has the setting (2.13+, set by TORCHINDUCTOR_CPP_MARCH; None is native);
+    older torch always compiles with -march=native and ignores the variable (said once)."""
+    global _warned_march_ignored
+    has_setting, march = inductor_setting("cpp.march")
+    if not has_setting:
+        if os.environ.get(MARCH_ENV) and not _warned_march_ignored:
+            _warned_march_ignored = True
+            log.warning(
+                "%s is set, but torch %s has no such Inductor setting: kernels are compiled with -march=native "
+                "(torch 2.13 or newer honours it)",
+                MARCH_ENV,
+                torch.__version__,
+            )
+        return "native"
+    return "native" if march is None else str(march)
+
+
 def vec_isa() -> dict[str, str]:
     """The vector ISA Inductor picks on this host (it runs probe compiles: ~1 s once)."""
-    from torch._inductor import config
     from torch._inductor.cpu_vec_isa import pick_vec_isa
 
     isa = pick_vec_isa()
     return {
         "vec_isa": type(isa).__name__,
         "vec_isa_flags": isa.build_arch_flags() if isa else "",
-        "march": config.cpp.march or "native",
+        "march": cpp_march(),
     }
+
+
+def cpp_compiler() -> str:
+    """The C++ compiler Inductor compiles CPU kernels with (a name or a path)."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    return get_cpp_compiler()  # 2.15 added an optional device_type; CPU is its default
+
+
+def listed_vec_isas() -> list[str]:
+    """The vector ISAs this x86 CPU lists, which Inductor probes before its first compile."""
+    from torch._inductor.cpu_vec_isa import supported_vec_isa_list, x86_isa_checker
+
+    flags = x86_isa_checker()
+    return [str(isa) for isa in supported_vec_isa_list if all(f in flags for f in str(isa).split())]
+
+
+def valid_vec_isas() -> list[str]:
+    """The vector ISAs that passed Inductor's probes in this process."""
+    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+
+    return [str(isa) for isa in valid_vec_isa_list()]
+
+
+def isa_probes_skipped() -> Any:
+    """A context in which Inductor takes every listed vector ISA as valid, without its
+    probe compiles (`cpp.vec_isa_ok`)."""
+    from torch._inductor import config
+
+    return config.patch({"cpp.vec_isa_ok": True})
+
+
+def one_compile_thread() -> Any:
+    """A context in which Inductor compiles kernels in-process (no compile pool)."""
+    from torch._inductor import config
+
+    return config.patch(compile_threads=1)
+
+
+def set_kernel_threads(threads: int) -> None:
+    """Make Inductor generate CPU code for `threads` threads (a worker compiles for its
+    parent's count while it runs torch itself with one)."""
+    from torch._inductor import config
+
+    config.cpp.threads = threads
+
+
+def mark_dynamic(tensor: torch.Tensor, dims: list[int]) -> None:
+    torch._dynamo.mark_dynamic(tensor, dims)
+
+
+def mark_unbacked(tensor: torch.Tensor, dim: int, hint: int) -> None:
+    """An unbacked dynamic dim, with the example's size as the hint Inductor tunes for."""
+    torch._dynamo.decorators.mark_unbacked(tensor, dim, hint_override=hint)
 
 
 def compiler_identity() -> str:
     """'g++ (Debian 12.2.0-14) 12.2.0': the compiler Inductor uses, by name and version."""
-    from torch._inductor.cpp_builder import get_cpp_compiler
-
-    compiler = get_cpp_compiler()
+    compiler = cpp_compiler()
     path = shutil.which(compiler) or compiler
     try:
         out = subprocess.run(

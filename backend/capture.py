@@ -96,12 +96,12 @@ def _mark_dynamic(arguments: dict[str, Any], dims: dict[str, dict[int, Any]], un
     for name, dim_ids in dims.items():
         value = arguments.get(name)
         if isinstance(value, torch.Tensor):  # InputSpec refused every other non-None type
-            torch._dynamo.mark_dynamic(value, [d % value.ndim for d in dim_ids])
+            compat.mark_dynamic(value, [d % value.ndim for d in dim_ids])
     for name, wanted in unbacked.items():
         value = arguments.get(name)
         if isinstance(value, torch.Tensor):
             for dim in [wanted] if isinstance(wanted, int) else wanted:
-                torch._dynamo.decorators.mark_unbacked(value, dim % value.ndim, hint_override=value.shape[dim])
+                compat.mark_unbacked(value, dim % value.ndim, value.shape[dim])
 
 
 def _dynamic_dims(arguments: dict[str, Any], dims: dict[str, dict[int, Any]]) -> list[tuple[str, int]]:

@@ -23,7 +23,7 @@ from torch import fx
 
 from aotcache.config import Range
 from aotcache.errors import CompileError
-from aotcache.formats import INDUCTOR, NATIVE
+from aotcache.formats import INDUCTOR, NATIVE, torch_internals
 
 from . import _torch_compat as compat
 from .native import NativeArtifact, UnsupportedWrapper, export
@@ -60,9 +60,7 @@ class CompiledUnit:
             with tempfile.TemporaryDirectory(prefix="aotcache-load-") as folder:
                 path = os.path.join(folder, "artifact.bin")
                 Path(path).write_bytes(self.saved)
-                from torch._inductor.standalone_compile import CompiledArtifact
-
-                self.artifact = CompiledArtifact.load(path=path, format="binary")
+                self.artifact = torch_internals.load_compiled_artifact(path)
         return self.artifact
 
 

@@ -5,7 +5,6 @@ is assembled)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from aotcache.store.atomic import write_file
 from aotcache.store.manifest import FileRecord, Manifest
 from aotcache.version import __version__
 
+from . import _torch_compat as compat
 from .capture import Capture
 from .parallel import usable_jobs
 from .reuse import ArtifactIndex, environment_facts
@@ -124,8 +124,8 @@ def _stats(split: SplitGraph, result: CompiledUnits, seconds: dict[str, float]) 
 
 
 def march() -> str:
-    """The -march Inductor compiles kernels for (TORCHINDUCTOR_CPP_MARCH, else native)."""
-    return os.environ.get("TORCHINDUCTOR_CPP_MARCH") or "native"
+    """The -march Inductor compiles kernels for (see _torch_compat.cpp_march)."""
+    return compat.cpp_march()
 
 
 def recorded_build_facts(environment: dict[str, Any], native_kernels: bool, model: torch.nn.Module) -> dict[str, Any]:

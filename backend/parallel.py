@@ -24,6 +24,8 @@ import torch
 
 from aotcache.errors import AotCacheError, CompileError
 
+from . import _torch_compat as compat
+
 # The work of the pool being run, set in the parent right before it forks: each worker
 # inherits it and runs the items it is given by index (nothing but results is pickled).
 _TASKS: list[Callable[[], Any]] = []
@@ -48,17 +50,13 @@ def usable_jobs(jobs: int, device_type: str) -> int:
 def no_inductor_pool() -> Iterator[None]:
     """Inductor compiles kernels in-process while our workers exist (its pool's threads
     must not be forked; our workers are the parallelism)."""
-    from torch._inductor import config
-
-    with config.patch(compile_threads=1):
+    with compat.one_compile_thread():
         yield
 
 
 def _start_worker(threads: int) -> None:
     torch.set_num_threads(1)
-    from torch._inductor import config
-
-    config.cpp.threads = threads  # the code generated for the parent's thread count
+    compat.set_kernel_threads(threads)  # the code generated for the parent's thread count
 
 
 def _run(index: int) -> tuple[int, Any, str | None, str | None]:

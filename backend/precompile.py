@@ -196,6 +196,7 @@ def _trace(
     if trace_arguments[spec.size_arg].shape[spec.size_dim] < 2:  # Dynamo specialises sizes 0 and 1
         trace_arguments = inputs_at(max(2, min(DEFAULT_TRACE_SIZE, config.max_num_batched_tokens)))
     progress.stage("trace")
+    failpoint("before-trace")
     captured = capture(model, trace_arguments, dynamic_arg_dims, config.splitting_ops, mark_unbacked_dims)
     counters.traces += 1
     failpoint("after-trace")

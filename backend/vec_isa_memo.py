@@ -38,17 +38,12 @@ def _listed() -> list[str] | None:
     """The ISAs whose flags this CPU lists (what Inductor would probe); None off x86."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return None
-    from torch._inductor.cpu_vec_isa import supported_vec_isa_list, x86_isa_checker
-
-    flags = x86_isa_checker()
-    return [str(isa) for isa in supported_vec_isa_list if all(f in flags for f in str(isa).split())]
+    return compat.listed_vec_isas()
 
 
 def fingerprint(listed: list[str]) -> str:
     compiler = compat.compiler_identity()
-    from torch._inductor.cpp_builder import get_cpp_compiler
-
-    path = shutil.which(get_cpp_compiler()) or ""
+    path = shutil.which(compat.cpp_compiler()) or ""
     try:
         info = os.stat(os.path.realpath(path)) if path else None
     except OSError:
@@ -73,13 +68,9 @@ def remembered_vec_isa(root: CacheRoot) -> Iterator[None]:
     name = f"vec-isa-{fingerprint(listed)}.json"
     known = root.host_fact(name)
     if known == {"listed": listed, "valid": listed}:
-        from torch._inductor import config
-
         log.debug("vector ISA probes skipped: every listed ISA passed them on this host before")
-        with config.patch({"cpp.vec_isa_ok": True}):
+        with compat.isa_probes_skipped():
             yield
         return
     yield
-    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
-
-    root.write_host_fact(name, {"listed": listed, "valid": [str(isa) for isa in valid_vec_isa_list()]})
+    root.write_host_fact(name, {"listed": listed, "valid": compat.valid_vec_isas()})

@@ -153,3 +153,67 @@ def test_config_function_and_config_module_coexist() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120, check=False
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+# The only files that touch torch's private modules (torch 2.11-2.15 differ there; see
+# backend/_torch_compat.py). torch._check is public API; torch.utils._pytree is what
+# torch's own documentation points users at.
+TORCH_FENCE = {
+    "backend/_torch_compat.py",
+    "aotcache/formats/torch_internals.py",
+    "aotcache/formats/inductor_runtime.py",
+}
+_PUBLIC_PRIVATES = ("torch._check", "torch.utils._pytree")
+
+
+def _dotted(node: ast.AST) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        return ".".join([node.id, *reversed(parts)])
+    return None
+
+
+def _torch_internals_used(source: str, label: str) -> list[str]:
+    """Each private torch module or attribute a file names, and each comparison with
+    torch's version number, as `label:line name`."""
+    found: set[tuple[int, str]] = set()
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif isinstance(node, ast.Attribute):
+            names = [_dotted(node) or ""]
+        for name in names:
+            parts = name.split(".")
+            private = next((i for i, p in enumerate(parts[1:], 1) if p.startswith("_") and not p.startswith("__")), 0)
+            prefix = ".".join(parts[: private + 1])
+            if parts[0] == "torch" and private and not prefix.startswith(_PUBLIC_PRIVATES):
+                found.add((node.lineno, prefix))
+        if isinstance(node, ast.Compare):
+            compared = [_dotted(n) for n in [node.left, *node.comparators]]
+            if "torch.__version__" in compared:
+                found.add((node.lineno, "a comparison with torch.__version__"))
+    return [f"{label}:{line} {name}" for line, name in sorted(found)]
+
+
+def test_torch_internals_stay_behind_the_fence() -> None:
+    """Torch versions differ in their internals; aotcache handles that in three files, by
+    feature detection, and nowhere compares torch's version number."""
+    used = []
+    for root in ("aotcache", "backend", "cli", "examples"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            label = str(path.relative_to(REPO))
+            if label not in TORCH_FENCE:
+                used += _torch_internals_used(path.read_text(), label)
+    assert not used, "\n".join(used)
+
+
+def test_the_fence_check_catches_a_private_torch_use() -> None:
+    source = "import torch\nx = torch._inductor.config.cpp.march\nif torch.__version__ >= '2.13':\n    pass\n"
+    found = _torch_internals_used(source, "probe.py")
+    assert found == ["probe.py:2 torch._inductor", "probe.py:3 a comparison with torch.__version__"], found

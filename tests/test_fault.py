@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,59 +81,117 @@ def _assert_every_visible_entry_is_whole(cache: Path, existing: str) -> None:
         assert (loaded(ids) - model(ids)).abs().max() <= 1e-4
 
 
-def _names(paths: list[Path]) -> set[str]:
-    return {p.name for p in paths}
-
-
-def _stage_reached(cache: Path, before: set[str]) -> str:
-    """Where a killed build was, from what it left (only what this build left)."""
-    root = CacheRoot(cache)
-    if _names(root.entry_dirs()) - before:
-        return "published"
-    staging = [p for p in root.staging_dirs() if p.name not in before and not p.name.startswith(".")]
-    if not staging:
-        return "trace"
-    if any((p / "manifest.json").exists() for p in staging):
-        return "manifest/publish"
-    if any((p / "kernels").exists() for p in staging):
-        return "file writes"
-    return "compile"
-
-
 # -- 1. crash safety -------------------------------------------------------------------------
 
+KILLS_PER_STAGE = 2  # at random moments inside each stage, the whole process group
 
-def test_sigkill_at_random_moments_and_at_every_failpoint(tiny_entry, tmp_path) -> None:
+
+def _start_announcing_build(config: dict, cache: Path) -> tuple[subprocess.Popen[str], queue.Queue]:
+    """A build in a process group of its own (workers included) whose failpoints announce
+    themselves on stderr; the queue receives (seconds since start, failpoint) as they come."""
+    env = python_env({failpoints.ANNOUNCE_ENV: "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BUILD, json.dumps(config), str(cache)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    events: queue.Queue = queue.Queue()
+    started = time.monotonic()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith(failpoints.ANNOUNCE_PREFIX):
+                events.put((time.monotonic() - started, line[len(failpoints.ANNOUNCE_PREFIX) :].strip()))
+        events.put((time.monotonic() - started, None))
+
+    threading.Thread(target=read, daemon=True).start()
+    return proc, events
+
+
+def _wait_for(events: queue.Queue, point: str, timeout: float = 300) -> float | None:
+    """Seconds since start when `point` was reached; None if the build ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seconds, name = events.get(timeout=max(0.0, deadline - time.monotonic()))
+        if name is None:
+            return None
+        if name == point:
+            return seconds
+    raise AssertionError(f"the build never reached {point}")
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes of a process group (zombies are dead: their memory is gone)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def _stage_lengths(cache: Path) -> dict[str, float]:
+    """How long each stage (from its failpoint to the next one, or to the end) lasts in
+    a build like the ones that are killed: the window a random kill is drawn from."""
+    proc, events = _start_announcing_build(_config(40), cache)
+    times: dict[str, float] = {}
+    while (item := events.get(timeout=600))[1] is not None:
+        times.setdefault(item[1], item[0])
+    end = item[0]
+    proc.wait(timeout=60)
+    assert proc.returncode == 0 and set(times) >= set(failpoints.POINTS), times
+    ordered = [times[p] for p in failpoints.POINTS] + [end]
+    return {p: max(0.05, after - at) for p, at, after in zip(failpoints.POINTS, ordered, ordered[1:], strict=False)}
+
+
+def test_sigkill_inside_every_stage_and_at_every_failpoint(tiny_entry, tmp_path) -> None:
+    """Crash safety. Each stage of a build (trace, first compile, the workers' compiles,
+    kernel, manifest and publish writes) is killed KILLS_PER_STAGE times at a random
+    moment inside it, the whole process group at once (the parent and its compile
+    workers), and each failpoint once more exactly where it is. After every kill: no
+    process of the build survives, every visible entry passes every check, and the
+    entry that was there before computes the right numbers. Every planned kill lands:
+    a build that ends before its kill is drawn again, so a faster torch never makes the
+    count come short."""
     cache = copy_cache(tiny_entry.cache_dir, tmp_path / "cache")
-    started = time.time()
-    _finish(_start_build(_config(40), cache))
-    full = time.time() - started
-    rng = random.Random(20261124)
-    stages: dict[str, int] = {}
-    kills = 0
-    for i in range(22):
-        before = _names(CacheRoot(cache).entry_dirs()) | _names(CacheRoot(cache).staging_dirs())
-        proc = _start_build(_config(100 + i), cache)
-        try:
-            proc.wait(timeout=rng.uniform(0.2, full * 1.05))
-            stage = "finished"
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            stage = _stage_reached(cache, before)
-        proc.communicate()
-        stages[stage] = stages.get(stage, 0) + 1
-        _assert_every_visible_entry_is_whole(cache, tiny_entry.entry_id)
+    lengths = _stage_lengths(cache)
+    rng = random.Random(20261202)
+    landed: dict[str, int] = {}
+    build = 100
+    for point in failpoints.POINTS:
+        while landed.get(point, 0) < KILLS_PER_STAGE:
+            build += 1
+            assert build < 100 + 4 * KILLS_PER_STAGE * len(failpoints.POINTS), f"kills never landed in {point}"
+            proc, events = _start_announcing_build(_config(build), cache)
+            reached = _wait_for(events, point)
+            if reached is not None:
+                time.sleep(rng.uniform(0, 0.9 * lengths[point]))
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+            if proc.returncode == -signal.SIGKILL:
+                landed[point] = landed.get(point, 0) + 1
+            deadline = time.monotonic() + 10
+            while _group_members(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _group_members(proc.pid) == [], f"a process of the build killed in {point} survived"
+            _assert_every_visible_entry_is_whole(cache, tiny_entry.entry_id)
     for i, point in enumerate(failpoints.POINTS):
         proc = _start_build(_config(200 + i), cache, env={"AOTCACHE_FAILPOINT": point})
         proc.communicate(timeout=600)
         assert proc.returncode == -signal.SIGKILL, point
-        kills += 1
-        stages[point] = stages.get(point, 0) + 1
+        landed[f"at {point}"] = 1
         _assert_every_visible_entry_is_whole(cache, tiny_entry.entry_id)
-    print(f"\nSIGKILLs: {kills}; where they landed: {stages}")
-    assert kills >= 20
+    print(f"\nSIGKILLs: {sum(landed.values())}; where: {landed}")
+    assert sum(landed.values()) == (KILLS_PER_STAGE + 1) * len(failpoints.POINTS)
     reports = scan(CacheRoot(cache))
     assert any(r.status == "incomplete" for r in reports)
     listed = CliRunner().invoke(app, ["inspect-cache", "--cache-dir", str(cache), "--json"])
@@ -142,7 +202,8 @@ def test_sigkill_at_random_moments_and_at_every_failpoint(tiny_entry, tmp_path) 
     assert list(CacheRoot(cache).staging_dirs()) == []
     # a killed build leaves nothing that blocks the next one
     again = _finish(_start_build(_config(200 + failpoints.POINTS.index("kernel-write")), cache))
-    assert again["hit"] is False and again["compiles"] > 0
+    assert again["hit"] is False
+    open_entry(CacheRoot(cache).entry_dir(again["entry"]))
 
 
 # -- 2. concurrency ------------------------------------------------------------------------

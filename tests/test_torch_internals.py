@@ -115,8 +115,66 @@ def test_build_host_probes() -> None:
     isa = compat.vec_isa()
     assert set(isa) == {"vec_isa", "vec_isa_flags", "march"}
     assert compat.compiler_identity().split(":")[0] in ("g++", "c++", "gcc", "clang++", "cc")
+    assert os.path.basename(compat.cpp_compiler()) in ("g++", "c++", "gcc", "clang++", "cc")
     assert len(compat.torch_key()) == 64
     assert len(compat.inductor_config_digest()) == 16
+    listed = compat.listed_vec_isas()  # torch._inductor.cpu_vec_isa
+    assert set(compat.valid_vec_isas()) <= set(listed) or not listed
+
+
+def test_inductor_settings_are_read_by_feature_not_by_version() -> None:
+    """A setting the running torch lacks is (False, None), never an AttributeError:
+    `cpp.march` exists from torch 2.13, and before it kernels are built -march=native."""
+    assert compat.inductor_setting("cpp.no_such_setting") == (False, None)
+    assert compat.inductor_setting("no_such_group.x") == (False, None)
+    assert compat.inductor_setting("compile_threads")[0]
+    assert compat.inductor_setting("cpp.threads")[0] and compat.inductor_setting("cpp.vec_isa_ok")[0]
+    has_march, march = compat.inductor_setting("cpp.march")
+    assert compat.cpp_march() == ("native" if not has_march or march is None else march)
+    with compat.one_compile_thread():
+        assert compat.inductor_setting("compile_threads") == (True, 1)
+    with compat.isa_probes_skipped():
+        assert compat.inductor_setting("cpp.vec_isa_ok") == (True, True)
+
+
+def test_march_follows_the_setting_where_torch_has_it() -> None:
+    code = """
+import os
+from aotcache.backend import _torch_compat as compat
+has, _ = compat.inductor_setting("cpp.march")
+print(has, compat.cpp_march())
+"""
+    done = run_python(code, env={"TORCHINDUCTOR_CPP_MARCH": "x86-64-v2"})
+    has, march = done.stdout.split()
+    assert march == ("x86-64-v2" if has == "True" else "native"), done.stderr[-2000:]
+    if has == "False":
+        assert "TORCHINDUCTOR_CPP_MARCH is set" in done.stderr
+
+
+def test_dynamo_marks_and_artifact_loading(tmp_path) -> None:
+    x = torch.randn(4, 3)
+    compat.mark_dynamic(x, [0])
+    y = torch.randn(5, 3)
+    compat.mark_unbacked(y, 0, 5)  # torch._dynamo.decorators.mark_unbacked(hint_override=)
+    captured = {}
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        captured["graph"] = gm
+        return gm.forward
+
+    def f(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ w) * 2
+
+    torch.compile(f, backend=backend, fullgraph=True, dynamic=False)(torch.randn(6, 8), torch.randn(8, 8))
+    with torch.no_grad():  # a Dynamo graph: what precompile gives standalone_compile, and what saves
+        artifact = compat.standalone_compile(
+            captured["graph"], [torch.randn(6, 8), torch.randn(8, 8)], "from_example_inputs", {}
+        )
+    path = tmp_path / "a.bin"
+    artifact.save(path=str(path), format="binary")
+    loaded = internals.load_compiled_artifact(str(path))
+    x, w = torch.randn(6, 8), torch.randn(8, 8)
+    torch.testing.assert_close(loaded(x, w)[0], artifact(x, w)[0])
 
 
 def test_inductor_config_digest_is_the_same_before_and_after_a_compile() -> None:

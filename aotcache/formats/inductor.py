@@ -18,6 +18,8 @@ from typing import Any
 
 from aotcache.errors import CorruptEntry, IncompatibleEnvironment
 
+from . import torch_internals
+
 
 def load_artifact(blobs: dict[str, bytes], artifact: dict[str, Any], label: str) -> Callable[..., Any]:
     """The artifact's `call(args)` (Inductor's calling convention, as the native format)."""
@@ -36,14 +38,12 @@ def load_artifact(blobs: dict[str, bytes], artifact: dict[str, Any], label: str)
 
 
 def _load_from_bytes(data: bytes, label: str) -> Any:
-    from torch._inductor.standalone_compile import CompiledArtifact
-
     with tempfile.TemporaryDirectory(prefix="aotcache-inductor-") as folder:
         path = os.path.join(folder, "artifact.bin")
         with open(path, "wb") as f:
             f.write(data)
         try:
-            return CompiledArtifact.load(path=path, format="binary")
+            return torch_internals.load_compiled_artifact(path)
         except Exception as exc:
             raise _as_miss(exc, label) from exc
 

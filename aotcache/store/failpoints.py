@@ -2,7 +2,10 @@
 
 `AOTCACHE_FAILPOINT=<name>` makes the process SIGKILL itself when it reaches the point
 named; `AOTCACHE_FAILPOINT=enospc:<name>` makes that point raise "No space left on
-device" instead. Unset (always, outside tests), a point costs one dict lookup.
+device" instead. `AOTCACHE_FAILPOINT_ANNOUNCE=1` makes every point print
+`aotcache-failpoint: <name>` on stderr as it is reached, so that a test can kill the
+build at a random moment inside a chosen stage. Unset (always, outside tests), a point
+costs two dict lookups.
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
 
 ENV = "AOTCACHE_FAILPOINT"
+ANNOUNCE_ENV = "AOTCACHE_FAILPOINT_ANNOUNCE"
+ANNOUNCE_PREFIX = "aotcache-failpoint: "
 
 # The points, in the order a precompile reaches them.
 POINTS = (
+    "before-trace",
     "after-trace",
     "after-first-compile",
     "kernel-write",
@@ -27,6 +34,9 @@ SIGNING_POINTS = ("signature-write",)
 
 
 def failpoint(name: str) -> None:
+    if os.environ.get(ANNOUNCE_ENV):
+        sys.stderr.write(f"{ANNOUNCE_PREFIX}{name}\n")
+        sys.stderr.flush()
     wanted = os.environ.get(ENV)
     if not wanted:
         return
