@@ -18,16 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP) lint test-servers
 	$(PY) -m pytest
 
-# The OCI registry the fleet tests push to: the CNCF distribution registry from Debian's
-# docker-registry package, installed when missing and the machine allows it (root with
-# apt, as in CI). The tests start it themselves on a loopback port; its service is never
-# started. (The S3 server, moto, is a Python package of the dev extra.)
+# The OCI registry the fleet tests start on loopback (Debian's docker-registry; its own
+# service is never enabled or started): see the script.
 test-servers:
-	@command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || \
-	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && export DEBIAN_FRONTEND=noninteractive && \
-	    { apt-get install -y -q --no-install-recommends docker-registry || \
-	      { apt-get update -q && apt-get install -y -q --no-install-recommends docker-registry; }; }; } || \
-	  echo "warning: docker-registry is missing and could not be installed: the OCI tests will fail" >&2
+	@sh scripts/install_test_servers.sh
 
 # The GPU suite: precompile on cuda, load in a fresh process, CUDA graphs, latency. Every
 # test says why it skips where no CUDA device is present.

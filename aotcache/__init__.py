@@ -8,12 +8,13 @@ imports aotcache.backend (Dynamo, Inductor) only when called.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from aotcache import hf as hf  # registers aotcache::attention, which stored graphs may call
+# Cheap, torch-free modules first; `aotcache.config` must be imported before the
+# `config` function below is defined, which then shadows it as an attribute.
 from aotcache.config import CompilationConfig, Range, load_config, use_config
 from aotcache.counters import counters
-from aotcache.decorators import ignore_compile, support_compile
 from aotcache.errors import (
     AotCacheError,
     CacheDirError,
@@ -30,12 +31,36 @@ from aotcache.errors import (
     UnsupportedFormat,
 )
 from aotcache.modes import CompilationMode, CUDAGraphMode
-from aotcache.serve.loader import LoadedModel, load
-from aotcache.target import ModelSpec
 from aotcache.version import __version__
 
 if TYPE_CHECKING:
+    from aotcache import hf as hf
+    from aotcache.decorators import ignore_compile, support_compile
+    from aotcache.serve.loader import LoadedModel, load
+    from aotcache.target import ModelSpec
+
     from .backend.precompile import PrecompileResult
+
+# Imported on first use (PEP 562), so that `import aotcache` (and `aotcache --help`)
+# does not pay for importing torch: name -> (module, attribute; None for the module).
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "hf": ("aotcache.hf", None),
+    "load": ("aotcache.serve.loader", "load"),
+    "LoadedModel": ("aotcache.serve.loader", "LoadedModel"),
+    "ModelSpec": ("aotcache.target", "ModelSpec"),
+    "support_compile": ("aotcache.decorators", "support_compile"),
+    "ignore_compile": ("aotcache.decorators", "ignore_compile"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'aotcache' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
 
 
 def config(

@@ -396,16 +396,37 @@ def _json_dict(name: str, value: Any) -> dict[str, Any]:
 # -- the current config (for @support_compile models) -----------------------------------
 
 CONFIG_ENV = "AOTCACHE_COMPILATION_CONFIG"
-_current: contextvars.ContextVar[CompilationConfig | None] = contextvars.ContextVar("aotcache_config", default=None)
 
 
-def current_config() -> CompilationConfig:
-    """The config in effect: the innermost `with aotcache.config(...)`, else the nearest
-    pyproject's [tool.aotcache] with AOTCACHE_COMPILATION_CONFIG (JSON) over it."""
-    config = _current.get()
-    if config is not None:
-        return config
-    return load_config(pyproject=True, json_text=os.environ.get(CONFIG_ENV) or None)
+@dataclass(frozen=True)
+class _InEffect:
+    """What `with aotcache.config(...)` blocks set: a whole config given positionally
+    (replacing everything outside), and the fields given by name, innermost last."""
+
+    replacement: CompilationConfig | None
+    fields: dict[str, Any]
+    effective: CompilationConfig
+
+
+_current: contextvars.ContextVar[_InEffect | None] = contextvars.ContextVar("aotcache_config", default=None)
+
+
+def _defaults(base: dict[str, Any] | None) -> CompilationConfig:
+    return load_config(base=base, pyproject=True, json_text=os.environ.get(CONFIG_ENV) or None)
+
+
+def current_config(base: dict[str, Any] | None = None) -> CompilationConfig:
+    """The config in effect: `base` (a model class's own fields) under the nearest
+    pyproject's [tool.aotcache], under AOTCACHE_COMPILATION_CONFIG (JSON), under the
+    fields the enclosing `with aotcache.config(...)` blocks set by name, the innermost
+    winning; a config given to a block positionally replaces all but the fields of the
+    blocks inside it."""
+    state = _current.get()
+    if state is None:
+        return _defaults(base)
+    if state.replacement is not None or not base:
+        return state.effective
+    return _defaults(base).replace(**state.fields)
 
 
 @contextlib.contextmanager
@@ -414,14 +435,16 @@ def use_config(
 ) -> Iterator[CompilationConfig]:
     """`with aotcache.config(compile_sizes=[1, 2]):` - fields apply over the config in
     effect; a CompilationConfig (or dict) given positionally replaces it first."""
-    if isinstance(config, CompilationConfig):
-        base = config
-    elif isinstance(config, dict):
-        base = from_dict(config)
+    outer = _current.get()
+    if config is not None:
+        replacement = config if isinstance(config, CompilationConfig) else from_dict(dict(config))
+        named = dict(fields)
     else:
-        base = current_config()
-    effective = base.replace(**fields) if fields else base
-    token = _current.set(effective)
+        replacement = outer.replacement if outer else None
+        named = {**(outer.fields if outer else {}), **fields}
+    start = replacement if replacement is not None else _defaults(None)
+    effective = start.replace(**named) if named else start
+    token = _current.set(_InEffect(replacement, named, effective))
     try:
         yield effective
     finally:

@@ -62,15 +62,18 @@ def support_compile(
     dynamic_arg_dims: DynamicDims | None = None,
     mark_unbacked_dims: dict[str, int | list[int]] | None = None,
     enable_if: Callable[[CompilationConfig], bool] | None = None,
+    config: CompilationConfig | dict[str, Any] | None = None,
 ) -> Any:
     """Decorate an nn.Module class: `@support_compile` or `@support_compile(...)`.
 
     dynamic_arg_dims maps forward's argument names to an int, a list of ints (negative
     allowed) or {dim: shape_id}; when omitted, every argument annotated torch.Tensor or
     Optional[torch.Tensor] gets dim 0. Errors are raised here, at decoration time.
-    The instance takes `compilation_config=` (a CompilationConfig or dict) and
-    `aotcache_strict=` keyword arguments; otherwise `with aotcache.config(...)` or the
-    pyproject/environment defaults apply."""
+    `config`: the class's own config fields, which `aotcache precompile CLASS-TARGET`
+    uses too. An instance takes `compilation_config=` (a CompilationConfig or dict) and
+    `aotcache_strict=` keyword arguments; otherwise the innermost `with
+    aotcache.config(...)` applies, else the class's fields under the pyproject and
+    environment defaults."""
 
     def decorate(target: T) -> T:
         if not isinstance(target, type) or not callable(getattr(target, "forward", None)):
@@ -84,6 +87,9 @@ def support_compile(
         target._aotcache_dynamic_arg_dims = dims  # type: ignore[attr-defined]
         target._aotcache_mark_unbacked_dims = dict(mark_unbacked_dims or {})  # type: ignore[attr-defined]
         target._aotcache_enable_if = enable_if  # type: ignore[attr-defined]
+        fields = config.to_dict() if isinstance(config, CompilationConfig) else dict(config or {})
+        from_dict(fields)  # a bad field is a ConfigError here, at decoration time
+        target._aotcache_config = fields or None  # type: ignore[attr-defined]
         setattr(target, IGNORE_KEY, False)  # a re-decorated child of an ignored class compiles
         _wrap_init(target)
         _wrap_call(target)
@@ -116,7 +122,7 @@ def _wrap_init(cls: type) -> None:
         elif isinstance(compilation_config, CompilationConfig):
             config = compilation_config
         else:
-            config = current_config()
+            config = current_config(getattr(type(self), "_aotcache_config", None))
         self._aotcache = _State(config, aotcache_strict)
         if not _compiles(self):
             return

@@ -61,6 +61,12 @@ class ConfigError(AotCacheError, ValueError):
         self.allowed = allowed
 
 
+class UsageError(AotCacheError):
+    """A command was called in a way that does not make sense (nothing selected...)."""
+
+    exit_code = EXIT_USAGE
+
+
 class TargetError(AotCacheError):
     """TARGET could not be imported or does not follow the target contract."""
 

@@ -20,6 +20,7 @@ from aotcache.key.env import thread_count
 from aotcache.key.factors import EntryKey
 from aotcache.key.identity import model_device_type, model_signature
 from aotcache.key.sources import SourceFile
+from aotcache.progress import Progress
 from aotcache.store.atomic import write_file
 from aotcache.store.manifest import FileRecord, Manifest
 from aotcache.version import __version__
@@ -29,7 +30,7 @@ from .capture import Capture
 from .parallel import usable_jobs
 from .reuse import ArtifactIndex, environment_facts
 from .split import SplitGraph, module_source, split_graph
-from .units import CompiledUnits, Progress, UnitCompiler
+from .units import CompiledUnits, UnitCompiler
 
 
 def build_entry(

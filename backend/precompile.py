@@ -20,6 +20,7 @@ from aotcache.errors import CacheDirError, CacheMiss, ConfigError
 from aotcache.key import sources as sources_mod
 from aotcache.key.factors import EntryKey, Factor, digest
 from aotcache.key.lookup import lookup_factors
+from aotcache.progress import Progress, logged_progress
 from aotcache.serve.inputs import (
     DEFAULT_TRACE_SIZE,
     InputSpec,
@@ -32,7 +33,7 @@ from aotcache.store.atomic import cleanup_on_error, is_disk_full, write_file
 from aotcache.store.checks import OpenedEntry, open_entry
 from aotcache.store.failpoints import failpoint
 from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
-from aotcache.store.root import CacheRoot, resolve_cache_dir
+from aotcache.store.root import CacheRoot, held, resolve_cache_dir, size_on_disk
 
 from . import _torch_compat as compat
 from .capture import Capture, capture
@@ -40,23 +41,11 @@ from .entry import build_entry, march
 from .parallel import available_cores
 from .reuse import ArtifactIndex
 from .split import unused_splitting_ops
-from .units import Progress
 from .vec_isa_memo import remembered_vec_isa
 
 log = logging.getLogger("aotcache.precompile")
 
 ExampleInputs = Callable[[int], Any] | tuple[Any, ...] | list[Any] | dict[str, Any]
-
-
-class _Silent:
-    def stage(self, name: str) -> None:
-        pass
-
-    def units(self, total: int) -> None:
-        pass
-
-    def unit_done(self, label: str) -> None:
-        pass
 
 
 @dataclass
@@ -69,20 +58,26 @@ class PrecompileResult:
 
     @property
     def summary(self) -> dict[str, Any]:
+        """What `precompile --json` prints (schema aotcache.precompile/2). A unit is one
+        unique piece for one size or range: units = units_compiled + units_shared +
+        units_reused (a hit builds nothing)."""
         stats = self.manifest.stats
+        built = not self.hit
         return {
             "entry": self.entry_id,
             "path": str(self.path),
             "hit": self.hit,
             "model": self.manifest.model_class,
+            "signed": (self.path / SIGNATURE_NAME).is_file(),
             "pieces_total": stats.get("pieces_total"),
             "pieces_unique": stats.get("pieces_unique"),
-            "units": len(self.manifest.units),
-            "units_compiled": 0 if self.hit else stats.get("units_compiled"),
-            "units_reused": 0 if self.hit else stats.get("units_reused", 0),
-            "units_deduplicated": 0 if self.hit else stats.get("units_deduplicated", 0),
+            "sizes_and_ranges": len(self.manifest.units),
+            "units": len(self.manifest.units) * (stats.get("pieces_unique") or 0),
+            "units_compiled": stats.get("units_compiled", 0) if built else 0,
+            "units_shared": stats.get("units_deduplicated", 0) if built else 0,
+            "units_reused": stats.get("units_reused", 0) if built else 0,
             "artifacts": len(self.manifest.artifacts),
-            "bytes": self.manifest.total_bytes,
+            "bytes": size_on_disk(self.path),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "added_sizes": stats.get("added_sizes", []),
         }
@@ -138,7 +133,7 @@ def precompile(
     root = CacheRoot(resolve_cache_dir(cache_dir, config.cache_dir))
     root.ensure_writable()
     key_for_signing = signing.read_key(sign_key) if sign_key else None
-    progress = progress or _Silent()
+    progress = progress if progress is not None else logged_progress()
     captured, traced, key, inputs_at = _trace(
         model, config, example_inputs, dynamic_arg_dims, mark_unbacked_dims, progress
     )
@@ -163,7 +158,7 @@ def precompile(
     if not force and (hit := _existing(root, build.key.entry_id, key_for_signing)) is not None:
         return build.result(hit.path, True, hit.manifest)
     waited = time.perf_counter()
-    with root.lock(build.key.entry_id):
+    with held(root.lock(build.key.entry_id), progress.waiting, "builds the same entry"):
         build.seconds["lock_wait"] = time.perf_counter() - waited
         if not force and (hit := _existing(root, build.key.entry_id, key_for_signing)) is not None:
             log.info("another process built entry %s while we waited; reusing it", build.key.entry_id)

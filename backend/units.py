@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -20,6 +20,7 @@ from aotcache.config import CompilationConfig, Range
 from aotcache.counters import counters
 from aotcache.errors import CompileError
 from aotcache.formats import INDUCTOR, NATIVE
+from aotcache.progress import Progress
 from aotcache.serve.binding import GraphBinder
 from aotcache.serve.runtime import artifact_call, piece_runner
 from aotcache.store.failpoints import failpoint
@@ -31,12 +32,6 @@ from .reuse import ArtifactIndex, ReusedUnit, unit_key
 from .split import SplitGraph
 
 MAX_GUARD_SIZES = 64  # sizes a range may lose to shape guards before we give up
-
-
-class Progress(Protocol):
-    def stage(self, name: str) -> None: ...
-    def units(self, total: int) -> None: ...
-    def unit_done(self, label: str) -> None: ...
 
 
 @dataclass
@@ -122,6 +117,7 @@ class UnitCompiler:
                 self.progress.units(len(self.unique) * (len(units) + len(added)))
                 units.extend(Range(size, size) for size in added)
                 self._compile(units[-len(added) :])
+        self.progress.stage("self-check")
         result = CompiledUnits(added_sizes=added, **self.counts)
         names: dict[tuple[Range, str], str] = {}
         for unit in units:
@@ -151,7 +147,9 @@ class UnitCompiler:
                 )
             for unit, piece in members[1:]:
                 self.counts["deduplicated"] += 1
-                self.progress.unit_done(f"{piece.name} {unit_label(unit)} (same compile as {unit_label(result.unit)})")
+                self.progress.unit_done(
+                    f"{piece.name} {unit_label(unit)}: shares the compile of {unit_label(result.unit)}"
+                )
 
     def _compile_each(self, todo: list[tuple[Range, Any]]) -> list[CompiledUnit]:
         """Compile each (unit, piece): in `jobs` worker processes after one compile here
@@ -177,7 +175,7 @@ class UnitCompiler:
             return False
         self.done[unit][piece.digest] = reused
         self.counts["reused"] += 1
-        self.progress.unit_done(f"{piece.name} {unit_label(unit)} (reused)")
+        self.progress.unit_done(f"{piece.name} {unit_label(unit)}: reused from entry {reused.source_entry[:16]}")
         return True
 
     def _compile_one(self, unit: Range, piece: Any) -> CompiledUnit:
@@ -199,7 +197,7 @@ class UnitCompiler:
         self.counts["compiled"] += 1
 
     def _announce(self, unit: Range, piece: Any) -> None:
-        self.progress.unit_done(f"{piece.name} {unit_label(unit)}")
+        self.progress.unit_done(f"{piece.name} {unit_label(unit)}: compiled")
 
     def _guard_sizes(self, units: list[Range]) -> list[int]:
         """Sizes that a range's artifacts do not cover (their guards say e.g. size >= 2):

@@ -17,9 +17,17 @@ from typing import Annotated, Any
 
 import typer
 
-from aotcache.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CacheDirError, ConfigError, TargetError
+from aotcache.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_ENVIRONMENT,
+    EXIT_OK,
+    CacheDirError,
+    ConfigError,
+    TargetError,
+    UsageError,
+)
 
-from . import fleet, render
+from . import fleet, helpformat, render
 from .common import (
     CacheDir,
     JsonFlag,
@@ -27,9 +35,11 @@ from .common import (
     Quiet,
     Verbose,
     cache_root,
+    error_json,
     handle_errors,
     import_cwd,
     parse_int_list,
+    stderr,
 )
 
 app = typer.Typer(
@@ -38,7 +48,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode="markdown",
+    rich_markup_mode=None,
+    cls=helpformat.Group,
 )
 
 
@@ -88,52 +99,79 @@ def _with_hf_class(target: str, hf_class: str | None) -> str:
 
 HfClass = Annotated[
     str | None,
-    typer.Option("--hf-class", help="For hf:PATH, the transformers class to build [default: AutoModelForCausalLM]."),
+    typer.Option(
+        "--hf-class",
+        metavar="CLASS",
+        help="For hf:PATH, the transformers class to build [default: AutoModelForCausalLM].",
+    ),
+]
+
+
+Target = Annotated[
+    str,
+    typer.Argument(
+        metavar="TARGET",
+        help="package.module:attr or path/to/file.py:attr (a ModelSpec, model class, factory or model), "
+        "or hf:PATH, a Hugging Face checkpoint directory.",
+        show_default=False,
+    ),
+]
+ConfigFile = Annotated[Path | None, typer.Option("--config", metavar="FILE", help="TOML file of config fields.")]
+ConfigJson = Annotated[
+    str | None,
+    typer.Option(
+        "--compilation-config",
+        "-O",
+        metavar="JSON",
+        help="JSON object of config fields (as vLLM's --compilation-config).",
+    ),
+]
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs", "-j", min=1, metavar="N", help="Worker processes compiling units [default: the cores available]."
+    ),
+]
+SignKey = Annotated[
+    Path | None, typer.Option("--sign-key", metavar="FILE", help="Sign the entry (Ed25519 PEM or HMAC secret).")
 ]
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "    aotcache precompile examples/tiny_llama.py:spec\n\n"
-    "    aotcache precompile mypkg.model:spec --compile-sizes 1,2,4,8 --split-points 512\n\n"
-    "    aotcache precompile hf:./my-llama --splitting-ops aotcache::attention\n\n"
-    '    aotcache precompile mypkg.model:spec --compilation-config \'{"backend": "eager"}\' --json',
+    cls=helpformat.Command,
+    epilog=helpformat.examples(
+        "aotcache precompile examples/tiny_llama.py:spec",
+        "aotcache precompile mypkg.model:spec --compile-sizes 1,2,4,8 --split-points 512",
+        "aotcache precompile hf:./my-llama",
+        'aotcache precompile mypkg.model:spec --compilation-config \'{"backend": "eager"}\' --json',
+        note="Exit codes: 0 built or up to date, 1 a check failed, 2 bad input (TARGET, config), 3 environment "
+        "(cache dir, compiler).",
+    ),
 )
 @handle_errors
 def precompile(
-    target: Annotated[
-        str,
-        typer.Argument(
-            help="package.module:attr or path/to/file.py:attr (a ModelSpec, model class, "
-            "factory or model; see README).",
-            show_default=False,
-        ),
-    ],
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file of config fields.")] = None,
-    compilation_config: Annotated[
-        str | None,
-        typer.Option(
-            "--compilation-config", "-O", help="JSON object of config fields (as vLLM's --compilation-config)."
-        ),
+    target: Target,
+    config: ConfigFile = None,
+    compilation_config: ConfigJson = None,
+    compile_sizes: Annotated[
+        str | None, typer.Option(metavar="SIZES", help="Concrete sizes to compile, e.g. 1,2,4,8.")
     ] = None,
-    compile_sizes: Annotated[str | None, typer.Option(help="Concrete sizes to compile, e.g. 1,2,4,8.")] = None,
-    split_points: Annotated[str | None, typer.Option(help="compile_ranges_split_points, e.g. 16,32.")] = None,
-    max_num_batched_tokens: Annotated[int | None, typer.Option(help="Largest size served.")] = None,
-    splitting_ops: Annotated[str | None, typer.Option(help="Ops to split at, e.g. myns::attention.")] = None,
-    backend: Annotated[str | None, typer.Option(help="inductor or eager.")] = None,
+    split_points: Annotated[
+        str | None, typer.Option(metavar="SIZES", help="compile_ranges_split_points, e.g. 16,32.")
+    ] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(metavar="N", help="Largest size served.")] = None,
+    splitting_ops: Annotated[
+        str | None, typer.Option(metavar="OPS", help="Ops to split at, e.g. myns::attention.")
+    ] = None,
+    backend: Annotated[str | None, typer.Option(metavar="NAME", help="inductor or eager.")] = None,
     cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Compile even if a valid entry exists.")] = False,
-    jobs: Annotated[
-        int | None,
-        typer.Option("--jobs", "-j", min=1, help="Worker processes compiling units [default: the cores available]."),
-    ] = None,
+    jobs: Jobs = None,
     strict: Annotated[
         bool,
         typer.Option("--strict", help="Fail (exit 2) where a warning would be given, e.g. an unused splitting op."),
     ] = False,
-    sign_key: Annotated[
-        Path | None, typer.Option("--sign-key", help="Sign the entry (Ed25519 PEM or HMAC secret).")
-    ] = None,
+    sign_key: SignKey = None,
     hf_class: HfClass = None,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
@@ -149,7 +187,7 @@ def precompile(
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
     options = {"cache_dir": cache_dir, "force": force, "strict": strict, "sign_key": sign_key, "origin": target}
     options["jobs"] = jobs
-    summary = _run_precompile(spec, resolved, options, show_progress=not (json_out or quiet))
+    summary = _run_precompile(spec, resolved, options, show_progress=not quiet)
     if verbose:
         from aotcache.counters import counters
 
@@ -163,7 +201,7 @@ def precompile(
 def _run_precompile(spec: Any, config: Any, options: dict[str, Any], *, show_progress: bool) -> dict[str, Any]:
     from aotcache.backend.precompile import precompile as run
 
-    with render.PrecompileProgress(enabled=show_progress) as progress:
+    with render.precompile_progress(enabled=show_progress) as progress:
         result = run(
             spec.build_model(),
             config,
@@ -172,7 +210,7 @@ def _run_precompile(spec: Any, config: Any, options: dict[str, Any], *, show_pro
             progress=progress,
             **options,
         )
-    return {"schema": "aotcache.precompile/1", **result.summary}
+    return {"schema": "aotcache.precompile/2", **result.summary}
 
 
 def _precompile_overrides(
@@ -194,19 +232,26 @@ def _precompile_overrides(
 
 @app.command(
     name="inspect-cache",
-    epilog="Examples:\n\n    aotcache inspect-cache\n\n    aotcache inspect-cache --sort size --filter TinyLlama\n\n"
-    "    aotcache inspect-cache d7d511ad --json",
+    cls=helpformat.Command,
+    epilog=helpformat.examples(
+        "aotcache inspect-cache",
+        "aotcache inspect-cache --sort size --filter TinyLlama --wide",
+        "aotcache inspect-cache d7d511ad --json",
+        note="Exit codes: 0 listed, 1 no such entry, 2 bad input, 3 the cache dir is missing or unreadable.",
+    ),
 )
 @handle_errors
 def inspect_cache(
     key: Annotated[
-        str | None, typer.Argument(help="An entry key (or unique prefix) to show in detail.", show_default=False)
+        str | None,
+        typer.Argument(metavar="KEY", help="An entry key (or unique prefix) to show in detail.", show_default=False),
     ] = None,
     cache_dir: CacheDir = None,
-    sort: Annotated[str, typer.Option(help="Order rows by size, created or used.")] = "created",
+    sort: Annotated[str, typer.Option(metavar="FIELD", help="Order rows by size, created or used.")] = "created",
     filter_text: Annotated[
-        str | None, typer.Option("--filter", help="Only rows whose key, model or status contain this.")
+        str | None, typer.Option("--filter", metavar="TEXT", help="Only rows whose key, model or status contain this.")
     ] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column and whole keys, whatever the width.")] = False,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -218,7 +263,7 @@ def inspect_cache(
     import_cwd()
     if sort not in ("size", "created", "used"):
         raise ConfigError("sort", sort, "one of size, created, used")
-    root = cache_root(cache_dir)
+    root = cache_root(cache_dir, must_exist=True)
     if key:
         report = report_entry(root, find_entry(root, key))
         if json_out:
@@ -244,13 +289,17 @@ def inspect_cache(
             }
         )
     else:
-        render.cache_table(out, root, reports)
+        render.cache_table(out, root, reports, wide=wide)
 
 
 @app.command(
-    epilog="Examples:\n\n    aotcache verify examples/tiny_llama.py:spec --run\n\n"
-    "    aotcache verify d7d511ad --strict --json\n\n"
-    "    AOTCACHE_TRUSTED_KEY=release.pub aotcache verify mypkg.model:spec",
+    cls=helpformat.Command,
+    epilog=helpformat.examples(
+        "aotcache verify examples/tiny_llama.py:spec --run",
+        "aotcache verify d7d511ad --strict --json",
+        "AOTCACHE_TRUSTED_KEY=release.pub aotcache verify mypkg.model:spec",
+        note="Exit codes: 0 every check passed, 1 a check failed or no entry, 2 bad input, 3 environment.",
+    ),
 )
 @handle_errors
 def verify(
@@ -264,11 +313,19 @@ def verify(
     run_check: Annotated[bool, typer.Option("--run", help="Load in a fresh process and compare with eager.")] = False,
     trusted_key: Annotated[
         Path | None,
-        typer.Option("--trusted-key", envvar="AOTCACHE_TRUSTED_KEY", help="Require a valid signature by this key."),
+        typer.Option(
+            "--trusted-key",
+            envvar="AOTCACHE_TRUSTED_KEY",
+            metavar="FILE",
+            help="Require a valid signature by this key.",
+        ),
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file of config fields (for a TARGET).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", metavar="FILE", help="TOML file of config fields (for a TARGET).")
+    ] = None,
     compilation_config: Annotated[
-        str | None, typer.Option("--compilation-config", "-O", help="JSON config fields (for a TARGET).")
+        str | None,
+        typer.Option("--compilation-config", "-O", metavar="JSON", help="JSON config fields (for a TARGET)."),
     ] = None,
     hf_class: HfClass = None,
     json_out: JsonFlag = False,
@@ -290,7 +347,7 @@ def verify(
         report = verify_target(root, spec.build_model(), resolved, verify_signature=checker, strict=strict)
         target = target_or_key
     else:
-        root = cache_root(cache_dir)
+        root = cache_root(cache_dir, must_exist=True)
         report = verify_entry(root, target_or_key, verify_signature=checker, strict=strict)
         target = report.get("target")
     if run_check and report.get("entry"):
@@ -365,21 +422,31 @@ def _run_in_fresh_process(
 
 
 @app.command(
-    epilog="Examples:\n\n    aotcache clear --broken\n\n    aotcache clear --older-than 30d --dry-run\n\n"
-    "    aotcache clear --max-size 5GB --yes\n\n    aotcache clear d7d511ad",
+    cls=helpformat.Command,
+    epilog=helpformat.examples(
+        "aotcache clear --broken",
+        "aotcache clear --older-than 30d --dry-run",
+        "aotcache clear --max-size 5GB --yes",
+        "aotcache clear d7d511ad",
+        note="Exit codes: 0 done, 1 no such entry or not confirmed, 2 bad input, 3 the cache dir is missing or "
+        "something could not be removed.",
+    ),
 )
 @handle_errors
 def clear(
     keys: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[KEY]...", help="Entry keys (or unique prefixes).", show_default=False),
+        typer.Argument(metavar="KEY", help="Entry keys (or unique prefixes).", show_default=False),
     ] = None,
     all_entries: Annotated[bool, typer.Option("--all", help="Every entry and leftover.")] = False,
     stale: Annotated[bool, typer.Option("--stale", help="Entries whose traced sources changed.")] = False,
     broken: Annotated[bool, typer.Option("--broken", help="Corrupt entries and unfinished builds.")] = False,
-    older_than: Annotated[str | None, typer.Option(help="Entries not used for this long, e.g. 30d, 12h.")] = None,
+    older_than: Annotated[
+        str | None, typer.Option(metavar="AGE", help="Entries not used for this long, e.g. 30d, 12h.")
+    ] = None,
     max_size: Annotated[
-        str | None, typer.Option(help="Evict least recently used entries down to this size, e.g. 5GB.")
+        str | None,
+        typer.Option(metavar="SIZE", help="Evict least recently used entries down to this size, e.g. 5GB."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
@@ -395,10 +462,8 @@ def clear(
     out = Output(json_out, quiet, verbose)
     import_cwd()
     if not (keys or all_entries or stale or broken or older_than or max_size):
-        raise typer.Exit(_usage("nothing selected: pass KEY, --all, --stale, --broken, --older-than or --max-size"))
-    root = cache_root(cache_dir)
-    if not root.path.is_dir():
-        raise CacheDirError(f"cache dir {root.path} does not exist", hint="check --cache-dir or AOTCACHE_DIR")
+        raise UsageError("nothing selected: pass KEY, --all, --stale, --broken, --older-than or --max-size")
+    root = cache_root(cache_dir, must_exist=True)
     chosen, kept = select(
         root,
         keys=keys,
@@ -417,6 +482,8 @@ def clear(
         out.emit_json(report.to_json())
     else:
         render.clear_report(out, report)
+    if report.errors and json_out:
+        raise typer.Exit(EXIT_ENVIRONMENT)  # the report names them
     if report.errors:
         raise CacheDirError(
             f"could not remove {len(report.errors)} item(s) of {root.path}: {report.errors[0]}",
@@ -425,19 +492,29 @@ def clear(
         )
 
 
-def _usage(message: str) -> int:
-    from .common import stderr
-
-    stderr.print(f"error: {message}", markup=False)
-    return EXIT_USAGE
-
-
 def main() -> None:
-    app()
+    """The console script: typer's app, with click's own usage errors (an unknown
+    option, a missing argument) also reported as one JSON object under --json."""
+    json_mode = "--json" in sys.argv[1:]
+    try:
+        result = app(standalone_mode=False)
+    except Exception as exc:
+        code = getattr(exc, "exit_code", None)
+        if not (callable(getattr(exc, "show", None)) and isinstance(code, int)):
+            if type(exc).__name__ != "Abort":  # click's Abort: a prompt was interrupted
+                raise
+            stderr.print("aborted", markup=False)
+            sys.exit(EXIT_CHECK_FAILED)
+        exc.show()  # type: ignore[attr-defined]
+        if json_mode:
+            message = exc.format_message()  # type: ignore[attr-defined]
+            sys.stdout.write(json.dumps(error_json(message, code, kind="UsageError"), indent=2, sort_keys=True) + "\n")
+        sys.exit(code)
+    sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
-app.command(epilog=fleet.PUSH_EXAMPLES)(fleet.push)
-app.command(epilog=fleet.PULL_EXAMPLES)(fleet.pull)
+app.command(cls=helpformat.Command, epilog=fleet.PUSH_EXAMPLES)(fleet.push)
+app.command(cls=helpformat.Command, epilog=fleet.PULL_EXAMPLES)(fleet.pull)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from aotcache.errors import EXIT_CHECK_FAILED, AotCacheError
 
@@ -24,20 +25,29 @@ F = TypeVar("F", bound=Callable[..., Any])
 CacheDir = Annotated[
     Path | None,
     typer.Option(
-        "--cache-dir", envvar="AOTCACHE_DIR", help="Cache directory [default: the user cache dir].", show_default=False
+        "--cache-dir",
+        envvar="AOTCACHE_DIR",
+        metavar="DIR",
+        help="Cache directory [default: the user cache dir].",
+        show_default=False,
     ),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (documented in the README).")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object, errors included (see docs/json.md).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json output).")]
 Verbose = Annotated[
-    int, typer.Option("--verbose", "-v", count=True, help="More logging; -vv for debug. Shows tracebacks.")
+    int,
+    typer.Option(
+        "--verbose", "-v", count=True, show_default=False, help="More logging; -vv for debug. Shows tracebacks."
+    ),
 ]
 
 
 def _console(stderr: bool) -> Console:
-    """Wide when not a terminal (CI logs, pipes), so tables are never cut to 80 columns."""
+    """A terminal's own width, else COLUMNS where set, else 200 (CI logs and pipes, so
+    that nothing is cut to 80 columns)."""
     probe = Console(stderr=stderr)
-    width = None if probe.is_terminal else 200
+    columns = os.environ.get("COLUMNS", "")
+    width = None if probe.is_terminal or columns.isdigit() else 200
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
@@ -77,16 +87,47 @@ class Output:
         if not self.quiet and not self.json:
             stdout.print(*args, **kwargs)
 
+    def print_table(self, table: Any, *, wide: bool = False) -> None:
+        """A table without the spaces rich pads its lines with (CI logs, diffs, grep);
+        `wide`: at its natural width, whatever the terminal's."""
+        if self.quiet or self.json:
+            return
+        console = stdout
+        if wide:
+            console = Console(width=4000, force_terminal=stdout.is_terminal, color_system=stdout.color_system)
+        with console.capture() as captured:
+            console.print(table)
+        for line in captured.get().splitlines():
+            stdout.print(Text.from_ansi(line.rstrip()), soft_wrap=True)
+
     def emit_json(self, data: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
         sys.stdout.flush()
 
 
-def fail(message: str, code: int, hint: str | None = None) -> typer.Exit:
+ERROR_SCHEMA = "aotcache.error/1"
+
+
+def error_json(message: str, code: int, hint: str | None = None, kind: str = "error") -> dict[str, Any]:
+    """What --json prints when a command fails: one object, whatever went wrong."""
+    return {
+        "schema": ERROR_SCHEMA,
+        "ok": False,
+        "error": {"code": code, "type": kind, "message": message, "hint": hint},
+    }
+
+
+def fail(
+    message: str, code: int, hint: str | None = None, *, json_mode: bool = False, kind: str = "error"
+) -> typer.Exit:
+    """One line on stderr (and with --json one error object on stdout); the exit code."""
     text = f"error: {message}"
     if hint:
         text += f" ({hint})"
     stderr.print(text, markup=False)
+    if json_mode:
+        sys.stdout.write(json.dumps(error_json(message, code, hint, kind), indent=2, sort_keys=True) + "\n")
+        sys.stdout.flush()
     return typer.Exit(code)
 
 
@@ -96,6 +137,7 @@ def handle_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         verbose = kwargs.get("verbose", 0) or 0
+        json_mode = bool(kwargs.get("json_out"))
         try:
             return command(*args, **kwargs)
         except typer.Exit:
@@ -103,25 +145,36 @@ def handle_errors(command: F) -> F:
         except AotCacheError as exc:
             if verbose:
                 traceback.print_exc()
-            raise fail(exc.message, exc.exit_code, exc.hint) from None
+            raise fail(exc.message, exc.exit_code, exc.hint, json_mode=json_mode, kind=type(exc).__name__) from None
         except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+            raise fail("interrupted", 130, json_mode=json_mode, kind="KeyboardInterrupt") from None
         except Exception as exc:
             if verbose:
                 traceback.print_exc()
             raise fail(
-                f"unexpected {type(exc).__name__}: {exc}", EXIT_CHECK_FAILED, "run with -v for the traceback"
+                f"unexpected {type(exc).__name__}: {exc}",
+                EXIT_CHECK_FAILED,
+                "run with -v for the traceback",
+                json_mode=json_mode,
+                kind=type(exc).__name__,
             ) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def cache_root(cache_dir: Path | None, configured: str | None = None) -> Any:
-    """The cache root a command works on; exit 3 when it is a file, not a directory."""
+def cache_root(cache_dir: Path | None, configured: str | None = None, *, must_exist: bool = False) -> Any:
+    """The cache root a command works on; exit 3 when it is a file, not a directory, or
+    (`must_exist`: commands that only read it) when it does not exist."""
+    from aotcache.errors import CacheDirError
     from aotcache.store.root import CacheRoot, resolve_cache_dir
 
     root = CacheRoot(resolve_cache_dir(cache_dir, configured))
     root.check_is_directory()
+    if must_exist and not root.path.is_dir():
+        raise CacheDirError(
+            f"cache dir {root.path} does not exist",
+            hint="check --cache-dir or AOTCACHE_DIR; precompile and pull create it",
+        )
     return root
 
 

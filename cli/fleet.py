@@ -9,19 +9,21 @@ import typer
 
 from aotcache.errors import EXIT_OK
 
-from . import render
+from . import helpformat, render
 from .common import CacheDir, JsonFlag, Output, Quiet, Verbose, cache_root, handle_errors
 
-PUSH_EXAMPLES = (
-    "Examples:\n\n    aotcache push oci://registry.example.com/ml/aotcache\n\n"
-    "    aotcache push s3://ml-artifacts/aotcache d7d511ad --json\n\n"
-    "    aotcache push oci://127.0.0.1:5000/aot --cache-dir .aotcache"
+PUSH_EXAMPLES = helpformat.examples(
+    "aotcache push oci://registry.example.com/ml/aotcache",
+    "aotcache push s3://ml-artifacts/aotcache d7d511ad --json",
+    "aotcache push oci://127.0.0.1:5000/aot --cache-dir .aotcache",
+    note="Exit codes: 0 every entry sent (or there), 1 an entry failed its checks or the remote holds other bytes, "
+    "2 bad input, 3 the remote or the cache dir could not be used.",
 )
-PULL_EXAMPLES = (
-    "Examples:\n\n    aotcache pull oci://registry.example.com/ml/aotcache --trusted-key release.pub\n\n"
-    "    aotcache pull s3://ml-artifacts/aotcache d7d511ad-3f0c2a19b7e4d5c6\n\n"
-    "Exit codes: 0 every entry arrived (or was there), 1 an entry failed its checks or is not on the remote, "
-    "2 bad input, 3 the remote or the cache dir could not be used."
+PULL_EXAMPLES = helpformat.examples(
+    "aotcache pull oci://registry.example.com/ml/aotcache --trusted-key release.pub",
+    "aotcache pull s3://ml-artifacts/aotcache d7d511ad-3f0c2a19b7e4d5c6",
+    note="Exit codes: 0 every entry arrived (or was there), 1 an entry failed its checks or is not on the remote, "
+    "2 bad input, 3 the remote or the cache dir could not be used.",
 )
 
 Remote = Annotated[
@@ -33,7 +35,7 @@ Remote = Annotated[
     ),
 ]
 Keys = Annotated[
-    list[str] | None, typer.Argument(metavar="[KEY]...", help="Entry keys (default: every entry).", show_default=False)
+    list[str] | None, typer.Argument(metavar="KEY", help="Entry keys (default: every entry).", show_default=False)
 ]
 Insecure = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to an OCI registry that is not on loopback.")]
 
@@ -72,7 +74,7 @@ def push(
     from aotcache.fleet.remote import open_remote
 
     out = Output(json_out, quiet, verbose)
-    root = cache_root(cache_dir)
+    root = cache_root(cache_dir, must_exist=True)
     target = open_remote(remote, insecure=insecure)
     with render.ByteProgress(not (json_out or quiet), "pushing") as bar:
         results = run_push(root, target, keys, progress=bar.advance, on_start=bar.start)
@@ -86,7 +88,12 @@ def pull(
     cache_dir: CacheDir = None,
     trusted_key: Annotated[
         Path | None,
-        typer.Option("--trusted-key", envvar="AOTCACHE_TRUSTED_KEY", help="Refuse entries not signed by this key."),
+        typer.Option(
+            "--trusted-key",
+            envvar="AOTCACHE_TRUSTED_KEY",
+            metavar="FILE",
+            help="Refuse entries not signed by this key.",
+        ),
     ] = None,
     insecure: Insecure = False,
     json_out: JsonFlag = False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,8 +17,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from .common import Output, human_bytes, stderr
+from aotcache.progress import STAGE_LABELS, LineProgress, Silent
+from aotcache.progress import Progress as ProgressSink
+
+from .common import Output, human_bytes, stderr, stdout
 
 STATUS_STYLE = {
     "ok": "green",
@@ -30,48 +36,45 @@ STATUS_STYLE = {
 }
 
 
-class PrecompileProgress:
-    """The backend's progress sink: a bar over compile units, on stderr."""
+class _BarProgress:
+    """On a terminal: one bar over the units, its label saying what happens now."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._progress: Progress | None = None
-        self._task: Any = None
-
-    def __enter__(self) -> PrecompileProgress:
-        if self.enabled:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description:<32}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=stderr,
-                transient=True,
-            )
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description:<40}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self._task = self._progress.add_task(STAGE_LABELS["trace"], total=None)
 
     def stage(self, name: str) -> None:
-        if self._progress is not None:
-            label = {"trace": "tracing with Dynamo", "publish": "publishing"}.get(name, name)
-            if self._task is None:
-                self._task = self._progress.add_task(label, total=None)
-            else:
-                self._progress.update(self._task, description=label)
+        self._progress.update(self._task, description=STAGE_LABELS.get(name, name))
 
     def units(self, total: int) -> None:
-        if self._progress is not None:
-            if self._task is None:
-                self._task = self._progress.add_task("compiling", total=total)
-            self._progress.update(self._task, total=total, description="compiling")
+        self._progress.update(self._task, total=total, description=STAGE_LABELS["compile"])
 
     def unit_done(self, label: str) -> None:
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=1, description=label)
+        self._progress.update(self._task, advance=1, description=label)
+
+    def waiting(self, what: str, seconds: float) -> None:
+        self._progress.update(self._task, description=f"waiting {seconds:.0f} s for {what}")
+
+
+@contextlib.contextmanager
+def precompile_progress(enabled: bool) -> Iterator[ProgressSink]:
+    """The progress a precompile reports: a bar on a terminal, one plain line per stage,
+    unit and heartbeat otherwise (a CI log), nothing when quiet. Always on stderr."""
+    if not enabled:
+        yield Silent()
+    elif stderr.is_terminal:
+        bar = _BarProgress()
+        with bar._progress:
+            yield bar
+    else:
+        yield LineProgress(lambda line: stderr.print(line, markup=False, highlight=False))
 
 
 class RunProgress:
@@ -103,6 +106,11 @@ class RunProgress:
             self._progress.update(self._task, completed=done, total=total, description=label)
 
 
+def _table(*headers: str) -> Table:
+    """Every table of the CLI looks the same: upper-case headers, no borders."""
+    return Table(*headers, box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
+
+
 def _ago(iso: str | None) -> str:
     if not iso:
         return "-"
@@ -129,6 +137,10 @@ def _sizes(report: Any) -> str:
     return " ".join(parts)
 
 
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
 def precompile_summary(out: Output, summary: dict[str, Any]) -> None:
     seconds = summary["seconds"]
     if summary["hit"]:
@@ -139,14 +151,15 @@ def precompile_summary(out: Output, summary: dict[str, Any]) -> None:
         )
         out.print(f"  path   {summary['path']}")
         return
-    out.print(f"[green]✓[/] compiled entry [bold]{summary['entry']}[/] ({summary['model']})")
+    signed = " signed" if summary.get("signed") else ""
+    out.print(f"[green]✓[/] built{signed} entry [bold]{summary['entry']}[/] ({summary['model']})")
     table = Table.grid(padding=(0, 2))
-    table.add_row("  pieces", f"{summary['pieces_unique']} unique / {summary['pieces_total']} total")
+    table.add_row("  pieces", f"{summary['pieces_unique']} unique of {summary['pieces_total']}")
     table.add_row(
         "  units",
-        f"{summary['units_compiled']} compiled, {summary.get('units_deduplicated', 0)} the same compile as another, "
-        f"{summary.get('units_reused', 0)} reused from earlier builds "
-        f"({summary['units']} sizes/ranges × {summary['pieces_unique']} unique pieces)",
+        f"{summary['units']} ({_count(summary['sizes_and_ranges'], 'size or range', 'sizes and ranges')} × "
+        f"{_count(summary['pieces_unique'], 'unique piece', 'unique pieces')}): {summary['units_compiled']} compiled, "
+        f"{summary['units_shared']} shared the compile of another range, {summary['units_reused']} reused",
     )
     table.add_row("  artifacts", f"{summary['artifacts']} ({human_bytes(summary['bytes'])} on disk)")
     if summary.get("added_sizes"):
@@ -154,50 +167,82 @@ def precompile_summary(out: Output, summary: dict[str, Any]) -> None:
     timing = ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items() if k in ("trace", "compile", "total"))
     table.add_row("  time", timing)
     table.add_row("  path", summary["path"])
-    out.print(table)
+    out.print_table(table)
     if "counters" in summary:
         out.print(f"  counters {summary['counters']}")
 
 
-def cache_table(out: Output, root: Any, reports: list[Any]) -> None:
+def _key_width(keys: list[str]) -> int:
+    """Characters of a key that tell every listed key apart (as git's short hashes),
+    at least 12."""
+    width = 12
+    while width < max((len(k) for k in keys), default=0) and len({k[:width] for k in keys}) < len(keys):
+        width += 1
+    return width
+
+
+# inspect-cache's columns: (header, cell, justify); the first five are always shown,
+# the others while the table fits the width, in this order (all with --wide).
+_ESSENTIAL = ("KEY", "MODEL", "SIZES / RANGES", "SIZE", "STATUS")
+_OPTIONAL = ("CREATED", "LAST USED", "MODE", "ARTIFACTS", "LOAD NEEDS")
+_RIGHT = {"SIZE", "ARTIFACTS"}
+
+
+def _cells(r: Any, key_width: int) -> dict[str, str]:
+    mode = r.manifest.config.get("mode", "-") if r.manifest else "-"
+    backend = r.manifest.config.get("backend") if r.manifest else None
+    style = STATUS_STYLE.get(r.status, "")
+    return {
+        "KEY": r.entry_id[:key_width],
+        "MODEL": r.model,
+        "SIZES / RANGES": _sizes(r),
+        "SIZE": human_bytes(r.bytes),
+        "STATUS": f"[{style}]{r.status}[/]" if style else r.status,
+        "CREATED": _ago(r.created),
+        "LAST USED": _ago(r.last_used),
+        "MODE": f"{mode}/{backend}" if backend else str(mode),
+        "ARTIFACTS": str(len(r.manifest.artifacts)) if r.manifest else "-",
+        "LOAD NEEDS": ", ".join(r.load_needs) or "-",
+    }
+
+
+def _plain_width(cell: str) -> int:
+    return len(Text.from_markup(cell).plain)
+
+
+def _columns(rows: list[dict[str, str]], width: int, wide: bool) -> list[str]:
+    """The essential columns, then every optional one that still fits in `width`."""
+    if wide:
+        return [*_ESSENTIAL[:4], *_OPTIONAL, "STATUS"]
+
+    def needed(column: str) -> int:
+        return max([len(column)] + [_plain_width(r[column]) for r in rows]) + 2
+
+    chosen = list(_ESSENTIAL)
+    used = sum(needed(c) for c in chosen)
+    for column in _OPTIONAL:
+        if used + needed(column) <= width:
+            chosen.insert(len(chosen) - 1, column)
+            used += needed(column)
+    return chosen
+
+
+def cache_table(out: Output, root: Any, reports: list[Any], *, wide: bool = False) -> None:
+    """One row per entry, with as many columns as the width allows (KEY, MODEL, SIZES /
+    RANGES, SIZE and STATUS always; --wide: all, with the whole key)."""
     if not reports:
         out.print(f"no entries in {root.path}")
         return
-    table = Table(title=f"aotcache entries in {root.path}", title_justify="left", header_style="bold")
-    for column in (
-        "KEY",
-        "MODEL",
-        "MODE",
-        "SIZES / RANGES",
-        "ARTIFACTS",
-        "LOAD NEEDS",
-        "SIZE ON DISK",
-        "CREATED",
-        "LAST USED",
-        "STATUS",
-    ):
-        table.add_column(
-            column,
-            justify="right" if column in ("ARTIFACTS", "SIZE ON DISK") else "left",
-            no_wrap=column in ("KEY", "STATUS", "SIZE ON DISK"),
-        )
-    for r in reports:
-        mode = r.manifest.config.get("mode", "-") if r.manifest else "-"
-        backend = r.manifest.config.get("backend") if r.manifest else None
-        style = STATUS_STYLE.get(r.status, "")
-        table.add_row(
-            r.entry_id[:23],
-            r.model,
-            f"{mode}/{backend}" if backend else mode,
-            _sizes(r),
-            str(len(r.manifest.artifacts)) if r.manifest else "-",
-            ", ".join(r.load_needs) or "-",
-            human_bytes(r.bytes),
-            _ago(r.created),
-            _ago(r.last_used),
-            f"[{style}]{r.status}[/]" if style else r.status,
-        )
-    out.print(table)
+    key_width = max(len(r.entry_id) for r in reports) if wide else _key_width([r.entry_id for r in reports])
+    rows = [_cells(r, key_width) for r in reports]
+    columns = _columns(rows, stdout.width, wide)
+    table = _table()
+    for column in columns:
+        table.add_column(column, justify="right" if column in _RIGHT else "left", no_wrap=column != "MODEL")
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
+    out.print(f"entries in {root.path}")
+    out.print_table(table, wide=wide)
     complete = [r for r in reports if r.manifest is not None]
     leftover = [r for r in reports if r.manifest is None]
     noun = "entry" if len(complete) == 1 else "entries"
@@ -207,12 +252,13 @@ def cache_table(out: Output, root: Any, reports: list[Any]) -> None:
             f"; {len(leftover)} leftovers, {human_bytes(sum(r.bytes for r in leftover))} (`aotcache clear --broken`)"
         )
     out.print(line)
-    problems = [r for r in reports if r.problems]
-    for r in problems:
+    for r in reports:
         for p in r.problems:
             detail = "; ".join(f"{d.name}: {d.old} -> {d.new}" for d in p.differences[:3])
             more = f" (+{len(p.differences) - 3} more)" if len(p.differences) > 3 else ""
-            out.print(f"  [dim]{r.entry_id[:16]}[/] {p.status}: {p.message}{': ' + detail if detail else ''}{more}")
+            out.print(f"  {r.entry_id[:key_width]} {p.status}: {p.message}{': ' + detail if detail else ''}{more}")
+        for warning in getattr(r, "warnings", []):
+            out.print(f"  {r.entry_id[:key_width]} warning: {warning}")
 
 
 def entry_detail(out: Output, report: Any) -> None:
@@ -226,25 +272,25 @@ def entry_detail(out: Output, report: Any) -> None:
     m = report.manifest
     out.print(f"  model    {m.model_class}   created {m.created}   last used {_ago(report.last_used)}")
     out.print(f"  loading needs {', '.join(report.load_needs) or 'nothing but torch (compiler-free)'}")
-    factors = Table("FACTOR", "VALUE", title="key factors", title_justify="left", header_style="bold")
+    factors = _table("KEY FACTOR", "VALUE")
     for factor in m.lookup + m.build:
         value = factor.value if not isinstance(factor.value, (list, dict)) else str(factor.value)
         factors.add_row(factor.name, str(value))
-    out.print(factors)
-    recorded = Table("BUILD HOST", "VALUE", header_style="bold")
+    out.print_table(factors)
+    recorded = _table("BUILD HOST", "VALUE")
     for name, value in sorted(m.recorded.items()):
         text = " ".join(value) if isinstance(value, list) else str(value)
         recorded.add_row(name, text if len(text) < 100 else text[:97] + "...")
-    out.print(recorded)
+    out.print_table(recorded)
     out.print("config: " + ", ".join(f"{k}={v}" for k, v in m.config.items() if v not in (None, [], {})))
-    sources = Table("TRACED FILE", "SHA256", header_style="bold")
+    sources = _table("TRACED FILE", "SHA256")
     for s in m.sources:
         sources.add_row(s["path"], s["sha256"][:16])
-    out.print(sources)
-    files = Table("FILE", "BYTES", "SHA256", header_style="bold")
+    out.print_table(sources)
+    files = _table("FILE", "BYTES", "SHA256")
     for rel, rec in sorted(m.files.items()):
         files.add_row(rel if len(rel) < 60 else rel[:28] + "…" + rel[-28:], human_bytes(rec.bytes), rec.sha256[:16])
-    out.print(files)
+    out.print_table(files)
     for p in report.problems:
         out.print(f"[{STATUS_STYLE.get(p.status, '')}]{p.status}[/]: {p.message}")
         for d in p.differences:
@@ -272,7 +318,7 @@ def verify_report(out: Output, report: dict[str, Any]) -> None:
                 f"  {'[green]✓[/]' if run['ok'] else '[red]✗[/]'} run          fresh process loaded it in "
                 f"{run['load_seconds']:.3f} s; outputs vs eager (tolerance {run['tolerance']}):"
             )
-            table = Table("SIZE", "UNIT", "MAX ABS DIFF", "", header_style="bold", box=None, padding=(0, 2))
+            table = _table("SIZE", "UNIT", "MAX ABS DIFF", "")
             for r in run["results"]:
                 table.add_row(
                     str(r["size"]),
@@ -280,21 +326,21 @@ def verify_report(out: Output, report: dict[str, Any]) -> None:
                     f"{r['max_abs_diff']:.2e}",
                     "[green]ok[/]" if r["ok"] else "[red]FAIL[/]",
                 )
-            out.print(table)
+            out.print_table(table)
     verdict = "[green]PASS[/]" if report["ok"] else "[red]FAIL[/]"
     out.print(f"{verdict}{' (strict)' if report.get('strict') else ''}")
 
 
 def clear_plan(out: Output, chosen: list[Any]) -> None:
     for report, reason in chosen:
-        stderr.print(f"  {report.entry_id[:24]:<24} {human_bytes(report.bytes):>9}  {reason}", markup=False)
+        stderr.print(f"  {report.entry_id} {human_bytes(report.bytes):>9}  {reason}", markup=False)
 
 
 def clear_report(out: Output, report: Any) -> None:
     verb = "would remove" if report.dry_run else "removed"
     for r in report.removed:
         failed = f"  (not removed: {r.error})" if r.error else ""
-        out.print(f"  {verb} {r.key[:32]:<32} {human_bytes(r.bytes):>9}  {r.reason}{failed}", markup=False)
+        out.print(f"  {verb} {r.key} {human_bytes(r.bytes):>9}  {r.reason}{failed}", markup=False)
     freeing = "freeing" if report.dry_run else "freed"
     kept = f"{report.kept} {'entry' if report.kept == 1 else 'entries'} kept"
     out.print(f"{verb} {len(report.removed)} item(s), {freeing} {human_bytes(report.freed)}; {kept}")
@@ -339,9 +385,9 @@ class ByteProgress:
 
 def transfer_report(out: Output, verb: str, remote: str, results: list[Any]) -> None:
     """One row per entry: what moved, what was already there, what failed and why."""
-    table = Table(title=f"{verb} {remote}", title_justify="left")
-    for column in ("key", "status", "size", "sent" if verb == "push" else "downloaded", "skipped"):
-        table.add_column(column)
+    table = _table()
+    for column in ("KEY", "STATUS", "SIZE", "SENT" if verb == "push" else "DOWNLOADED", "SKIPPED"):
+        table.add_column(column, justify="left" if column in ("KEY", "STATUS") else "right", no_wrap=True)
     for done in results:
         style = "red" if done.status == "failed" else "green"
         table.add_row(
@@ -352,7 +398,8 @@ def transfer_report(out: Output, verb: str, remote: str, results: list[Any]) -> 
             human_bytes(done.bytes_skipped),
         )
     if results:
-        out.print(table)
+        out.print(f"{verb} {remote}", markup=False)
+        out.print_table(table)
     else:
         out.print(f"nothing to {verb}")
     for done in results:

@@ -24,8 +24,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 WHEELHOUSE = REPO / ".wheelhouse"
-# aotcache's runtime dependencies (import name -> distribution), and what typer and rich
-# need in turn; all pure Python. torch and numpy come with the machine.
+# aotcache's runtime dependencies (import name -> distribution), what typer and rich
+# need in turn, and what the editable install needs; all pure Python. torch and numpy
+# come with the machine.
 RUNTIME = {
     "typer": "typer",
     "rich": "rich",
@@ -38,6 +39,8 @@ RUNTIME = {
     "pygments": "pygments",
     "typing_extensions": "typing-extensions",
     "annotated_doc": "annotated-doc",
+    # setuptools before 70.1 builds an editable install only with `wheel` beside it
+    "wheel": "wheel",
 }
 WHEEL_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 MAX_WHEELHOUSE_BYTES = 16 << 20
@@ -60,8 +63,8 @@ def make_wheelhouse() -> int:
     for distribution in RUNTIME.values():
         try:
             pins.append(f"{distribution}=={metadata.version(distribution)}")
-        except metadata.PackageNotFoundError:
-            continue
+        except metadata.PackageNotFoundError:  # not needed here: the newest release
+            pins.append(distribution)
     platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
     command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
     command += ["--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(WHEELHOUSE), *pins]

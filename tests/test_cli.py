@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _support import TINY_CONFIG, run_cli
+from _support import TINY_CONFIG, TINY_UNITS, run_cli
 from aotcache.cli.app import app
 from typer.testing import CliRunner
 
@@ -50,8 +50,12 @@ def test_precompile_hit_human_and_json(tiny_entry) -> None:
     assert "cache hit" in human.output and tiny_entry.entry_id in human.output and "nothing compiled" in human.output
     machine = invoke("precompile", TARGET, *TINY_FLAGS, "--cache-dir", str(tiny_entry.cache_dir), "--json")
     data = json.loads(machine.stdout)
-    assert data["schema"] == "aotcache.precompile/1" and data["hit"] is True and data["entry"] == tiny_entry.entry_id
-    assert data["units_compiled"] == 0 and data["units"] == 5 and data["bytes"] > 0
+    assert data["schema"] == "aotcache.precompile/2" and data["hit"] is True and data["entry"] == tiny_entry.entry_id
+    assert data["units_compiled"] == 0 and data["sizes_and_ranges"] == TINY_UNITS and data["units"] == 3 * TINY_UNITS
+    assert data["signed"] is False
+    # one byte count: what inspect-cache says the entry holds
+    listed = json.loads(invoke("inspect-cache", "--cache-dir", str(tiny_entry.cache_dir), "--json").stdout)
+    assert data["bytes"] == next(e["bytes"] for e in listed["entries"] if e["key"] == tiny_entry.entry_id)
 
 
 def test_precompile_subprocess_json_and_env_cache_dir(tiny_entry) -> None:
@@ -64,7 +68,7 @@ def test_precompile_subprocess_json_and_env_cache_dir(tiny_entry) -> None:
 def test_precompile_compiles_with_progress_and_summary(tmp_path) -> None:
     result = invoke("precompile", TARGET, *TINY_FLAGS, "--backend", "eager", "--cache-dir", str(tmp_path))
     assert result.exit_code == 0, result.output
-    assert "compiled entry" in result.output and "pieces" in result.output and "time" in result.output
+    assert "built entry" in result.output and "pieces" in result.output and "time" in result.output
 
 
 @pytest.mark.parametrize(

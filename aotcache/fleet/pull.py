@@ -186,7 +186,7 @@ def _download(remote: Remote, blob: Blob, part: Path, done: Transfer, progress: 
     if offset > blob.size:
         part.unlink()
         offset = 0
-    _count_skipped(done, offset, progress)
+    _count_skipped(done, offset, progress, blobs=0)
     if offset == blob.size:
         return offset
     with open(part, "ab" if offset else "wb") as out:
@@ -203,7 +203,9 @@ def _download(remote: Remote, blob: Blob, part: Path, done: Transfer, progress: 
     return offset
 
 
-def _count_skipped(done: Transfer, size: int, progress: Progress | None) -> None:
+def _count_skipped(done: Transfer, size: int, progress: Progress | None, *, blobs: int = 1) -> None:
+    """Bytes not downloaded (and `blobs` whole files: 0 for the resumed part of one)."""
+    done.blobs_skipped += blobs
     if size:
         done.bytes_skipped += size
         if progress:
@@ -239,7 +241,7 @@ def pull_entry(
     done = Transfer(record.entry_id, "pulled", bytes=record.total_bytes)
     if is_present(root, record.entry_id, verify_signature):
         done.status = "present"
-        _count_skipped(done, record.total_bytes, progress)
+        _count_skipped(done, record.total_bytes, progress, blobs=len(record.blobs))
         return done
     manifest, raw, signature = fetch_manifest(remote, record, verify_signature)
     files = [Blob(path, f.sha256, f.bytes) for path, f in sorted(manifest.files.items())]
@@ -301,7 +303,7 @@ def _check_staged(staging: Path, manifest: Manifest, raw: bytes, verify_signatur
     """The load's own checks on the staged entry (files, signature), before it appears."""
     with safefs.opened_dir(staging) as fd:
         problem = next(
-            entry_problems(fd, manifest, raw, verify_signature=verify_signature, check_env=False, check_sources=False),
+            entry_problems(fd, manifest, raw, verify_signature=verify_signature, check_env=False, with_sources=False),
             None,
         )
     if problem is not None:

@@ -59,6 +59,7 @@ def push_entry(opened: OpenedEntry, remote: Remote, progress: Progress | None = 
             )
         done.status = "present"
         done.bytes_skipped = record.total_bytes
+        done.blobs_skipped = len(record.blobs)
         remote.publish(record)  # the same bytes again; makes sure the lookup index lists it
         if progress:
             progress(record.total_bytes)

@@ -1,8 +1,16 @@
 """Traced source files: portable names and content hashes.
 
-A file is named relative to the sys.path entry it was imported from
+A file is named by its module path, relative to the import root it was imported from
 (`torch/nn/modules/linear.py`, `examples/tiny_llama.py`), so the name is the same on
-every host that imports the same code, wherever it is installed.
+every host that imports the same code, wherever it is installed; the kind of root is
+recorded too (the standard library, site-packages, or another sys.path entry such as a
+project directory), never its absolute path.
+
+A check finds each file as an import would: through this process's sys.path (where a
+TARGET is given, its root is on it) and the modules it has imported. A file found with
+other content makes the entry stale; a file that cannot be found from here (a command
+run from another directory) is *unknown*: a warning, never stale, because a source that
+cannot be found is not a changed source.
 """
 
 from __future__ import annotations
@@ -15,14 +23,41 @@ from pathlib import Path
 
 from aotcache.errors import Difference
 
+ROOT_KINDS = ("stdlib", "site-packages", "path")
+
 
 @dataclass(frozen=True)
 class SourceFile:
     path: str
     sha256: str
+    root: str | None = None  # one of ROOT_KINDS (entries of older versions have none)
 
     def to_json(self) -> dict[str, str]:
-        return {"path": self.path, "sha256": self.sha256}
+        data = {"path": self.path, "sha256": self.sha256}
+        if self.root is not None:
+            data["root"] = self.root
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> SourceFile:
+        return cls(data["path"], data["sha256"], data.get("root"))
+
+
+@dataclass
+class SourceCheck:
+    """What a check of the recorded sources found: files whose content differs (the
+    entry is stale), and files that cannot be found from this process (unknown)."""
+
+    changed: list[Difference]
+    unknown: list[SourceFile]
+
+    def unknown_message(self) -> str | None:
+        if not self.unknown:
+            return None
+        shown = ", ".join(s.path for s in self.unknown[:3]) + (" ..." if len(self.unknown) > 3 else "")
+        project = any(s.root in (None, "path") for s in self.unknown)
+        fix = "run from the project root, set PYTHONPATH, or give the TARGET" if project else "check the environment"
+        return f"{len(self.unknown)} traced source file(s) not found from here, so not checked ({shown}): {fix}"
 
 
 def _search_roots() -> list[str]:
@@ -54,6 +89,18 @@ def _module_relpaths() -> dict[str, str]:
             index[os.path.abspath(path)] = "/".join(parts) + ".py"
         _module_files = (count, index)
     return _module_files[1]
+
+
+def _root_kind(real: str) -> str:
+    """Which kind of import root holds a file: the standard library, site-packages (or
+    dist-packages), or any other sys.path entry (a project directory)."""
+    parts = Path(real).parts
+    if "site-packages" in parts or "dist-packages" in parts:
+        return "site-packages"
+    stdlib = os.path.realpath(os.path.dirname(os.__file__))
+    if real.startswith(stdlib + os.sep):
+        return "stdlib"
+    return "path"
 
 
 def portable_path(path: str | os.PathLike[str]) -> str:
@@ -101,22 +148,22 @@ def record(paths: set[str] | list[str]) -> list[SourceFile]:
     for path in paths:
         if path and os.path.isfile(path):
             name = portable_path(path)
-            records[name] = SourceFile(name, file_sha256(path))
+            records[name] = SourceFile(name, file_sha256(path), _root_kind(os.path.realpath(path)))
     return [records[name] for name in sorted(records)]
 
 
-def changed(recorded: list[SourceFile]) -> list[Difference]:
-    """Every recorded file that is missing or whose content changed on this host."""
-    diffs = []
+def check(recorded: list[SourceFile]) -> SourceCheck:
+    """Each recorded file, found as an import would find it: changed, or unknown."""
+    result = SourceCheck([], [])
     for source in recorded:
         found = locate(source.path)
         if found is None:
-            diffs.append(Difference(source.path, source.sha256[:12], "missing"))
+            result.unknown.append(source)
             continue
         current = file_sha256(found)
         if current != source.sha256:
-            diffs.append(Difference(source.path, source.sha256[:12], current[:12]))
-    return diffs
+            result.changed.append(Difference(source.path, source.sha256[:12], current[:12]))
+    return result
 
 
 def sources_digest(recorded: list[SourceFile]) -> str:

@@ -27,7 +27,7 @@ from aotcache.key.env import ENV_FACTOR_PREFIXES
 from aotcache.key.factors import explain, lookup_hash
 from aotcache.key.lookup import lookup_factors
 from aotcache.store.checks import OpenedEntry, open_entry
-from aotcache.store.root import CacheRoot, resolve_cache_dir
+from aotcache.store.root import CacheRoot, held, resolve_cache_dir
 from aotcache.store.scan import candidate_entries, nearest_entry
 
 from .binding import GraphBinder, load_treespec, unflatten
@@ -204,6 +204,10 @@ def find_and_open(
     )
 
 
+def _log_wait(who: str, seconds: float) -> None:
+    log.info("aotcache: waiting %.0f s for %s", seconds, who)
+
+
 def _pull_and_open(
     model: torch.nn.Module, config: CompilationConfig, root: CacheRoot, remote: str, checker: Any
 ) -> OpenedEntry:
@@ -215,7 +219,7 @@ def _pull_and_open(
     key = lookup_hash(lookup_factors(config, model))
     try:
         root.ensure_writable()
-        with root.lock(f"{key}.pull"):
+        with held(root.lock(f"{key}.pull"), _log_wait, "pulls the same entry"):
             try:
                 return find_and_open(model, config, root, verify_signature=checker)
             except CacheMiss:
@@ -245,6 +249,14 @@ def _build(opened: OpenedEntry, model: torch.nn.Module) -> LoadedModel:
             entry_id=opened.entry_id,
             hint="run `aotcache clear --broken` and precompile again",
         ) from exc
+
+
+def _loaded(root: CacheRoot, loaded: LoadedModel, warnings: list[str]) -> None:
+    """Count a load, say what is worth saying about it, and stamp the entry as used."""
+    counters.entries_loaded += 1
+    for warning in warnings:
+        log.warning("aotcache: entry %s: %s", loaded.entry_id, warning)
+    root.mark_used(loaded.entry_id)
 
 
 def load(
@@ -300,8 +312,7 @@ def load(
             raise
         log.warning("aotcache miss (%s): %s", miss.reason, miss.one_line())
         return None
-    counters.entries_loaded += 1
-    root.mark_used(loaded.entry_id)
+    _loaded(root, loaded, opened.warnings)
     if loaded.enable_cudagraphs(config, copy_outputs=cudagraph_copy_outputs) and capture_cudagraphs:
         loaded.capture_cudagraphs(progress)
     log.info("aotcache: loaded entry %s from %s", loaded.entry_id, root.path)

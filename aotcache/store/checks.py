@@ -32,7 +32,8 @@ from aotcache.errors import (
 from aotcache.key.env import ENV_FACTOR_PREFIXES, host_problems, lookup_env_factors
 from aotcache.key.factors import Factor, explain
 from aotcache.key.lookup import tool_factors
-from aotcache.key.sources import SourceFile, changed
+from aotcache.key.sources import SourceCheck, SourceFile
+from aotcache.key.sources import check as check_source_files
 
 from . import manifest as manifest_mod
 from . import safefs
@@ -52,6 +53,7 @@ class OpenedEntry:
     blobs: dict[str, bytes] = field(default_factory=dict)
     raw_manifest: bytes = b""  # the verified manifest.json and signature, as stored (push sends them)
     signature: bytes | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. traced sources not found from here
 
     @property
     def entry_id(self) -> str:
@@ -160,8 +162,13 @@ def environment_problems(manifest: Manifest) -> list[Difference]:
     return explain(recorded, [f for f in host if f.name in names])
 
 
+def check_sources(manifest: Manifest) -> SourceCheck:
+    return check_source_files([SourceFile.from_json(s) for s in manifest.sources])
+
+
 def source_problems(manifest: Manifest) -> list[Difference]:
-    return changed([SourceFile(s["path"], s["sha256"]) for s in manifest.sources])
+    """Traced files found with other content (files not found are not problems)."""
+    return check_sources(manifest).changed
 
 
 # The typed error each problem status raises as.
@@ -212,12 +219,14 @@ def entry_problems(
     blobs: dict[str, bytes] | None = None,
     verify_signature: SignatureCheck | None = None,
     check_env: bool = True,
-    check_sources: bool = True,
+    with_sources: bool = True,
+    warnings: list[str] | None = None,
 ) -> Iterator[Problem]:
     """The one pipeline of checks after the manifest parsed: signature, files,
     environment (recorded factors, then what this host lacks to run the kernels),
     sources. Lazy, so that a load stops at the first problem; `blobs` receives the
-    verified bytes of every file."""
+    verified bytes of every file, `warnings` what is not a problem but worth saying
+    (traced sources that cannot be found from this process)."""
     if verify_signature is not None:
         try:
             verify_signature(manifest.entry_id, raw, _signature_bytes(fd))
@@ -246,10 +255,15 @@ def entry_problems(
                 "precompile on a host like this one, or set TORCHINDUCTOR_CPP_MARCH to a baseline "
                 "such as x86-64-v3 when precompiling",
             )
-    if check_sources:
-        diffs = source_problems(manifest)
-        if diffs:
-            yield Problem("sources", StaleEntry.reason, "stale: traced source files changed", diffs, "precompile again")
+    if with_sources:
+        sources = check_sources(manifest)
+        if sources.changed:
+            yield Problem(
+                "sources", StaleEntry.reason, "traced source files changed", sources.changed, "precompile again"
+            )
+        unknown = sources.unknown_message()
+        if unknown and warnings is not None:
+            warnings.append(unknown)
 
 
 _HINT_CORRUPT = "run `aotcache clear --broken` and precompile again"
@@ -267,6 +281,7 @@ def open_entry(
     with entry_dir(path) as fd:
         manifest, raw = _read_manifest_at(path, fd)
         blobs: dict[str, bytes] = {}
+        warnings: list[str] = []
         checks = entry_problems(
             fd,
             manifest,
@@ -274,13 +289,14 @@ def open_entry(
             blobs=blobs,
             verify_signature=verify_signature,
             check_env=check_env,
-            check_sources=check_sources,
+            with_sources=check_sources,
+            warnings=warnings,
         )
         first = next(checks, None)
         signature = _signature_bytes(fd) if first is None else None
     if first is not None:
         raise first.error(manifest.entry_id)
-    return OpenedEntry(path, manifest, blobs, raw, signature)
+    return OpenedEntry(path, manifest, blobs, raw, signature, warnings)
 
 
 def problems(
@@ -288,12 +304,16 @@ def problems(
     *,
     verify_signature: SignatureCheck | None = None,
     check_sources: bool = True,
+    warnings: list[str] | None = None,
 ) -> tuple[Manifest | None, list[Problem]]:
-    """Run every check and collect every failure, for reports."""
+    """Run every check and collect every failure (and into `warnings`, what is worth
+    saying but no failure), for reports."""
     try:
         with entry_dir(path) as fd:
             manifest, raw = _read_manifest_at(path, fd)
-            found = entry_problems(fd, manifest, raw, verify_signature=verify_signature, check_sources=check_sources)
+            found = entry_problems(
+                fd, manifest, raw, verify_signature=verify_signature, with_sources=check_sources, warnings=warnings
+            )
             return manifest, list(found)
     except CacheMiss as exc:
         return None, [Problem.from_error("manifest", exc)]

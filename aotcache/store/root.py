@@ -28,8 +28,9 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -304,11 +305,7 @@ class CacheRoot:
 
     def size_of(self, path: Path) -> int:
         """Bytes under one of the root's items, never following a link."""
-        try:
-            with safefs.opened_dir(path.parent) as fd:
-                return safefs.tree_size(path.name, fd)
-        except OSError:
-            return 0
+        return size_on_disk(path)
 
     def mark_used(self, entry_id: str) -> None:
         """Best effort: a read-only cache (baked into an image) simply has no usage data.
@@ -330,6 +327,16 @@ class CacheRoot:
     def forget_usage(self, entry_id: str) -> None:
         with contextlib.suppress(OSError), self.folder("usage") as fd:
             os.unlink(entry_id, dir_fd=fd)
+
+
+def size_on_disk(path: Path) -> int:
+    """Bytes of every file below `path` (an entry: its manifest and signature included),
+    never following a link: the one byte count every command reports."""
+    try:
+        with safefs.opened_dir(path.parent) as fd:
+            return safefs.tree_size(path.name, fd)
+    except OSError:
+        return 0
 
 
 def _index_record(fd: int, name: str) -> dict[str, str] | None:
@@ -355,6 +362,47 @@ def _not_writable(path: Path, exc: OSError) -> CacheDirError:
         f"cache dir {path} is not writable: {exc.strerror or exc}",
         hint="pass --cache-dir (or AOTCACHE_DIR) naming a writable directory",
     )
+
+
+def lock_holder(path: str | os.PathLike[str]) -> int | None:
+    """The pid that holds the flock on `path`, read from /proc/locks (Linux); None where
+    it cannot be told."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":  # "->" marks a waiter, not the holder
+            continue
+        major, minor, inode = fields[5].split(":")
+        if int(inode) == info.st_ino and os.makedev(int(major, 16), int(minor, 16)) == info.st_dev:
+            return int(fields[4])
+    return None
+
+
+@contextlib.contextmanager
+def held(lock: Any, on_wait: Callable[[str, float], None], what: str) -> Iterator[None]:
+    """Hold a FileLock, telling `on_wait(who, seconds)` every HEARTBEAT_SECONDS while
+    another process holds it (`who`: its pid and `what` it does)."""
+    from filelock import Timeout
+
+    from aotcache.progress import HEARTBEAT_SECONDS
+
+    started = time.monotonic()
+    while True:
+        try:
+            lock.acquire(timeout=HEARTBEAT_SECONDS)
+            break
+        except Timeout:
+            pid = lock_holder(lock.lock_file)
+            on_wait(f"{'pid ' + str(pid) if pid else 'another process'}, which {what}", time.monotonic() - started)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def staging_is_abandoned(path: Path) -> bool:

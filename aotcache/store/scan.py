@@ -32,6 +32,7 @@ class EntryReport:
     problems: list[Problem] = field(default_factory=list)
     created: str | None = None
     last_used: str | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. traced sources not found from here
 
     @property
     def model(self) -> str:
@@ -60,6 +61,7 @@ class EntryReport:
             "created": self.created,
             "last_used": self.last_used,
             "problems": [p.to_json() for p in self.problems],
+            "warnings": self.warnings,
             "load_needs": self.load_needs,
         }
         if self.manifest is not None:
@@ -105,8 +107,11 @@ _STATUS_ORDER = ("unsupported-format", "corrupt", "untrusted", "incompatible-env
 def report_entry(
     root: CacheRoot, path: Path, *, verify_signature: Any = None, check_sources: bool = True
 ) -> EntryReport:
+    warnings: list[str] = []
     try:
-        manifest, found = problems(path, verify_signature=verify_signature, check_sources=check_sources)
+        manifest, found = problems(
+            path, verify_signature=verify_signature, check_sources=check_sources, warnings=warnings
+        )
     except OSError as exc:  # removed or unreadable while we looked
         manifest, found = None, [Problem("files", "corrupt", f"unreadable: {exc}")]
     statuses = {p.status for p in found}
@@ -121,6 +126,7 @@ def report_entry(
         problems=found,
         created=created,
         last_used=_iso(root.last_used(path.name)),
+        warnings=warnings,
     )
 
 

@@ -13,6 +13,7 @@ import torch
 from aotcache.config import from_dict
 from aotcache.errors import ConfigError
 from aotcache.formats import INDUCTOR, KNOWN_FORMATS, NATIVE, artifact_paths
+from aotcache.key.sources import ROOT_KINDS
 
 from .schema import (
     MAX_SIZE,
@@ -166,7 +167,7 @@ MANIFEST: Check = record(
         "graph_inputs": items(GRAPH_INPUT),
         "output_spec": _treespec,
         "output_dims": items(items(integer(0, 64))),
-        "sources": items(record({"path": TEXT, "sha256": HEX64})),
+        "sources": items(record({"path": TEXT, "sha256": HEX64}, {"root": one_of(*ROOT_KINDS)})),
         "stitch": safe_path,
         "pieces": mapping(PIECE, TEXT),
         "units": items(UNIT),
