@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_CACHE := .aotcache/demo
 
-.PHONY: install test test-gpu test-matrix gpu-check gpu-wheelhouse lint demo bench clean test-servers
+.PHONY: install test test-gpu test-matrix gpu-check gpu-wheelhouse lint docs demo bench clean test-servers
 
 install: $(STAMP)
 
@@ -48,6 +48,11 @@ gpu-wheelhouse: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
+
+# The reference pages under docs/ as a site, in site/ (a broken link fails the build).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 demo: $(STAMP)
 	$(VENV)/bin/aotcache precompile examples/tiny_llama.py:spec --cache-dir $(DEMO_CACHE)

@@ -90,7 +90,8 @@ def torch(session: nox.Session, torch: str) -> None:
     record["torch_installed"] = str(installed).strip().splitlines()[-1]
     junit = RESULTS / f"{torch}.xml"
     started = time.perf_counter()
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", success_codes=[0, 1])
+    pytest = ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--run-slow", f"--junitxml={junit}"]
+    session.run(*pytest, success_codes=[0, 1])
     record["suite_s"] = round(time.perf_counter() - started, 1)
     record.update(_junit_counts(junit))
     demo = MATRIX / f"demo-{torch}"
@@ -145,7 +146,7 @@ def gpu_offline(session: nox.Session) -> None:
 @nox.session(python=False)
 def matrix_table(session: nox.Session) -> None:
     """The table of every version's results: benchmarks/results/torch-matrix.{json,md},
-    and the README's copy between its torch-matrix markers."""
+    and its copies in the README and docs/torch-versions.md (between their markers)."""
     records = [json.loads(p.read_text()) for v in TORCH_VERSIONS if (p := RESULTS / f"{v}.json").is_file()]
     rows = [
         "| torch | install s (venv GB) | suite: passed / failed / skipped (min) | demo precompile s | demo load s |",
@@ -162,7 +163,8 @@ def matrix_table(session: nox.Session) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "torch-matrix.json").write_text(json.dumps(records, indent=2) + "\n")
     (out / "torch-matrix.md").write_text(table)
-    _replace_between_markers(REPO / "README.md", "torch-matrix", table)
+    for page in (REPO / "README.md", REPO / "docs" / "torch-versions.md"):
+        _replace_between_markers(page, "torch-matrix", table)
     session.log(table)
 
 

@@ -24,6 +24,7 @@ transformers is an optional extra: `pip install 'aotcache[hf]'`.
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +42,82 @@ DEFAULT_MAX_TOKENS = 8192
 # -- attention as an opaque op ---------------------------------------------------------------
 
 _lib = torch.library.Library("aotcache", "DEF")
-_lib.define("attention(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, bool is_causal) -> Tensor")
+# softcap and sinks have defaults, so that graphs stored before they existed still call it.
+_lib.define(
+    "attention(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, bool is_causal, float softcap=0.0, "
+    "Tensor? sinks=None) -> Tensor"
+)
 
 
 def _attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float, is_causal: bool
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    is_causal: bool,
+    softcap: float = 0.0,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q [batch, heads, seq, dim], k and v [batch, kv_heads, kv_seq, dim] (grouped-query
     heads repeated here) -> [batch, seq, heads, dim], contiguous (what transformers'
-    attention functions return)."""
+    attention functions return). A boolean mask keeps what is True; a query row with
+    nothing to attend to gives zeros, as sdpa with a boolean mask does. `softcap` (> 0)
+    caps the scaled scores, `tanh(s / softcap) * softcap`, before the mask (Gemma 2);
+    `sinks` [heads] adds one logit per head to the softmax's denominator (gpt-oss)."""
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k = k.repeat_interleave(groups, dim=1)
         v = v.repeat_interleave(groups, dim=1)
-    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, is_causal=is_causal)
+    if softcap == 0.0 and sinks is None:
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        out = sdpa(q, k, v, attn_mask=mask, scale=scale, is_causal=is_causal)
+    else:
+        out = _explicit_attention(q, k, v, mask, scale, is_causal, softcap, sinks)
     return out.transpose(1, 2).contiguous()
 
 
+def _explicit_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    is_causal: bool,
+    softcap: float,
+    sinks: torch.Tensor | None,
+) -> torch.Tensor:
+    """Attention as transformers' eager functions compute it for softcap and sinks (the
+    softmax in float32), with sdpa's rule for rows that attend to nothing (zeros)."""
+    scores = (q @ k.transpose(-1, -2)).float() * scale
+    if softcap > 0.0:
+        scores = torch.tanh(scores / softcap) * softcap
+    allowed = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device)
+    if is_causal:
+        allowed = allowed.tril()
+    if mask is not None and mask.dtype == torch.bool:
+        allowed = allowed & mask
+    elif mask is not None:
+        scores = scores + mask.float()
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    if sinks is not None:
+        sink = sinks.float().reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+        weights = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
+    else:
+        weights = torch.softmax(scores, dim=-1)
+    weights = weights.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)  # nothing to attend: zeros
+    return weights.to(v.dtype) @ v
+
+
 def _attention_fake(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float, is_causal: bool
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    is_causal: bool,
+    softcap: float = 0.0,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     batch, heads, seq, _ = q.shape
     return q.new_empty((batch, seq, heads, v.shape[-1]))
@@ -67,6 +125,55 @@ def _attention_fake(
 
 _lib.impl("attention", _attention, "CompositeExplicitAutograd")
 _lib._register_fake("attention", _attention_fake)
+
+
+_calls: list[int] = []  # one item per call of attention_forward, for check_routed
+
+
+class UnsupportedAttention(TargetError):
+    """A model passes its attention function something aotcache::attention would drop."""
+
+
+# Keyword arguments transformers' models pass that do not change attention's result
+# (position_ids reach rotary embeddings before attention; use_cache and the router flag
+# are for the layers around it), and the ones allowed only with a value that changes
+# nothing: anything else is refused by name, never dropped.
+_NEUTRAL_KWARGS = frozenset({"position_ids", "use_cache", "output_router_logits", "cache_position"})
+_EMPTY_KWARGS = frozenset(
+    {
+        "output_attentions",  # attention weights are not returned (None), as with sdpa
+        "encoder_hidden_states",
+        "position_bias",
+        "cu_seq_lens_q",
+        "cu_seq_lens_k",
+        "max_length_q",
+        "max_length_k",
+        "head_mask",
+    }
+)
+
+
+def _model_name(module: torch.nn.Module) -> str:
+    model_type = getattr(getattr(module, "config", None), "model_type", None)
+    return f"{model_type} ({type(module).__name__})" if model_type else type(module).__name__
+
+
+def _refuse(module: torch.nn.Module, name: str, value: Any, why: str) -> UnsupportedAttention:
+    shown = f"<a tensor of shape {list(value.shape)}>" if isinstance(value, torch.Tensor) else repr(value)
+    return UnsupportedAttention(
+        f"{_model_name(module)} passes {name}={shown} to its attention function: {why}",
+        hint="precompile it whole: --no-split for an hf:PATH TARGET; or open an issue naming the model",
+    )
+
+
+def _check_kwargs(module: torch.nn.Module, dropout: float, kwargs: dict[str, Any]) -> None:
+    if dropout:
+        raise _refuse(module, "dropout", dropout, "dropout must be 0 at inference (call model.eval())")
+    for name, value in kwargs.items():
+        if name in _NEUTRAL_KWARGS or (name in _EMPTY_KWARGS and not value):
+            continue
+        why = "aotcache::attention would ignore it" if name in _EMPTY_KWARGS else "aotcache::attention does not know it"
+        raise _refuse(module, name, value, why)
 
 
 def attention_forward(
@@ -78,60 +185,150 @@ def attention_forward(
     dropout: float = 0.0,
     scaling: float | None = None,
     is_causal: bool | None = None,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    s_aux: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """A transformers attention function (registered as attn_implementation "aotcache")
-    that calls the opaque op, with sdpa's rules for causality."""
+    that calls the opaque op with every argument that changes the result: scaling,
+    causality (sdpa's rules), softcap, sinks (`s_aux`), grouped-query heads (from the
+    shapes). `sliding_window` is honoured by the mask transformers builds for each
+    layer (as for sdpa); anything the op would drop is an error naming the model."""
+    _check_kwargs(module, dropout, kwargs)
+    _calls.append(1)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     causal = bool(query.shape[2] > 1 and attention_mask is None and causal)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    mask = attention_mask
-    if mask is not None and mask.dtype == torch.bool:
-        mask = torch.zeros_like(mask, dtype=query.dtype).masked_fill(~mask, torch.finfo(query.dtype).min)
-    return torch.ops.aotcache.attention(query, key, value, mask, float(scale), causal), None
+    cap = float(softcap) if softcap else 0.0
+    out = torch.ops.aotcache.attention(query, key, value, attention_mask, float(scale), causal, cap, s_aux)
+    return out, None
+
+
+def _falcon_forward(
+    self: Any,
+    hidden_states: torch.Tensor,
+    alibi: torch.Tensor | None,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    layer_past: Any = None,
+    use_cache: bool = False,
+    output_attentions: bool = False,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """FalconAttention.forward's sdpa path (transformers 5: modeling_falcon.py), with
+    attention through aotcache::attention. Falcon calls sdpa directly instead of an
+    attention function, and transformers refuses to switch its implementation."""
+    from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
+
+    qkv = self._split_heads(self.query_key_value(hidden_states))
+    batch, length = qkv[0].shape[:2]
+    kv_heads = self.num_heads if self.new_decoder_architecture else self.num_kv_heads
+    heads = [self.num_heads, kv_heads, kv_heads]
+    query, key, value = (
+        t.transpose(1, 2).reshape(batch, n, length, self.head_dim) for t, n in zip(qkv, heads, strict=True)
+    )
+    if alibi is None:  # alibi reaches attention inside the float mask, as it does sdpa
+        query, key = apply_rotary_pos_emb(query, key, *position_embeddings)  # type: ignore[misc]
+    if layer_past is not None:
+        key, value = layer_past.update(key, value, self.layer_idx)
+    out, _ = attention_forward(self, query, key, value, attention_mask, output_attentions=output_attentions)
+    return self.dense(out.reshape(batch, length, self.num_heads * self.head_dim)), None
+
+
+def _route_modules_transformers_cannot(model: torch.nn.Module) -> int:
+    """Patch the attention modules of architectures whose implementation transformers
+    will not switch (Falcon): how many were patched."""
+    try:
+        from transformers.models.falcon import modeling_falcon
+    except ImportError:
+        return 0
+    patched = 0
+    for module in model.modules():
+        if type(module) is modeling_falcon.FalconAttention:
+            module.forward = types.MethodType(_falcon_forward, module)  # type: ignore[method-assign]
+            patched += 1
+    return patched
+
+
+def _set_implementation(model_or_config: Any) -> None:
+    if hasattr(model_or_config, "set_attn_implementation"):
+        model_or_config.set_attn_implementation(ATTENTION_NAME)
+    else:
+        model_or_config._attn_implementation = ATTENTION_NAME
 
 
 def split_attention(model_or_config: Any) -> Any:
     """Make a transformers model's attention the opaque op aotcache splits at: registers
-    the "aotcache" attention implementation and sets it on the model (or config).
-    Returns its argument. Precompile with splitting_ops=["aotcache::attention"]."""
+    the "aotcache" attention implementation and sets it on the model (or config); the
+    attention modules of architectures transformers will not switch (Falcon) are routed
+    to the op directly. Returns its argument. Precompile with
+    splitting_ops=["aotcache::attention"]; `check_routed(model, inputs)` proves it."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(ATTENTION_NAME, attention_forward)
     AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-    if hasattr(model_or_config, "set_attn_implementation"):
-        model_or_config.set_attn_implementation(ATTENTION_NAME)
-    else:
-        model_or_config._attn_implementation = ATTENTION_NAME
+    if isinstance(model_or_config, torch.nn.Module) and _route_modules_transformers_cannot(model_or_config):
+        return model_or_config  # its config stays "sdpa": its masks and modules expect that
+    _set_implementation(model_or_config)
     return model_or_config
+
+
+def check_routed(model: torch.nn.Module, inputs: dict[str, Any]) -> None:
+    """Run the model once, eagerly, and count the calls of aotcache::attention: one per
+    layer at least, or a TargetError naming the architecture (never a silent single
+    piece)."""
+    layers = int(getattr(getattr(model, "config", None), "num_hidden_layers", 1) or 1)
+    _calls.clear()
+    with torch.no_grad():
+        model(**inputs)
+    if len(_calls) < layers:
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise TargetError(
+            f"{kind}: {len(_calls)} of its {layers} layers' attention goes through aotcache::attention, so the graph "
+            "cannot be split at attention",
+            hint="precompile it whole: --no-split for an hf:PATH TARGET",
+        )
 
 
 # -- models from a checkpoint directory ---------------------------------------------------------
 
 
-def parse_target(target: str) -> tuple[Path, str]:
-    """`hf:PATH` or `hf:PATH@Class` -> (PATH, class name)."""
+WHOLE = "+whole"  # the TARGET suffix of --no-split: the model compiled whole, not split at attention
+
+
+def parse_target(target: str) -> tuple[Path, str, bool]:
+    """`hf:PATH[@Class][+whole]` -> (PATH, class name, whether to split at attention)."""
     rest = target[len(PREFIX) :]
+    split = not rest.endswith(WHOLE)
+    rest = rest.removesuffix(WHOLE)
     path, _, hf_class = rest.rpartition("@") if "@" in rest else (rest, "", "")
-    return Path(path), hf_class or DEFAULT_CLASS
+    return Path(path), hf_class or DEFAULT_CLASS, split
 
 
-def default_config(config: Any, **overrides: Any) -> dict[str, Any]:
+def default_config(config: Any, *, split: bool = True, **overrides: Any) -> dict[str, Any]:
     """The CompilationConfig fields an `hf:` TARGET is precompiled with (pass the same to
-    `aotcache.load` when serving): split at attention, and sizes never beyond the
-    positions the model has. `config` is a transformers config, model or directory."""
+    `aotcache.load` when serving): split at attention (unless `split=False`), and sizes
+    never beyond the positions the model has. `config` is a transformers config, model
+    or directory."""
     if isinstance(config, (str, os.PathLike)):
         config = _read_config(Path(config))
     config = getattr(config, "config", config)
     positions = getattr(config, "max_position_embeddings", None) or DEFAULT_MAX_TOKENS
-    fields = {"max_num_batched_tokens": min(DEFAULT_MAX_TOKENS, int(positions)), "splitting_ops": [ATTENTION_OP]}
+    fields = {
+        "max_num_batched_tokens": min(DEFAULT_MAX_TOKENS, int(positions)),
+        "splitting_ops": [ATTENTION_OP] if split else [],
+    }
     return {**fields, **overrides}
 
 
 def spec(target: str) -> ModelSpec:
-    """The ModelSpec of an `hf:PATH[@Class]` TARGET, built offline from config.json."""
-    path, class_name = parse_target(target)
+    """The ModelSpec of an `hf:PATH[@Class][+whole]` TARGET, built offline from
+    config.json; split at attention (checked: every layer's attention goes through the
+    op) unless `+whole` (precompile --no-split) compiles it in one piece."""
+    path, class_name, split = parse_target(target)
     if not (path / "config.json").is_file():
         raise TargetError(
             f"{target}: {path} has no config.json",
@@ -140,14 +337,19 @@ def spec(target: str) -> ModelSpec:
     hf_config = _read_config(path)
     model_class = _model_class(class_name)
 
+    example_inputs = example_inputs_for(hf_config)
+
     def build() -> torch.nn.Module:
-        model = model_class.from_config(hf_config)
-        return split_attention(model).eval()
+        model = model_class.from_config(hf_config).eval()
+        if split:
+            split_attention(model)
+            check_routed(model, example_inputs(2))
+        return model
 
     return ModelSpec(
         model=build,
-        example_inputs=example_inputs_for(hf_config),
-        config=default_config(hf_config),
+        example_inputs=example_inputs,
+        config=default_config(hf_config, split=split),
         dynamic_arg_dims={"input_ids": 1, "attention_mask": 1},
         name=target,
     )

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from aotcache.errors import CompileError, TargetError
+from aotcache.errors import AotCacheError, CompileError, TargetError
 from aotcache.key.identity import dtype_name, tensor_attributes
 from aotcache.serve.inputs import DynamicDims, InputSpec, normalize_dynamic_dims
 
@@ -169,6 +169,8 @@ def _raise_if_forward_fails(model: torch.nn.Module, arguments: dict[str, Any]) -
     try:
         with torch.no_grad():
             model(**arguments)
+    except AotCacheError:
+        raise  # already says what is wrong (e.g. an attention argument aotcache would drop)
     except Exception as exc:
         name = type(model).__qualname__
         raise TargetError(

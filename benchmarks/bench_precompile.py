@@ -71,7 +71,7 @@ def child(mode: str, shape: list[int], package: str, cache: str, jobs: int, spaw
         "stages": summary["seconds"],
         "units_compiled": summary["units_compiled"],
         "units_reused": summary["units_reused"],
-        "units_deduplicated": summary["units_deduplicated"],
+        "units_shared": summary["units_shared"],
     }
 
 
@@ -151,7 +151,7 @@ def bench_model(name: str, reps: int, scratch: Path) -> dict[str, Any]:
 
 
 def _units(run: dict[str, Any]) -> dict[str, int]:
-    return {k: run[k] for k in ("units_compiled", "units_reused", "units_deduplicated")}
+    return {k: run[k] for k in ("units_compiled", "units_reused", "units_shared")}
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -36,6 +36,7 @@ from .common import (
     Verbose,
     cache_root,
     error_json,
+    fail,
     handle_errors,
     import_cwd,
     parse_int_list,
@@ -88,15 +89,25 @@ def _spec(target: str) -> Any:
     return as_spec(import_target(target), origin=target)
 
 
-def _with_hf_class(target: str, hf_class: str | None) -> str:
-    """`hf:PATH` with --hf-class X is the TARGET `hf:PATH@X` (recorded so, for verify --run)."""
-    if hf_class is None:
+def _with_hf_options(target: str, hf_class: str | None, no_split: bool = False) -> str:
+    """`hf:PATH` with --hf-class X is the TARGET `hf:PATH@X`, and with --no-split
+    `hf:PATH+whole` (recorded so, for verify --run)."""
+    if hf_class is None and not no_split:
         return target
     if not target.startswith("hf:"):
-        raise ConfigError("hf_class", hf_class, "only with an hf:PATH TARGET")
-    return f"{target.split('@')[0]}@{hf_class}"
+        raise ConfigError("hf_class" if hf_class else "no_split", hf_class or True, "only with an hf:PATH TARGET")
+    from aotcache.hf import WHOLE
+
+    base = target.removesuffix(WHOLE)
+    if hf_class is not None:
+        base = f"{base.split('@')[0]}@{hf_class}"
+    return base + (WHOLE if no_split or target.endswith(WHOLE) else "")
 
 
+NoSplit = Annotated[
+    bool,
+    typer.Option("--no-split", help="For hf:PATH, compile the model whole instead of splitting it at attention."),
+]
 HfClass = Annotated[
     str | None,
     typer.Option(
@@ -173,13 +184,14 @@ def precompile(
     ] = False,
     sign_key: SignKey = None,
     hf_class: HfClass = None,
+    no_split: NoSplit = False,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
 ) -> None:
     """Trace TARGET once, compile every range and size, and publish a verified entry."""
     out = Output(json_out, quiet, verbose)
-    target = _with_hf_class(target, hf_class)
+    target = _with_hf_options(target, hf_class, no_split)
     spec = _spec(target)
     overrides = _precompile_overrides(compile_sizes, split_points, max_num_batched_tokens, splitting_ops, backend)
     resolved = _config(spec.config_dict(), config, compilation_config, overrides)
@@ -328,6 +340,7 @@ def verify(
         typer.Option("--compilation-config", "-O", metavar="JSON", help="JSON config fields (for a TARGET)."),
     ] = None,
     hf_class: HfClass = None,
+    no_split: NoSplit = False,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -340,7 +353,7 @@ def verify(
     import_cwd()
     checker = signature_checker(trusted_key)
     if ":" in target_or_key:
-        target_or_key = _with_hf_class(target_or_key, hf_class)
+        target_or_key = _with_hf_options(target_or_key, hf_class, no_split)
         spec = _spec(target_or_key)
         resolved = _config(spec.config_dict(), config, compilation_config, {})
         root = cache_root(cache_dir, resolved.cache_dir)
@@ -482,14 +495,15 @@ def clear(
         out.emit_json(report.to_json())
     else:
         render.clear_report(out, report)
-    if report.errors and json_out:
-        raise typer.Exit(EXIT_ENVIRONMENT)  # the report names them
     if report.errors:
-        raise CacheDirError(
-            f"could not remove {len(report.errors)} item(s) of {root.path}: {report.errors[0]}",
-            hint="check the cache dir's permissions and mount, and run `aotcache clear --broken` to repair its "
-            "folders; what was not removed is still listed",
+        message = f"could not remove {len(report.errors)} item(s) of {root.path}: {report.errors[0]}"
+        hint = (
+            "check the cache dir's permissions and mount, and run `aotcache clear --broken` to repair its "
+            "folders; what was not removed is still listed"
         )
+        if json_out:  # the report already printed is the one JSON object; stderr says what failed
+            raise fail(message, EXIT_ENVIRONMENT, hint)
+        raise CacheDirError(message, hint=hint)
 
 
 def main() -> None:

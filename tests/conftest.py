@@ -38,3 +38,20 @@ def tiny_entry(tmp_path_factory: pytest.TempPathFactory) -> TinyEntry:
     cache = tmp_path_factory.mktemp("tiny-cache")
     result = aotcache.precompile(tiny_llama.spec, TINY_CONFIG, cache_dir=cache)
     return TinyEntry(cache, result.entry_id, result.path, result.summary)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow", action="store_true", help="also run tests marked slow (the torch matrix does; make test does not)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow (the long tail of a parametrised set) are deselected unless
+    --run-slow: make test stays within its time, the matrix runs everything."""
+    if config.getoption("--run-slow"):
+        return
+    kept = [item for item in items if "slow" not in item.keywords]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if "slow" in item.keywords])
+        items[:] = kept

@@ -37,10 +37,10 @@ def _load_in_fresh_process(cache_dir: Path, env: dict[str, str] | None = None, l
 def test_entry_layout_and_units(tiny_entry) -> None:
     summary = tiny_entry.summary
     assert summary["hit"] is False
-    assert summary["units"] == TINY_UNITS
+    assert summary["sizes_and_ranges"] == TINY_UNITS and summary["units"] == 3 * TINY_UNITS
     assert summary["pieces_unique"] == 3 and summary["pieces_total"] == 3
     # two ranges and three sizes per unique piece; both ranges of a piece are one compile
-    assert summary["units_compiled"] == (TINY_UNITS - 1) * 3 and summary["units_deduplicated"] == 3
+    assert summary["units_compiled"] == (TINY_UNITS - 1) * 3 and summary["units_shared"] == 3
     path = tiny_entry.path
     assert (path / "manifest.json").is_file() and (path / "graph.py").is_file()
     assert list((path / "kernels").glob("*.so")) and list((path / "artifacts").glob("*.py"))

@@ -53,7 +53,7 @@ def test_parallel_units_are_byte_identical_to_a_sequential_build(tmp_path) -> No
     parallel, two = _build(tmp_path, "parallel", 2)
     assert sequential["entry"] == parallel["entry"]
     for summary in (sequential, parallel):
-        assert summary["units_compiled"] == (TINY_UNITS - 1) * 3 and summary["units_deduplicated"] == 3
+        assert summary["units_compiled"] == (TINY_UNITS - 1) * 3 and summary["units_shared"] == 3
     files_one = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
     files_two = sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     assert files_one == files_two and len(files_one) > 10

@@ -77,7 +77,7 @@ def test_rebuilds_compile_only_what_changed(tiny_entry, tmp_path) -> None:
     package.edit("return self.lm_head(self.norm(x))  # a comment", "return self.lm_head(self.norm(x)) * 2.0")
     changed = package.run("build")
     assert (changed["units_compiled"], changed["units_reused"]) == (TINY_UNITS - 1, units - TINY_UNITS)
-    assert changed["units_deduplicated"] == 1  # its two ranges are one compile
+    assert changed["units_shared"] == 1  # its two ranges are one compile
     assert package.run("load")["worst"] <= 1e-4
 
 
@@ -86,7 +86,7 @@ def test_nothing_is_reused_from_an_entry_that_fails_its_checks(tiny_entry, tmp_p
     kernel = next((cache / "entries" / tiny_entry.entry_id / "kernels").iterdir())
     kernel.write_bytes(kernel.read_bytes()[:-1])  # the example's entry is now corrupt
     result = Package(tmp_path, cache).run("build")
-    assert (result["units_compiled"] + result["units_deduplicated"], result["units_reused"]) == (TINY_UNITS * 3, 0)
+    assert (result["units_compiled"] + result["units_shared"], result["units_reused"]) == (TINY_UNITS * 3, 0)
     assert len(list(CacheRoot(cache).index.iterdir())) >= TINY_UNITS * 3
 
 

@@ -259,3 +259,12 @@ def test_examples_start_as_written(argv: list[str]) -> None:
 def test_the_cache_dir_the_readme_uses_is_ignored_by_git() -> None:
     done = subprocess.run(["git", "check-ignore", "-q", "aot-cache/x"], cwd=REPO, check=False)
     assert done.returncode == 0
+
+
+def test_the_readme_is_short_and_its_links_resolve() -> None:
+    """A newcomer reads the README in five minutes; the reference lives in docs/ (whose
+    own links `make lint` checks with mkdocs --strict)."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) < 250
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+        assert (REPO / target).exists(), target
