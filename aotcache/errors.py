@@ -35,15 +35,30 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+MAX_MESSAGE_CHARS = 2000
+
+
+def printable(text: Any, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` made safe for one line of a terminal, a log or a table: every control or
+    other unprintable character escaped (a remote's newline or terminal escape sequence
+    cannot forge output), and at most `limit` characters."""
+    value = str(text)
+    if not value.isprintable():
+        value = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value)
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
 class AotCacheError(Exception):
-    """Base class. `hint` says how to fix it, in one line."""
+    """Base class. `hint` says how to fix it, in one line. Both are made printable:
+    messages quote things a remote or a damaged file chose."""
 
     exit_code = EXIT_CHECK_FAILED
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = printable(hint) if hint is not None else None
 
     def one_line(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

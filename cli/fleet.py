@@ -52,6 +52,7 @@ def _finish(out: Output, verb: str, remote: str, results: list[Any]) -> None:
                 "ok": all(r.error is None for r in results),
             }
         )
+        render.transfer_errors(results)  # a CI log still shows what failed
     else:
         render.transfer_report(out, verb, remote, results)
     codes = [r.error.exit_code for r in results if r.error is not None]

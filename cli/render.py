@@ -402,6 +402,11 @@ def transfer_report(out: Output, verb: str, remote: str, results: list[Any]) -> 
         out.print_table(table)
     else:
         out.print(f"nothing to {verb}")
+    transfer_errors(results)
+
+
+def transfer_errors(results: list[Any]) -> None:
+    """One line on stderr for each entry that failed."""
     for done in results:
         if done.error is not None:
             line = done.error.one_line()

@@ -14,22 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import stat
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from aotcache.errors import AotCacheError, ConfigError, CorruptEntry, RemoteError
+from aotcache.errors import AotCacheError, ConfigError, CorruptEntry, RemoteError, printable
 
-from .remote import CHUNK, ENTRY_ID, Blob, EntryRecord
+from .http import Deadline
+from .remote import CHUNK, ENTRY_ID, Blob, EntryRecord, considered
 
 MAX_RECORD_BYTES = 4 << 20
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
 
 
 class ObjectStoreRemote:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, deadline: Deadline | None = None) -> None:
         self.url = url
+        self.deadline = deadline or Deadline()
         try:
             import fsspec
 
@@ -46,8 +50,12 @@ class ObjectStoreRemote:
         self.root = root.rstrip("/")
         self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
+    def restart_deadline(self) -> None:
+        self.deadline = Deadline(self.deadline.seconds)
+
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
+        self.deadline.check(self.url, what)
         try:
             yield
         except AotCacheError:
@@ -84,14 +92,31 @@ class ObjectStoreRemote:
         return sorted(n.removesuffix(".json") for n in names if ENTRY_ID.match(n.removesuffix(".json")))
 
     def entries_for_lookup(self, lookup: str) -> list[str]:
-        ids = [n for n in self._names(f"{self.root}/lookup/{lookup}") if ENTRY_ID.match(n)]
-        return sorted(ids, reverse=True)
+        return considered(sorted(self._names(f"{self.root}/lookup/{lookup}"), reverse=True), lookup)
+
+    def _open(self, path: str) -> Any:
+        """A file of the store opened for reading; on a local file system only a regular
+        file, opened without following a link or blocking (a FIFO never hangs a pull)."""
+        if not self._local:
+            return self.fs.open(path, "rb")
+        local = path  # url_to_fs gave the root without its protocol
+        if not stat.S_ISREG(os.lstat(local).st_mode):
+            raise RemoteError(f"{self.url}: {printable(path)} is not a regular file; it is never read")
+        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RemoteError(f"{self.url}: {printable(path)} is not a regular file; it is never read")
+        return os.fdopen(fd, "rb")
+
+    def _read_capped(self, path: str, limit: int) -> bytes:
+        with self._open(path) as handle:
+            return handle.read(limit + 1)
 
     def record(self, entry_id: str) -> EntryRecord | None:
         path = f"{self.root}/entries/{entry_id}.json"
         with self._errors(f"reading the record of {entry_id}"):
             try:
-                raw = self.fs.cat_file(path, start=0, end=MAX_RECORD_BYTES + 1)
+                raw = self._read_capped(path, MAX_RECORD_BYTES)
             except FileNotFoundError:
                 return None
         try:
@@ -115,7 +140,7 @@ class ObjectStoreRemote:
     def read_blob(self, blob: Blob, offset: int = 0) -> Iterator[bytes]:
         with self._errors(f"downloading {blob.path}"):
             try:
-                handle = self.fs.open(self._blob_path(blob), "rb")
+                handle = self._open(self._blob_path(blob))
             except FileNotFoundError:
                 raise CorruptEntry(
                     f"{self.url}: blob {blob.sha256[:12]} ({blob.path}) is missing",
@@ -124,6 +149,7 @@ class ObjectStoreRemote:
             with handle:
                 handle.seek(offset)
                 while chunk := handle.read(CHUNK):
+                    self.deadline.check(self.url, f"downloading {printable(blob.path)}")
                     yield chunk
 
     def publish(self, record: EntryRecord) -> None:

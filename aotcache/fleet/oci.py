@@ -7,9 +7,12 @@ one more layer. Blobs are content-addressed by the registry, so kernels shared b
 entries are uploaded once per repository. A lookup key's entries are listed by an image
 index tagged `lookup-<lookup key>`, so a replica finds its entry with one request.
 
-Plain HTTP is used only for loopback hosts or with insecure=True. Credentials come from
-AOTCACHE_OCI_USERNAME / AOTCACHE_OCI_PASSWORD, else the docker config
-($DOCKER_CONFIG/config.json or ~/.docker/config.json, `auths.<host>.auth`).
+Plain HTTP is used only for loopback hosts or with insecure=True; every request goes
+through the one HTTP policy of `.http` (redirects, credentials, bounds, deadlines).
+Credentials come from AOTCACHE_OCI_USERNAME / AOTCACHE_OCI_PASSWORD, else the docker
+config ($DOCKER_CONFIG/config.json or ~/.docker/config.json, `auths.<host>.auth`), and
+go only to the registry itself and to a token service it names over https (or on
+loopback, or with insecure=True).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from aotcache.errors import ConfigError, RemoteError
+from aotcache.errors import ConfigError, RemoteError, printable
 
-from .remote import CHUNK, ENTRY_ID, LOOPBACK, Blob, EntryRecord
+from .http import Deadline, Session, error_detail, is_loopback, iter_body, plain_http_allowed, read_capped
+from .remote import CHUNK, ENTRY_ID, Blob, EntryRecord, considered
 
 ARTIFACT_TYPE = "application/vnd.aotcache.entry.v1"
 MANIFEST_TYPE = "application/vnd.aotcache.manifest.v1+json"
@@ -40,6 +44,7 @@ CREATED = "org.opencontainers.image.created"
 ENTRY_ANNOTATION = "dev.aotcache.entry"
 LOOKUP_ANNOTATION = "dev.aotcache.lookup"
 MAX_MANIFEST_BYTES = 4 << 20
+MAX_TOKEN_BYTES = 64 << 10
 MAX_TAG_PAGES = 1000
 REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 USERNAME_ENV = "AOTCACHE_OCI_USERNAME"
@@ -71,19 +76,17 @@ def docker_credentials(host: str) -> tuple[str, str] | None:
     return None
 
 
+def _basic(credentials: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+
+
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = header.partition(" ")
     return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
 
 
 class OciRemote:
-    def __init__(self, url: str, *, insecure: bool = False) -> None:
-        try:
-            import httpx
-        except ImportError:
-            raise RemoteError(
-                f"{url}: oci:// remotes need the httpx package", hint="pip install 'aotcache[oci]'"
-            ) from None
+    def __init__(self, url: str, *, insecure: bool = False, deadline: Deadline | None = None) -> None:
         parts = urlsplit(url)
         self.url = url
         self.host = parts.netloc
@@ -92,55 +95,64 @@ class OciRemote:
             raise ConfigError(
                 "remote", url, "oci://host[:port]/repository, the repository in lowercase letters, digits, . _ - /"
             )
-        scheme = "http" if insecure or parts.hostname in LOOPBACK else "https"
+        self.insecure = insecure
+        scheme = "http" if insecure or is_loopback(parts.hostname) else "https"
         self.base = f"{scheme}://{self.host}/v2/{self.repository}"
+        self.deadline = deadline or Deadline()
+        self.session = Session(self.base, insecure=insecure, deadline=self.deadline)
         self._credentials = docker_credentials(self.host)
         self._authorization: str | None = None
         self._last_link = ""
-        self._httpx = httpx
-        self._client = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
 
-    # -- HTTP, with the registry's token dance -------------------------------------
+    def restart_deadline(self) -> None:
+        """A new deadline, for the next entry of a push or pull."""
+        self.deadline = self.session.deadline = Deadline(self.deadline.seconds)
 
-    def _send(self, method: str, url: str, *, stream: bool = False, **kwargs: Any) -> Any:
+    # -- HTTP, with the registry's token dance (under the policy of .http) ----------
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> Any:
         url = urljoin(self.base + "/", url) if not url.startswith("http") else url
-        try:
-            for attempt in range(2):
-                headers = dict(kwargs.pop("headers", {}) or {})
-                if self._authorization:
-                    headers["Authorization"] = self._authorization
-                request = self._client.build_request(method, url, headers=headers, **kwargs)
-                response = self._client.send(request, stream=stream)
-                if response.status_code != 401 or attempt == 1:
-                    return response
-                response.close()
-                self._authenticate(response.headers.get("www-authenticate", ""))
-                kwargs["headers"] = headers
-        except self._httpx.HTTPError as exc:
-            raise RemoteError(f"{self.url}: cannot reach the registry: {exc}", hint=self._reach_hint()) from None
-        raise AssertionError("unreachable")
-
-    def _reach_hint(self) -> str:
-        return "check the host and port; a registry without TLS needs --insecure unless it is on loopback"
+        response = self.session.send(method, url, authorization=self._authorization, **kwargs)
+        if response.status_code != 401:
+            return response
+        challenge = response.headers.get("www-authenticate", "")
+        response.close()
+        self._authenticate(challenge)
+        return self.session.send(method, url, authorization=self._authorization, **kwargs)
 
     def _authenticate(self, header: str) -> None:
         scheme, params = _challenge(header)
         if scheme == "basic" and self._credentials:
-            token = base64.b64encode(":".join(self._credentials).encode()).decode()
-            self._authorization = f"Basic {token}"
+            self._authorization = _basic(self._credentials)
             return
         if scheme != "bearer" or "realm" not in params:
             raise self._denied()
+        realm = params["realm"]
+        if urlsplit(realm).scheme != "https" and not (
+            urlsplit(realm).scheme == "http" and plain_http_allowed(realm, self.insecure)
+        ):
+            raise RemoteError(
+                f"{self.url}: the registry's token service {printable(realm)} is not https; no credentials are sent "
+                "there",
+                hint="a registry off loopback must use TLS for its tokens (or pass --insecure)",
+            )
         query = {"service": params.get("service", self.host)}
         query["scope"] = params.get("scope", f"repository:{self.repository}:pull,push")
-        auth = self._credentials if self._credentials else None
+        headers = {"Authorization": _basic(self._credentials)} if self._credentials else {}
+        response = self.session.send("GET", realm, params=query, headers=headers)
         try:
-            response = self._client.get(params["realm"], params=query, auth=auth)
-            token = response.json().get("token") or response.json().get("access_token")
-        except (self._httpx.HTTPError, ValueError, AttributeError) as exc:
-            raise RemoteError(f"{self.url}: the registry's token service failed: {exc}") from None
-        if response.status_code != 200 or not token:
+            body = read_capped(response, MAX_TOKEN_BYTES, self.deadline, self.url, "the registry's token service")
+        finally:
+            response.close()
+        try:
+            data = json.loads(body)
+            token = data.get("token") or data.get("access_token")
+        except (ValueError, AttributeError, RecursionError):
+            token = None
+        if response.status_code != 200 or not isinstance(token, str) or not token:
             raise self._denied()
+        if not (token.isascii() and token.isprintable()):
+            raise RemoteError(f"{self.url}: the registry's token service sent a token that is not printable ASCII")
         self._authorization = f"Bearer {token}"
 
     def _denied(self) -> RemoteError:
@@ -152,31 +164,22 @@ class OciRemote:
     def _check(self, response: Any, what: str) -> Any:
         if response.status_code < 300:
             return response
-        try:
-            detail = "; ".join(e.get("message", e.get("code", "")) for e in response.json().get("errors", []))
-        except Exception:  # not JSON, or a body that was never read: the status says enough
-            detail = ""
         if response.status_code in (401, 403):
+            response.close()
             raise self._denied()
+        detail = error_detail(response, self.deadline, self.url)
+        response.close()
         raise RemoteError(f"{self.url}: {what}: HTTP {response.status_code} {detail}".rstrip())
 
     def _get_json(self, path: str, accept: str, what: str) -> tuple[dict[str, Any], bytes] | None:
         """A JSON document of at most MAX_MANIFEST_BYTES (read no further), or None if absent."""
-        response = self._send("GET", path, stream=True, headers={"Accept": accept})
+        response = self._send("GET", path, headers={"Accept": accept})
         try:
             if response.status_code == 404:
                 return None
-            if response.status_code >= 300:
-                response.read()
             self._check(response, what)
             self._last_link = response.headers.get("link", "")
-            body = bytearray()
-            for chunk in response.iter_bytes(CHUNK):
-                body += chunk
-                if len(body) > MAX_MANIFEST_BYTES:
-                    raise RemoteError(f"{self.url}: {what}: larger than {MAX_MANIFEST_BYTES} bytes")
-        except self._httpx.HTTPError as exc:
-            raise RemoteError(f"{self.url}: {what}: {exc}") from None
+            body = read_capped(response, MAX_MANIFEST_BYTES, self.deadline, self.url, what)
         finally:
             response.close()
         try:
@@ -185,7 +188,7 @@ class OciRemote:
             raise RemoteError(f"{self.url}: {what}: not JSON") from None
         if not isinstance(data, dict):
             raise RemoteError(f"{self.url}: {what}: not an OCI document")
-        return data, bytes(body)
+        return data, body
 
     # -- the Remote interface ------------------------------------------------------
 
@@ -201,7 +204,7 @@ class OciRemote:
             page = found[0].get("tags") or []
             tags += [t for t in page if isinstance(t, str)] if isinstance(page, list) else []
             url = self._next_page(url)
-        return sorted(tag for tag in tags if ENTRY_ID.match(tag))
+        return sorted({tag for tag in tags if ENTRY_ID.match(tag)})
 
     def _next_page(self, url: str) -> str | None:
         """The registry's `Link: <...>; rel="next"`, followed only on the same registry."""
@@ -215,7 +218,7 @@ class OciRemote:
         found = self._get_json(f"manifests/lookup-{lookup}", OCI_INDEX, f"the index of lookup key {lookup}")
         listed = _listed(found[0]) if found else []
         ordered = sorted(listed, key=lambda item: item[1], reverse=True)  # newest first
-        return [entry for entry, _ in ordered]
+        return considered([entry for entry, _ in ordered], lookup)
 
     def record(self, entry_id: str) -> EntryRecord | None:
         found = self._get_json(f"manifests/{entry_id}", OCI_MANIFEST, f"the manifest of {entry_id}")
@@ -225,13 +228,17 @@ class OciRemote:
 
     def has_blob(self, blob: Blob) -> bool:
         response = self._send("HEAD", f"blobs/{blob.digest}")
-        if response.status_code == 404:
-            return False
-        self._check(response, f"checking blob {blob.digest}")
-        return True
+        try:
+            if response.status_code == 404:
+                return False
+            self._check(response, f"checking blob {blob.digest}")
+            return True
+        finally:
+            response.close()
 
     def upload_blob(self, blob: Blob, data: bytes) -> None:
-        response = self._check(self._send("POST", "blobs/uploads/"), "starting an upload")
+        response = self._check(self._send("POST", "blobs/uploads/", content=b""), "starting an upload")
+        response.close()
         if "location" not in response.headers:
             raise RemoteError(f"{self.url}: the registry started an upload without a Location")
         location = urljoin(self.base, response.headers["location"])
@@ -240,30 +247,32 @@ class OciRemote:
         separator = "&" if "?" in location else "?"
         headers = {"Content-Type": "application/octet-stream"}
         put = self._send("PUT", f"{location}{separator}digest={blob.digest}", content=data, headers=headers)
-        self._check(put, f"uploading {blob.path}")
+        self._check(put, f"uploading {printable(blob.path)}").close()
 
     def read_blob(self, blob: Blob, offset: int = 0) -> Iterator[bytes]:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        response = self._send("GET", f"blobs/{blob.digest}", stream=True, headers=headers)
+        what = f"downloading {printable(blob.path)}"
+        response = self._send("GET", f"blobs/{blob.digest}", headers=headers)
         try:
-            if response.status_code >= 300:
-                response.read()
-            self._check(response, f"downloading {blob.path}")
+            self._check(response, what)
             skip = offset if response.status_code == 200 else 0  # the server ignored the range
-            for chunk in response.iter_bytes(CHUNK):
+            for chunk in iter_body(response, self.deadline, self.url, what, CHUNK):
                 if skip:
                     chunk, skip = chunk[skip:], max(0, skip - len(chunk))
                 if chunk:
                     yield chunk
-        except self._httpx.HTTPError as exc:
-            raise RemoteError(f"{self.url}: download of {blob.path} broke off: {exc}") from None
+        except RemoteError:
+            raise
+        except Exception as exc:  # the connection broke off, or bytes no one can decode
+            raise RemoteError(f"{self.url}: {what} broke off: {type(exc).__name__}: {exc}") from None
         finally:
             response.close()
 
     def publish(self, record: EntryRecord) -> None:
         manifest = _canonical(_oci_manifest(record))
         headers = {"Content-Type": OCI_MANIFEST}
-        self._check(self._send("PUT", f"manifests/{record.entry_id}", content=manifest, headers=headers), "tagging")
+        put = self._send("PUT", f"manifests/{record.entry_id}", content=manifest, headers=headers)
+        self._check(put, "tagging").close()
         self._add_to_index(record, manifest)
 
     def _add_to_index(self, record: EntryRecord, manifest: bytes) -> None:
@@ -282,7 +291,8 @@ class OciRemote:
                 "manifests": [*kept, _index_item(record, manifest)],
             }
             headers = {"Content-Type": OCI_INDEX}
-            self._check(self._send("PUT", f"manifests/{tag}", content=_canonical(index), headers=headers), "indexing")
+            put = self._send("PUT", f"manifests/{tag}", content=_canonical(index), headers=headers)
+            self._check(put, "indexing").close()
             again = self._get_json(f"manifests/{tag}", OCI_INDEX, what)
             if again and record.entry_id in {entry for entry, _ in _listed(again[0])}:
                 return

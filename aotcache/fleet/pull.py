@@ -33,7 +33,6 @@ from aotcache.errors import (
     StaleEntry,
 )
 from aotcache.store import safefs
-from aotcache.store.atomic import write_file
 from aotcache.store.checks import (
     MAX_MANIFEST_BYTES,
     SignatureCheck,
@@ -45,14 +44,13 @@ from aotcache.store.checks import (
 )
 from aotcache.store.failpoints import failpoint
 from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, parse
-from aotcache.store.root import CacheRoot, pid_name, staging_is_abandoned
+from aotcache.store.root import CacheRoot
 
-from .remote import ENTRY_ID, Blob, EntryRecord, Remote
+from .remote import ENTRY_ID, Blob, EntryRecord, Remote, considered
+from .staging import Staging, append
 from .transfer import Progress, Transfer
 
 log = logging.getLogger("aotcache.fleet")
-
-PART = ".part"
 
 
 class LocalBlobs:
@@ -124,41 +122,18 @@ def _read_small(remote: Remote, blob: Blob, limit: int) -> bytes:
     return bytes(data)
 
 
-def staging_for(root: CacheRoot, entry_id: str) -> Path:
-    """This pull's staging dir: an abandoned one of the same entry, adopted, or a new one."""
-    ours = pid_name(entry_id, "pull")
-    with root.folder("staging", create=True) as fd:
-        for name in safefs.list_names(fd):
-            if name == ours or not (name.startswith(entry_id + ".") and name.endswith(".pull")):
-                continue
-            if staging_is_abandoned(root.staging / name) and safefs.kind_at(name, fd) == safefs.DIRECTORY:
-                with contextlib.suppress(OSError):
-                    os.rename(name, ours, src_dir_fd=fd, dst_dir_fd=fd)
-                    log.info("resuming the interrupted pull of %s", entry_id)
-                    return root.staging / ours
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(ours, dir_fd=fd)
-    return root.staging / ours
-
-
 def _fetch_file(
-    remote: Remote, blob: Blob, staging: Path, local: LocalBlobs, done: Transfer, progress: Progress | None
+    remote: Remote, blob: Blob, staging: Staging, local: LocalBlobs, done: Transfer, progress: Progress | None
 ) -> None:
     """One file of the entry into staging, checked against the manifest's sha256."""
-    dest = staging / blob.path
-    if dest.is_file() and not dest.is_symlink() and _sha256_of(dest) == blob.sha256:
+    if staging.has(blob.path, blob.sha256, blob.size):
         _count_skipped(done, blob.size, progress)  # checked by an earlier, interrupted pull
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    inside = os.path.realpath(staging)
-    if os.path.commonpath([inside, os.path.realpath(dest.parent)]) != inside:  # a link planted in staging
-        raise CacheDirError(f"{dest.parent} leads out of the staging dir; it is never written through")
-    part = dest.with_name(dest.name + PART)
     for _ in range(2):  # a resumed partial file that does not check out is fetched again whole
-        resumed = _fill(remote, blob, part, local, done, progress)
-        if part.stat().st_size == blob.size and _sha256_of(part) == blob.sha256:
+        resumed = _fill(remote, blob, staging, local, done, progress)
+        if staging.part_sha256(blob.path) == (blob.size, blob.sha256):
             break
-        part.unlink()
+        staging.restart(blob.path)
         if not resumed:
             raise CorruptEntry(
                 f"{remote.url}: file {blob.path} of entry {done.entry_id} does not match the sha256 its manifest "
@@ -166,39 +141,37 @@ def _fetch_file(
                 entry_id=done.entry_id,
                 hint=_HINT_DAMAGED,
             )
-    os.replace(part, dest)
+    staging.finish(blob.path)
     failpoint("pull-after-file")
 
 
-def _fill(remote: Remote, blob: Blob, part: Path, local: LocalBlobs, done: Transfer, progress: Progress | None) -> int:
-    """Write the file's bytes to `part`: from a local entry that has them, else from the
-    remote (continuing a partial file). Returns the offset a download resumed from."""
+def _fill(
+    remote: Remote, blob: Blob, staging: Staging, local: LocalBlobs, done: Transfer, progress: Progress | None
+) -> int:
+    """Write the file's bytes to its partial file: from a local entry that has them, else
+    from the remote (continuing a partial file). Returns the offset a download resumed from."""
     copy = local.read(blob)
-    if copy is not None:
-        write_file(part, copy)
-        _count_skipped(done, blob.size, progress)
-        return 0
-    return _download(remote, blob, part, done, progress)
-
-
-def _download(remote: Remote, blob: Blob, part: Path, done: Transfer, progress: Progress | None) -> int:
-    offset = part.stat().st_size if part.is_file() and not part.is_symlink() else 0
-    if offset > blob.size:
-        part.unlink()
-        offset = 0
-    _count_skipped(done, offset, progress, blobs=0)
-    if offset == blob.size:
-        return offset
-    with open(part, "ab" if offset else "wb") as out:
-        for chunk in remote.read_blob(blob, offset):
-            out.write(chunk)
-            done.bytes_transferred += len(chunk)
-            if progress:
-                progress(len(chunk))
-            if out.tell() > blob.size:
-                break  # more than the manifest says: it will not match
-        out.flush()
-        os.fsync(out.fileno())
+    with staging.part(blob.path) as (fd, offset):
+        if copy is not None or offset > blob.size:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            offset = 0
+        if copy is not None:
+            append(fd, copy)
+            _count_skipped(done, blob.size, progress)
+            return 0
+        _count_skipped(done, offset, progress, blobs=0)
+        written = offset
+        if offset < blob.size:
+            for chunk in remote.read_blob(blob, offset):
+                append(fd, chunk)
+                written += len(chunk)
+                done.bytes_transferred += len(chunk)
+                if progress:
+                    progress(len(chunk))
+                if written > blob.size:
+                    break  # more than the manifest says: it will not match
+            os.fsync(fd)
     done.blobs_transferred += 1
     return offset
 
@@ -210,14 +183,6 @@ def _count_skipped(done: Transfer, size: int, progress: Progress | None, *, blob
         done.bytes_skipped += size
         if progress:
             progress(size)
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_present(root: CacheRoot, entry_id: str, verify_signature: SignatureCheck | None) -> bool:
@@ -247,30 +212,33 @@ def pull_entry(
     files = [Blob(path, f.sha256, f.bytes) for path, f in sorted(manifest.files.items())]
     done.bytes = sum(b.size for b in files) + len(raw) + len(signature or b"")
     _check_space(root, done.bytes)
-    staging = staging_for(root, record.entry_id)
+    staging_path: Path | None = None
     try:
-        local = local or LocalBlobs(root)
-        for blob in files:
-            _fetch_file(remote, blob, staging, local, done, progress)
-        _remove_strays(staging, {b.path for b in files})  # an adopted dir may hold another attempt's files
-        write_file(staging / MANIFEST_NAME, raw)
-        if signature is not None:
-            write_file(staging / SIGNATURE_NAME, signature)
+        with Staging.open(root, record.entry_id) as staging:
+            staging_path = staging.path
+            local = local or LocalBlobs(root)
+            for blob in files:
+                _fetch_file(remote, blob, staging, local, done, progress)
+            staging.remove_strays({b.path for b in files})  # an adopted dir may hold another attempt's files
+            staging.write(MANIFEST_NAME, raw)
+            if signature is not None:
+                staging.write(SIGNATURE_NAME, signature)
         done.bytes_transferred += len(raw) + len(signature or b"")  # fetched first, above
         if progress:
             progress(len(raw) + len(signature or b""))
-        _check_staged(staging, manifest, raw, verify_signature)
+        _check_staged(staging_path, manifest, raw, verify_signature)
     except CorruptEntry:
-        _remove(root, staging)  # nothing of a pull that failed its checks is resumed
+        if staging_path is not None:
+            _remove(root, staging_path)  # nothing of a pull that failed its checks is resumed
         raise
     except OSError as exc:
         raise CacheDirError(f"pulling {record.entry_id} into {root.path} failed: {exc}") from exc
     with root.lock(record.entry_id):
         if is_present(root, record.entry_id, verify_signature):  # another pull published it meanwhile
-            _remove(root, staging)
+            _remove(root, staging_path)
             done.status = "present"
             return done
-        root.publish(staging, record.entry_id)
+        root.publish(staging_path, record.entry_id)
     log.info("pulled %s from %s: %d bytes downloaded", record.entry_id, remote.url, done.bytes_transferred)
     return done
 
@@ -282,15 +250,6 @@ def _check_space(root: CacheRoot, needed: int) -> None:
             f"cache dir {root.path} has {free} bytes free; the entry needs {needed}",
             hint="free space or run `aotcache clear --max-size`",
         )
-
-
-def _remove_strays(staging: Path, wanted: set[str]) -> None:
-    """Delete what the entry's manifest does not list (links are removed, never followed)."""
-    for folder, dirs, names, _ in os.fwalk(staging, follow_symlinks=False):
-        for name in names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
-            path = os.path.join(folder, name)
-            if os.path.relpath(path, staging) not in wanted:
-                os.unlink(path)
 
 
 def _remove(root: CacheRoot, staging: Path) -> None:
@@ -343,17 +302,23 @@ def pull(
     root.ensure_writable()
     records: list[EntryRecord] = []
     results: list[Transfer] = []
-    for entry_id in resolve_keys(remote, list(keys or [])):
-        record = remote.record(entry_id)
-        if record is None:
-            error = EntryNotFound(f"{remote.url} holds no entry {entry_id}", entry_id=entry_id)
-            results.append(Transfer(entry_id, "failed", error=error))
-        else:
-            records.append(record)
+    try:
+        for entry_id in resolve_keys(remote, list(keys or [])):
+            record = remote.record(entry_id)
+            if record is None:
+                error = EntryNotFound(f"{remote.url} holds no entry {entry_id}", entry_id=entry_id)
+                results.append(Transfer(entry_id, "failed", error=error))
+            else:
+                records.append(record)
+    except AotCacheError:
+        raise
+    except Exception as exc:  # whatever a hostile or broken remote makes a client raise
+        raise RemoteError(f"{remote.url}: listing entries: {type(exc).__name__}: {exc}") from None
     if on_start:
         on_start(sum(r.total_bytes for r in records))
     local = LocalBlobs(root)
     for record in records:
+        remote.restart_deadline()  # each entry has AOTCACHE_REMOTE_TIMEOUT of its own
         try:
             results.append(pull_entry(root, remote, record, verify_signature, progress, local))
         except AotCacheError as exc:
@@ -371,9 +336,8 @@ def pull_for_lookup(
     host can run with the sources it has (judged from the manifest alone, before any
     other byte is fetched). Raises why none fits (the first entry's reason)."""
     refusals: list[CacheMiss] = []
-    for entry_id in remote.entries_for_lookup(lookup):
-        ours = ENTRY_ID.match(entry_id) and entry_id.startswith(lookup + "-")  # an index lists its own key only
-        record = remote.record(entry_id) if ours else None
+    for entry_id in considered(remote.entries_for_lookup(lookup), lookup):  # its own key only, capped
+        record = remote.record(entry_id)
         if record is None:
             continue
         try:

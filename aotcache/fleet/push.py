@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aotcache.errors import AotCacheError, RemoteConflict
+from aotcache.errors import AotCacheError, RemoteConflict, RemoteError
 from aotcache.store.checks import OpenedEntry, open_entry
 from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from aotcache.store.root import CacheRoot
@@ -117,10 +117,14 @@ def push(
     if on_start:
         on_start(sum(entry_record(o).total_bytes for o in opened_entries))
     for opened in opened_entries:
+        remote.restart_deadline()  # each entry has AOTCACHE_REMOTE_TIMEOUT of its own
         try:
             results.append(push_entry(opened, remote, progress))
         except AotCacheError as exc:
             results.append(Transfer(opened.entry_id, "failed", error=exc))
+        except Exception as exc:  # whatever a hostile or broken remote makes a client raise
+            error = RemoteError(f"{remote.url}: entry {opened.entry_id}: {type(exc).__name__}: {exc}")
+            results.append(Transfer(opened.entry_id, "failed", error=error))
     if not results and keys is not None and not keys:
         log.warning("no entries to push in %s", root.path)
     return results

@@ -102,23 +102,45 @@ class Remote(Protocol):
         place in the lookup index."""
         ...
 
+    def restart_deadline(self) -> None:
+        """A new deadline for the next entry (push and pull give each entry its own)."""
+        ...
 
-LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+# How many of a lookup key's entries a load considers (newest first, duplicates dropped):
+# each costs a manifest request, and a remote may list any number.
+MAX_CANDIDATES = 16
 
 
-def open_remote(url: str | None = None, *, insecure: bool = False) -> Remote:
+def considered(entry_ids: list[str], lookup: str) -> list[str]:
+    """The entries of a lookup index worth a manifest request: well-formed ids of this
+    lookup key, each once, at most MAX_CANDIDATES, in the order given."""
+    kept: list[str] = []
+    for entry_id in entry_ids:
+        if ENTRY_ID.match(entry_id) and entry_id.startswith(lookup + "-") and entry_id not in kept:
+            kept.append(entry_id)
+            if len(kept) == MAX_CANDIDATES:
+                break
+    return kept
+
+
+def open_remote(url: str | None = None, *, insecure: bool = False, deadline: Any = None) -> Remote:
     """The remote a URL names (else AOTCACHE_REMOTE): `oci://host[:port]/repository`
-    or an fsspec URL (`s3://bucket/prefix`, `gs://...`, `file:///path`)."""
+    or an fsspec URL (`s3://bucket/prefix`, `gs://...`, `file:///path`). `deadline`
+    (an http.Deadline; default AOTCACHE_REMOTE_TIMEOUT from now) bounds every request."""
+    from .http import Deadline
+
     url = url or os.environ.get(REMOTE_ENV, "")
     if not url:
         raise ConfigError("remote", url, "an oci://host/repository or fsspec URL (s3://bucket/prefix, file:///path)")
     scheme = urlsplit(url).scheme
+    deadline = deadline or Deadline()
     if scheme == "oci":
         from .oci import OciRemote
 
-        return OciRemote(url, insecure=insecure)
+        return OciRemote(url, insecure=insecure, deadline=deadline)
     if not scheme or "://" not in url:
         raise ConfigError("remote", url, "a URL with a scheme: oci://host/repository, s3://bucket/prefix, file:///path")
     from .objectstore import ObjectStoreRemote
 
-    return ObjectStoreRemote(url)
+    return ObjectStoreRemote(url, deadline=deadline)

@@ -218,13 +218,16 @@ def _pull_and_open(
 
     key = lookup_hash(lookup_factors(config, model))
     try:
+        from aotcache.fleet.http import Deadline
+
+        deadline = Deadline()  # AOTCACHE_REMOTE_TIMEOUT: the whole pull, the wait for another replica's included
         root.ensure_writable()
-        with held(root.lock(f"{key}.pull"), _log_wait, "pulls the same entry"):
+        with held(root.lock(f"{key}.pull"), _log_wait, "pulls the same entry", timeout=deadline.remaining()):
             try:
                 return find_and_open(model, config, root, verify_signature=checker)
             except CacheMiss:
                 pass
-            done = pull_for_lookup(root, open_remote(remote), key, checker)
+            done = pull_for_lookup(root, open_remote(remote, deadline=deadline), key, checker)
             counters.remote_pulls += 1
             counters.bytes_downloaded += done.bytes_transferred
     except CacheMiss:

@@ -384,21 +384,29 @@ def lock_holder(path: str | os.PathLike[str]) -> int | None:
 
 
 @contextlib.contextmanager
-def held(lock: Any, on_wait: Callable[[str, float], None], what: str) -> Iterator[None]:
+def held(
+    lock: Any, on_wait: Callable[[str, float], None], what: str, *, timeout: float | None = None
+) -> Iterator[None]:
     """Hold a FileLock, telling `on_wait(who, seconds)` every HEARTBEAT_SECONDS while
-    another process holds it (`who`: its pid and `what` it does)."""
+    another process holds it (`who`: its pid and `what` it does); TimeoutError after
+    `timeout` seconds of waiting, if given."""
     from filelock import Timeout
 
     from aotcache.progress import HEARTBEAT_SECONDS
 
     started = time.monotonic()
     while True:
+        waited = time.monotonic() - started
         try:
-            lock.acquire(timeout=HEARTBEAT_SECONDS)
+            step = HEARTBEAT_SECONDS if timeout is None else max(0.0, min(HEARTBEAT_SECONDS, timeout - waited))
+            lock.acquire(timeout=step)
             break
         except Timeout:
             pid = lock_holder(lock.lock_file)
-            on_wait(f"{'pid ' + str(pid) if pid else 'another process'}, which {what}", time.monotonic() - started)
+            who = f"{'pid ' + str(pid) if pid else 'another process'}, which {what}"
+            if timeout is not None and time.monotonic() - started >= timeout:
+                raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {who}") from None
+            on_wait(who, time.monotonic() - started)
     try:
         yield
     finally:
