@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_CACHE := .aotcache/demo
 
-.PHONY: install test test-gpu test-matrix gpu-check gpu-wheelhouse lint docs demo bench clean test-servers
+.PHONY: install test test-gpu test-matrix gpu-check gpu-wheelhouse lint docs sabotage demo bench clean test-servers
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
+
+# Break each guarantee's guard on purpose and check that its tests fail (then restore
+# the code); writes benchmarks/results/sabotage.md. ~25 min on 2 cores.
+sabotage: $(STAMP)
+	$(PY) scripts/sabotage.py
 
 # The reference pages under docs/ as a site, in site/ (a broken link fails the build).
 docs: $(STAMP)

@@ -120,7 +120,10 @@ def _stats(split: SplitGraph, result: CompiledUnits, seconds: dict[str, float]) 
         "units_compiled": result.compiled,
         "units_reused": result.reused,
         "units_deduplicated": result.deduplicated,
+        "units_compiled_in_workers": result.in_workers,
+        "worker_processes": result.workers,
         "added_sizes": result.added_sizes,
+        "refused_sizes": result.refused_sizes,
     }
 
 

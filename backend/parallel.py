@@ -59,29 +59,34 @@ def _start_worker(threads: int) -> None:
     compat.set_kernel_threads(threads)  # the code generated for the parent's thread count
 
 
-def _run(index: int) -> tuple[int, Any, str | None, str | None]:
+def _run(index: int) -> tuple[int, Any, str | None, str | None, int]:
     try:
-        return index, _TASKS[index](), None, None
+        return index, _TASKS[index](), None, None, os.getpid()
     except AotCacheError as exc:
-        return index, None, exc.message, exc.hint
+        return index, None, exc.message, exc.hint, os.getpid()
     except Exception as exc:
-        return index, None, f"{type(exc).__name__}: {exc}", None
+        return index, None, f"{type(exc).__name__}: {exc}", None, os.getpid()
 
 
-def run_in_workers(tasks: list[Callable[[], Any]], jobs: int, on_done: Callable[[int], None]) -> list[Any]:
-    """Run each task in one of `jobs` forked workers; return their results in order.
-    A task that raises stops the build with its error (a CompileError)."""
+def run_in_workers(
+    tasks: list[Callable[[], Any]], jobs: int, on_done: Callable[[int], None]
+) -> tuple[list[Any], set[int]]:
+    """Run each task in one of `jobs` forked workers; return their results in order and
+    the pids of the workers that ran them (never this process's). A task that raises
+    stops the build with its error (a CompileError)."""
     global _TASKS
     results: list[Any] = [None] * len(tasks)
+    pids: set[int] = set()
     _TASKS = tasks
     try:
         context = multiprocessing.get_context("fork")
         with context.Pool(jobs, initializer=_start_worker, initargs=(torch.get_num_threads(),)) as pool:
-            for index, value, error, hint in pool.imap_unordered(_run, range(len(tasks))):
+            for index, value, error, hint, pid in pool.imap_unordered(_run, range(len(tasks))):
                 if error is not None:
                     raise CompileError(error, hint=hint)
                 results[index] = value
+                pids.add(pid)
                 on_done(index)
     finally:
         _TASKS = []
-    return results
+    return results, pids

@@ -63,6 +63,7 @@ class PrecompileResult:
         units_reused (a hit builds nothing)."""
         stats = self.manifest.stats
         built = not self.hit
+        served = [u for u in self.manifest.units if "refused" not in u]
         return {
             "entry": self.entry_id,
             "path": str(self.path),
@@ -71,15 +72,18 @@ class PrecompileResult:
             "signed": (self.path / SIGNATURE_NAME).is_file(),
             "pieces_total": stats.get("pieces_total"),
             "pieces_unique": stats.get("pieces_unique"),
-            "sizes_and_ranges": len(self.manifest.units),
-            "units": len(self.manifest.units) * (stats.get("pieces_unique") or 0),
+            "sizes_and_ranges": len(served),
+            "units": len(served) * (stats.get("pieces_unique") or 0),
             "units_compiled": stats.get("units_compiled", 0) if built else 0,
             "units_shared": stats.get("units_deduplicated", 0) if built else 0,
             "units_reused": stats.get("units_reused", 0) if built else 0,
+            "units_compiled_in_workers": stats.get("units_compiled_in_workers", 0) if built else 0,
+            "worker_processes": stats.get("worker_processes", 0) if built else 0,
             "artifacts": len(self.manifest.artifacts),
             "bytes": size_on_disk(self.path),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "added_sizes": stats.get("added_sizes", []),
+            "refused_sizes": stats.get("refused_sizes", []),
         }
 
 
@@ -165,6 +169,15 @@ def precompile(
             return build.result(hit.path, True, hit.manifest)
         path, manifest = _build_and_publish(build)
     counters.entries_saved += 1
+    refused = manifest.stats.get("refused_sizes") or []
+    if refused:
+        log.warning(
+            "%s.forward takes another path at sizes %s than at the size it was traced at (it branches on the size): "
+            "the entry refuses them at serve time instead of computing them wrong; make forward independent of "
+            "the size",
+            build.captured.model_name,
+            refused,
+        )
     return build.result(path, False, manifest)
 
 

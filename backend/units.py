@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import fx
 
 from aotcache.config import CompilationConfig, Range
 from aotcache.counters import counters
@@ -45,6 +46,9 @@ class CompiledUnits:
     compiled: int = 0
     reused: int = 0
     deduplicated: int = 0  # units whose compile was the same as another unit's
+    in_workers: int = 0  # compiled in a forked worker (precompile --jobs), not this process
+    workers: int = 0  # distinct worker processes that compiled
+    refused_sizes: list[int] = field(default_factory=list)  # where the trace does not hold
 
 
 def compile_inputs_key(unit: Range, piece_digest: str) -> tuple[str, int | None]:
@@ -55,6 +59,13 @@ def compile_inputs_key(unit: Range, piece_digest: str) -> tuple[str, int | None]
     are one compile: the same Inductor cache key, the same bytes (test_parallel checks
     both)."""
     return piece_digest, unit.start if unit.is_single_size() else None
+
+
+def refused_reason(size: int) -> str:
+    return (
+        f"forward takes another path at size {size} than at the size it was traced at (a branch on the size), "
+        "so this entry does not serve it"
+    )
 
 
 def unit_label(unit: Range) -> str:
@@ -83,7 +94,8 @@ class UnitCompiler:
         self.index = index
         self.environment = environment or {}
         self.keys: dict[tuple[Range, str], str] = {}
-        self.counts = {"compiled": 0, "reused": 0, "deduplicated": 0}
+        self.counts = {"compiled": 0, "reused": 0, "deduplicated": 0, "in_workers": 0}
+        self.worker_pids: set[int] = set()
         self.split = split
         self.unique = split.unique_pieces()
         self.inputs_at = inputs_at
@@ -109,16 +121,23 @@ class UnitCompiler:
     def compile_all(self, units: list[Range], files: dict[str, bytes]) -> CompiledUnits:
         """Compile every unit (plus the sizes guards exclude), store the artifacts in
         `files`, and self-check them."""
+        refused = [u.start for u in units if u.is_single_size() and not self._trace_holds(u.start)]
+        units[:] = [u for u in units if not (u.is_single_size() and u.start in refused)]
         self.progress.units(len(self.unique) * len(units))
         with no_inductor_pool() if self.jobs > 1 else contextlib.nullcontext():
             self._compile(units)
-            added = self._guard_sizes(units)
+            guarded = [size for size in self._guard_sizes(units) if size not in refused]
+            refused += [size for size in guarded if not self._trace_holds(size)]
+            added = [size for size in guarded if size not in refused]
             if added:
                 self.progress.units(len(self.unique) * (len(units) + len(added)))
                 units.extend(Range(size, size) for size in added)
                 self._compile(units[-len(added) :])
         self.progress.stage("self-check")
-        result = CompiledUnits(added_sizes=added, **self.counts)
+        result = CompiledUnits(added_sizes=added, workers=len(self.worker_pids), **self.counts)
+        result.refused_sizes = sorted(refused)
+        for size in sorted(refused):
+            result.unit_records.append({"range": [size, size], "artifacts": {}, "refused": refused_reason(size)})
         names: dict[tuple[Range, str], str] = {}
         for unit in units:
             for digest, done in self.done[unit].items():
@@ -161,7 +180,9 @@ class UnitCompiler:
         first = self._compiled(*todo[0], self._compile_one(*todo[0]))
         rest = todo[1:]
         tasks = [functools.partial(_detached, self._compile_one, unit, piece) for unit, piece in rest]
-        results = run_in_workers(tasks, min(self.jobs, len(rest)), lambda i: self._announce(*rest[i]))
+        results, pids = run_in_workers(tasks, min(self.jobs, len(rest)), lambda i: self._announce(*rest[i]))
+        self.worker_pids |= pids
+        self.counts["in_workers"] += len(results)
         for _ in results:
             self._count()
         return [first, *results]
@@ -213,6 +234,22 @@ class UnitCompiler:
                 hint="adjust compile_ranges_split_points or add compile_sizes",
             )
         return sorted(extra)
+
+    def _trace_holds(self, size: int) -> bool:
+        """Whether the traced graph computes what forward does at a size the compiled
+        pieces' guards exclude: a guard may come from forward itself (a branch on the
+        size), and then no compile of this trace is right there. Both run eagerly."""
+        arguments = self.inputs_at(size)
+        values = self.binder.values(arguments, size)
+        with torch.no_grad():
+            traced = torch.utils._pytree.tree_leaves(fx.Interpreter(self.split.stitch).run(*values))
+            expected = torch.utils._pytree.tree_leaves(self.binder.model(**arguments))
+        if len(traced) != len(expected):
+            return False
+        return all(
+            a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+            for a, b in zip(traced, expected, strict=True)
+        )
 
     def _self_check(
         self, names: dict[tuple[Range, str], str], artifacts: dict[str, dict[str, Any]], files: dict[str, bytes]

@@ -40,6 +40,38 @@ def tiny_entry(tmp_path_factory: pytest.TempPathFactory) -> TinyEntry:
     return TinyEntry(cache, result.entry_id, result.path, result.summary)
 
 
+INDUCTOR_CONFIG = {**TINY_CONFIG, "artifact_format": "inductor"}
+
+
+@pytest.fixture(scope="session")
+def inductor_entry(tmp_path_factory: pytest.TempPathFactory) -> TinyEntry:
+    """The example in the `inductor` format: torch's own CompiledArtifact per unit (what
+    every GPU entry holds), built on the CPU."""
+    from examples import tiny_llama
+
+    cache = tmp_path_factory.mktemp("inductor-format")
+    result = aotcache.precompile(tiny_llama.spec, INDUCTOR_CONFIG, cache_dir=cache)
+    return TinyEntry(cache, result.entry_id, result.path, result.summary)
+
+
+@pytest.fixture
+def code_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Spies on the three ways an entry's code runs in this process: its Python executed
+    ("exec"), a kernel library loaded ("dlopen"), an Inductor artifact loaded
+    ("inductor"); the list says which ran, in order."""
+    from aotcache.formats import native, torch_internals
+
+    ran: list[str] = []
+    real_exec, real_kernel = native.exec_source, native.load_kernel
+    real_inductor = torch_internals.load_compiled_artifact
+    monkeypatch.setattr(native, "exec_source", lambda *a: ran.append("exec") or real_exec(*a))
+    monkeypatch.setattr(native, "load_kernel", lambda *a: ran.append("dlopen") or real_kernel(*a))
+    monkeypatch.setattr(
+        torch_internals, "load_compiled_artifact", lambda *a: ran.append("inductor") or real_inductor(*a)
+    )
+    return ran
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--run-slow", action="store_true", help="also run tests marked slow (the torch matrix does; make test does not)"

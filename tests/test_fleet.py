@@ -428,3 +428,20 @@ def test_a_manifest_blob_longer_than_recorded_is_cut_off_and_refused(tiny_entry,
     done = run_cli("pull", remote, "--cache-dir", str(tmp_path / "c"))
     assert done.returncode == 1 and "does not match its digest" in done.stderr, done.stderr
     assert _entries(tmp_path / "c") == []
+
+
+def test_a_damaged_entry_is_never_pushed(tiny_entry, tmp_path) -> None:
+    """Named, it fails (exit 1, one line naming the file); not named, it is skipped with
+    a warning and the others go; either way the remote receives nothing of it."""
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "cache")
+    kernel = next((cache / "entries" / tiny_entry.entry_id / "kernels").iterdir())
+    kernel.write_bytes(kernel.read_bytes()[:-1])
+    mount = tmp_path / "mount"
+    named = run_cli("push", f"file://{mount}", tiny_entry.entry_id, "--cache-dir", str(cache), "--json")
+    assert named.returncode == 1 and _json(named)["entries"][0]["status"] == "failed", named.stdout
+    errors = [line for line in named.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and kernel.name in errors[0], named.stderr
+    every = run_cli("push", f"file://{mount}", "--cache-dir", str(cache), "--json")
+    assert every.returncode == 0 and _json(every)["entries"] == [], every.stdout
+    assert "not pushing" in every.stderr and tiny_entry.entry_id in every.stderr
+    assert not (mount / "entries").exists() or list((mount / "entries").iterdir()) == []

@@ -6,31 +6,24 @@ GPU is present."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from _support import LOAD_AND_COMPARE, TINY_CONFIG, last_json, run_cli, run_python
 from aotcache.cli.app import app
+from conftest import INDUCTOR_CONFIG
 from typer.testing import CliRunner
 
-import aotcache
 from aotcache.config import CompilationConfig
 from aotcache.errors import ConfigError
 from aotcache.key.lookup import config_factors
-from examples import tiny_llama
 
 CHECK_SIZES = [1, 2, 4, 3, 5, 8, 9, 20, 32]
-INDUCTOR_CONFIG = {**TINY_CONFIG, "artifact_format": "inductor"}
 
 
-@pytest.fixture(scope="module")
-def inductor_entry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    cache = tmp_path_factory.mktemp("inductor-format")
-    result = aotcache.precompile(tiny_llama.spec, INDUCTOR_CONFIG, cache_dir=cache)
-    formats = {a["format"] for a in result.manifest.artifacts.values()}
-    assert formats == {"inductor"} and not result.manifest.recorded["kernels"]
-    assert all(rel.endswith(".bin") for rel in result.manifest.files if rel.startswith("artifacts/"))
-    return cache, result.entry_id
+def test_the_inductor_entry_holds_only_inductor_artifacts(inductor_entry) -> None:
+    manifest = json.loads((inductor_entry.path / "manifest.json").read_bytes())
+    assert {a["format"] for a in manifest["artifacts"].values()} == {"inductor"} and not manifest["recorded"]["kernels"]
+    assert all(rel.endswith(".bin") for rel in manifest["files"] if rel.startswith("artifacts/"))
 
 
 def test_artifact_format_is_validated_and_a_key_factor() -> None:
@@ -43,7 +36,7 @@ def test_artifact_format_is_validated_and_a_key_factor() -> None:
 
 
 def test_inductor_format_loads_in_a_fresh_process_and_matches_eager(inductor_entry) -> None:
-    cache, entry_id = inductor_entry
+    cache, entry_id = inductor_entry.cache_dir, inductor_entry.entry_id
     code = LOAD_AND_COMPARE.format(
         layers=2,
         config=INDUCTOR_CONFIG,
@@ -62,7 +55,7 @@ def test_inductor_format_loads_in_a_fresh_process_and_matches_eager(inductor_ent
 
 
 def test_load_needs_are_reported(inductor_entry, tiny_entry) -> None:
-    cache, entry_id = inductor_entry
+    cache, entry_id = inductor_entry.cache_dir, inductor_entry.entry_id
     shown = CliRunner().invoke(app, ["inspect-cache", "--cache-dir", str(cache), "--json"])
     assert json.loads(shown.stdout)["entries"][0]["load_needs"] == ["c++ compiler", "inductor"]
     native = CliRunner().invoke(app, ["inspect-cache", "--cache-dir", str(tiny_entry.cache_dir), "--json"])
@@ -72,7 +65,7 @@ def test_load_needs_are_reported(inductor_entry, tiny_entry) -> None:
 
 
 def test_verify_strict_fails_where_the_host_lacks_what_loading_needs(inductor_entry, tiny_entry) -> None:
-    cache, entry_id = inductor_entry
+    cache, entry_id = inductor_entry.cache_dir, inductor_entry.entry_id
     no_compiler = {"PATH": "/nonexistent", "CXX": ""}
     lenient = run_cli("verify", entry_id, "--cache-dir", str(cache), "--json", env=no_compiler)
     assert lenient.returncode == 0, lenient.stdout + lenient.stderr
@@ -84,4 +77,4 @@ def test_verify_strict_fails_where_the_host_lacks_what_loading_needs(inductor_en
 
 
 def test_native_and_inductor_entries_live_side_by_side(inductor_entry, tiny_entry) -> None:
-    assert inductor_entry[1].split("-")[0] != tiny_entry.entry_id.split("-")[0]
+    assert inductor_entry.entry_id.split("-")[0] != tiny_entry.entry_id.split("-")[0]

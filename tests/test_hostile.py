@@ -227,6 +227,24 @@ def test_verify_run_child_checks_with_the_same_key_and_strictness(small_entry, t
     assert run["signature_checked"] is True and run["strict"] is True
 
 
+def test_the_verify_run_child_checks_again_before_importing_anything(small_entry, tmp_path) -> None:
+    """The child of `verify --run`, started on its own as the parent starts it: with
+    --strict, an unsigned entry (a warning) fails its own checks and the TARGET is never
+    imported; without --strict the same run imports it (the marker works) and passes."""
+    marker = tmp_path / "imported"
+    cache, entry = small_entry
+    config = json.loads((cache / "entries" / entry / "manifest.json").read_bytes())["config"]
+    child = [sys.executable, "-m", "aotcache.serve.checkrun", SMALL, "--cache-dir", str(cache)]
+    child += ["--config-json", json.dumps(config), "--entry", entry]
+    env = {"AOTCACHE_TEST_MARKER": str(marker)}
+    refused = run_argv([*child, "--strict"], env=env)
+    assert refused.returncode == 1 and "did not pass its checks" in json.loads(refused.stdout)["error"]
+    assert not marker.exists(), "the child imported the TARGET before checking the entry"
+    passed = run_argv(child, env=env)
+    assert passed.returncode == 0 and json.loads(passed.stdout)["ok"], passed.stdout + passed.stderr
+    assert marker.exists()
+
+
 def test_sign_key_on_an_unsigned_entry_rebuilds_it_never_signs_what_it_found(small_entry, tmp_path) -> None:
     """Anyone who can write to the cache dir can alter an unsigned entry consistently
     (files and manifest agree); signing it as found would vouch for their code."""

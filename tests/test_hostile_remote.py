@@ -6,6 +6,7 @@ misbehaves, 1 for content that fails a check) and one line, within its deadline.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -30,7 +31,7 @@ from _hostile_registry import (
     redirect,
 )
 from _servers import registry
-from _support import TINY_CONFIG, run_argv, run_cli, run_python, tree_snapshot
+from _support import REPO, TINY_CONFIG, python_env, run_argv, run_cli, run_python, tree_snapshot
 
 from aotcache.errors import RemoteError
 from aotcache.fleet import http
@@ -365,3 +366,40 @@ def test_an_adopted_staging_dir_owned_by_another_user_is_discarded(tiny_entry, f
     results = _pull_here(file_remote, cache)
     assert [r.status for r in results] == ["pulled"]
     assert not staged.exists() and run_cli("verify", tiny_entry.entry_id, "--cache-dir", str(cache)).returncode == 0
+
+
+# -- 5. what the registry saw ---------------------------------------------------------------------
+
+
+def _blob_gets(proxy: Any) -> list[str]:
+    return [s.path.rsplit(":", 1)[-1] for s in proxy.seen if s.method == "GET" and BLOB_GET in s.path]
+
+
+def test_an_unsigned_entry_is_refused_before_another_byte_is_fetched(tiny_entry, proxy, tmp_path) -> None:
+    """As the registry saw it: with a trusted key, the entry's OCI manifest and its own
+    manifest.json are all a pull of an unsigned entry asks for."""
+    key = tmp_path / "release.secret"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef")
+    done = _pull(f"oci://127.0.0.1:{proxy.port}/aot", tmp_path / "c", "--trusted-key", str(key))
+    _refused(done, 1, "not signed")
+    manifest_sha = hashlib.sha256((tiny_entry.path / "manifest.json").read_bytes()).hexdigest()
+    assert _blob_gets(proxy) == [manifest_sha]
+    _nothing_published(tmp_path / "c")
+
+
+def test_two_replicas_that_miss_at_once_download_each_blob_once(tiny_entry, proxy, tmp_path) -> None:
+    code = f"""
+import aotcache
+from examples import tiny_llama
+loaded = aotcache.load(tiny_llama.build(), {TINY_CONFIG!r}, cache_dir={str(tmp_path / "host")!r},
+                       remote="oci://127.0.0.1:{proxy.port}/aot", strict=True)
+print(loaded.entry_id)
+"""
+    replicas = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=python_env(), stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    assert [r.communicate(timeout=300)[0].strip() for r in replicas] == [tiny_entry.entry_id] * 2
+    gets = _blob_gets(proxy)
+    files = json.loads((tiny_entry.path / "manifest.json").read_bytes())["files"]
+    assert sorted(gets) == sorted(set(gets)) and len(gets) == len({f["sha256"] for f in files.values()}) + 1

@@ -52,6 +52,10 @@ def test_parallel_units_are_byte_identical_to_a_sequential_build(tmp_path) -> No
     sequential, one = _build(tmp_path, "sequential", 1)
     parallel, two = _build(tmp_path, "parallel", 2)
     assert sequential["entry"] == parallel["entry"]
+    # the workers really compiled (a fall-back to one process would compare a build with itself)
+    assert (sequential["units_compiled_in_workers"], sequential["worker_processes"]) == (0, 0)
+    assert parallel["units_compiled_in_workers"] >= parallel["units_compiled"] - 1 > 0
+    assert parallel["worker_processes"] >= 1
     for summary in (sequential, parallel):
         assert summary["units_compiled"] == (TINY_UNITS - 1) * 3 and summary["units_shared"] == 3
     files_one = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())

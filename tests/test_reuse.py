@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _support import REPO, TINY_CONFIG, TINY_UNITS, copy_cache, last_json, run_argv
+from _support import REPO, TINY_CONFIG, TINY_UNITS, copy_cache, last_json, run_argv, run_cli
 
 from aotcache.store.root import CacheRoot
 
@@ -100,3 +100,31 @@ def test_clear_drops_index_records_of_entries_that_are_gone(tiny_entry, tmp_path
     (root.index / "junk.json").write_text("not json")
     report = clear(root, *select(root, keys=[tiny_entry.entry_id]), dry_run=False)
     assert report.index_records_removed == records + 1 and list(root.index.iterdir()) == []
+
+
+def test_a_signed_build_reuses_only_what_the_same_key_signed(tiny_entry, tmp_path) -> None:
+    """Reusing an artifact puts it in the new entry, which the build then signs: from an
+    unsigned entry (which anyone who can write the cache dir could have altered) that
+    would vouch for bytes nobody checked. The unsigned control reuses the same units."""
+    key, other_key = tmp_path / "release.secret", tmp_path / "other.secret"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef")
+    other_key.write_bytes(b"fedcba9876543210fedcba9876543210")
+
+    def build(cache: Path, max_tokens: int, *sign: str) -> dict[str, Any]:
+        config = json.dumps({**TINY_CONFIG, "max_num_batched_tokens": max_tokens})
+        done = run_cli(
+            "precompile", "examples/tiny_llama.py:spec", "-O", config, "--cache-dir", str(cache), "--json", *sign
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+    shared_units = (TINY_UNITS - 1) * 3  # the sizes and the first range, per unique piece
+    unsigned = build(copy_cache(tiny_entry.cache_dir, tmp_path / "control"), 40)
+    assert unsigned["units_reused"] == shared_units  # the control: these units can be reused
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "signed")
+    signed = build(cache, 40, "--sign-key", str(key))
+    assert signed["signed"] and signed["units_reused"] == 0, signed
+    again = build(cache, 48, "--sign-key", str(key))
+    assert again["units_reused"] == shared_units  # from the entry this key signed
+    other = build(cache, 56, "--sign-key", str(other_key))
+    assert other["units_reused"] == 0

@@ -82,7 +82,12 @@ def test_kernels_from_a_newer_compiler_runtime_are_refused(tiny_entry, tmp_path)
     ("factor", "value"),
     [("torch.version", "1.0.0"), ("python.version", "3.99"), ("cpu.capability", "SVE256"), ("device.type", "cuda")],
 )
-def test_edited_environment_factor_is_refused(factor: str, value: str, tiny_entry, tmp_path) -> None:
+def test_edited_environment_factor_is_refused(factor: str, value: str, tiny_entry, code_runs, tmp_path) -> None:
+    """An entry built for another environment is refused naming the factor, and nothing of
+    it runs (the spies fire on a good load first)."""
+    assert aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=tiny_entry.cache_dir, strict=True) is not None
+    assert {"exec", "dlopen"} <= set(code_runs)
+    code_runs.clear()
     cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
     entry = cache / "entries" / tiny_entry.entry_id
 
@@ -95,6 +100,7 @@ def test_edited_environment_factor_is_refused(factor: str, value: str, tiny_entr
     with pytest.raises(IncompatibleEnvironment) as info:
         aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=cache, strict=True)
     assert [d.name for d in info.value.differences] == [factor]
+    assert code_runs == [], f"code of an entry built for another {factor} ran"
 
 
 def test_verify_reports_the_refusal(tiny_entry) -> None:

@@ -201,14 +201,16 @@ def pull_entry(
     verify_signature: SignatureCheck | None = None,
     progress: Progress | None = None,
     local: LocalBlobs | None = None,
+    fetched: tuple[Manifest, bytes, bytes | None] | None = None,
 ) -> Transfer:
-    """Pull one entry; raise the typed error of the first problem (nothing published)."""
+    """Pull one entry; raise the typed error of the first problem (nothing published).
+    `fetched`: its manifest, already fetched and checked by fetch_manifest."""
     done = Transfer(record.entry_id, "pulled", bytes=record.total_bytes)
     if is_present(root, record.entry_id, verify_signature):
         done.status = "present"
         _count_skipped(done, record.total_bytes, progress, blobs=len(record.blobs))
         return done
-    manifest, raw, signature = fetch_manifest(remote, record, verify_signature)
+    manifest, raw, signature = fetched or fetch_manifest(remote, record, verify_signature)
     files = [Blob(path, f.sha256, f.bytes) for path, f in sorted(manifest.files.items())]
     done.bytes = sum(b.size for b in files) + len(raw) + len(signature or b"")
     _check_space(root, done.bytes)
@@ -341,10 +343,11 @@ def pull_for_lookup(
         if record is None:
             continue
         try:
-            manifest, _, _ = fetch_manifest(remote, record, verify_signature)
+            fetched = fetch_manifest(remote, record, verify_signature)
         except CacheMiss as exc:
             refusals.append(exc)
             continue
+        manifest = fetched[0]
         environment, sources = environment_problems(manifest), source_problems(manifest)
         if environment:
             refusals.append(
@@ -363,7 +366,7 @@ def pull_for_lookup(
                 )
             )
         else:
-            return pull_entry(root, remote, record, verify_signature)
+            return pull_entry(root, remote, record, verify_signature, fetched=fetched)
     if refusals:
         raise refusals[0]
     raise EntryNotFound(

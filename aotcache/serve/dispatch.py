@@ -12,7 +12,9 @@ from aotcache.errors import DispatchError
 
 
 class SizeDispatcher:
-    def __init__(self, units: Sequence[Range]) -> None:
+    def __init__(self, units: Sequence[Range], refused: dict[int, str] | None = None) -> None:
+        """`refused`: sizes the entry refuses, and why (the trace does not hold there)."""
+        self.refused = dict(refused or {})
         self.exact: dict[int, int] = {}
         ranges: list[tuple[int, int, int]] = []
         for index, unit in enumerate(units):
@@ -27,6 +29,10 @@ class SizeDispatcher:
         self.high = max([u.end for u in units], default=0)
 
     def __call__(self, size: int) -> int:
+        if size in self.refused:
+            raise DispatchError(
+                f"size {size}: {self.refused[size]}", hint="make forward independent of the size and precompile again"
+            )
         index = self.exact.get(size)
         if index is not None:
             return index

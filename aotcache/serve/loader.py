@@ -74,7 +74,8 @@ class LoadedModel:
         self.spec = InputSpec.from_json(manifest.input_spec)
         self.units = [Range(*u["range"]) for u in manifest.units]
         self.binder = GraphBinder(model, manifest.graph_inputs, self.spec)
-        self.unit_index = SizeDispatcher(self.units)
+        refused = {u["range"][0]: u["refused"] for u in manifest.units if "refused" in u}
+        self.unit_index = SizeDispatcher(self.units, refused)
         self.unit_pieces: list[SimpleNamespace] = build_variants(manifest, opened.blobs)
         self.splitting_op_pieces = frozenset(
             name for name, piece in manifest.pieces.items() if piece["kind"] == "splitting_op"

@@ -63,6 +63,9 @@ def build_variants(manifest: Manifest, blobs: dict[str, bytes]) -> list[SimpleNa
     calls: dict[str, Runnable] = {}
     variants = []
     for unit in manifest.units:
+        if "refused" in unit:  # never dispatched to: the dispatcher refuses its size
+            variants.append(SimpleNamespace())
+            continue
         members = dict(shared)
         for name, piece in per_unit_pieces.items():
             artifact_name = unit["artifacts"][piece["digest"]]

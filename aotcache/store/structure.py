@@ -131,7 +131,10 @@ PIECE = record(
         "op": optional(TEXT),
     }
 )
-UNIT = record({"range": items(integer(1, MAX_SIZE), length=2), "artifacts": mapping(HEX64, HEX64)})
+UNIT = record(
+    {"range": items(integer(1, MAX_SIZE), length=2), "artifacts": mapping(HEX64, HEX64)},
+    {"refused": TEXT},  # a size the trace does not hold at: served by nothing, a clear error instead
+)
 GUARDS = {"guards": optional(TEXT)}  # Inductor's shape guards, read when an artifact is reused
 NATIVE_ARTIFACT = record({"format": one_of(NATIVE), "wrapper": safe_path, "kernels": mapping(safe_path, HEX64)}, GUARDS)
 INDUCTOR_ARTIFACT = record(
@@ -194,6 +197,10 @@ def check_structure(body: dict[str, Any]) -> None:
         start, end = unit["range"]
         if start > end:
             raise SchemaError(f"units[{index}].range", f"[{start}, {end}] is empty")
+        if "refused" in unit:
+            if start != end or unit["artifacts"]:
+                raise SchemaError(f"units[{index}]", "a refused unit is one size with no artifacts")
+            continue
         if set(unit["artifacts"]) != compiled:
             raise SchemaError(f"units[{index}].artifacts", "does not name an artifact for every compiled piece")
         missing = [name for name in unit["artifacts"].values() if name not in body["artifacts"]]

@@ -1,0 +1,328 @@
+"""`make sabotage`: prove that each guarantee's tests can fail.
+
+For each guarantee (docs/guarantees.md), break the code that holds it, on purpose, run
+the tests that prove it, and expect them to FAIL; then restore the code, whatever
+happened. A guarantee whose tests still pass with its guard removed is reported as NOT
+CAUGHT (and the command exits 1). The results go to benchmarks/results/sabotage.md.
+
+    python scripts/sabotage.py [NAME...]     # all, or the named sabotages
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Sabotage:
+    name: str
+    guarantee: str
+    what: str  # the guard removed, in words
+    edits: tuple[tuple[str, str, str], ...]  # (file, exact old text, new text)
+    tests: tuple[str, ...]
+
+
+SABOTAGES = [
+    Sabotage(
+        "build-in-place",
+        "Crash safety",
+        "build the entry in entries/ itself instead of a staging dir published by one rename",
+        (
+            (
+                "backend/precompile.py",
+                "    staging = root.new_staging_dir(entry_id)\n",
+                "    staging = root.entry_dir(entry_id)\n    staging.mkdir(parents=True, exist_ok=True)\n",
+            ),
+            (
+                "backend/precompile.py",
+                "            path = root.publish(staging, entry_id)\n",
+                "            path = staging\n",
+            ),
+        ),
+        ("tests/test_fault.py::test_sigkill_inside_every_stage_and_at_every_failpoint",),
+    ),
+    Sabotage(
+        "no-build-lock",
+        "Concurrency",
+        "no per-entry lock around the build",
+        (
+            (
+                "backend/precompile.py",
+                'with held(root.lock(build.key.entry_id), progress.waiting, "builds the same entry"):',
+                "with contextlib.nullcontext():",
+            ),
+            ("backend/precompile.py", "import inspect\n", "import contextlib\nimport inspect\n"),
+        ),
+        ("tests/test_fault.py::test_four_processes_same_key_compile_once",),
+    ),
+    Sabotage(
+        "no-sha256-check",
+        "Corruption caught before anything runs (both formats)",
+        "files are not compared with their recorded sha256",
+        (("aotcache/store/checks.py", "        if digest != record.sha256:", "        if False:"),),
+        ("tests/test_fault.py::test_every_file_truncated_or_flipped_is_caught_before_anything_runs",),
+    ),
+    Sabotage(
+        "no-environment-check",
+        "Wrong environment: never run",
+        "recorded environment factors are not compared with this host's",
+        (
+            (
+                "aotcache/store/checks.py",
+                "    return explain(recorded, [f for f in host if f.name in names])",
+                "    return []",
+            ),
+        ),
+        ("tests/test_serve_path.py::test_edited_environment_factor_is_refused",),
+    ),
+    Sabotage(
+        "paths-may-leave",
+        "Hostile input: paths outside the entry",
+        "a manifest path with '..' is accepted",
+        (
+            (
+                "aotcache/store/structure.py",
+                '        raise SchemaError(where, f"path {path!r} leaves the entry")',
+                "        pass",
+            ),
+        ),
+        ("tests/test_fault.py::test_manifest_paths_outside_the_entry_are_refused",),
+    ),
+    Sabotage(
+        "no-signature-check",
+        "Trust: a trusted key refuses unsigned or altered entries",
+        "the signature check accepts anything",
+        (("aotcache/store/signing.py", "        verify(entry_id, manifest_bytes, signature, key)", "        pass"),),
+        ("tests/test_fault.py::test_signed_entries_and_what_a_trusted_key_refuses",),
+    ),
+    Sabotage(
+        "links-followed",
+        "Nothing outside the cache dir is read, moved or deleted",
+        "the cache dir's folders are opened following links",
+        (
+            (
+                "aotcache/store/safefs.py",
+                "DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC",
+                "DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC",
+            ),
+        ),
+        ("tests/test_hostile.py::test_a_symlinked_root_folder_is_never_followed",),
+    ),
+    Sabotage(
+        "child-does-not-check",
+        "verify --run: the child checks again before importing anything",
+        "the child process skips its own checks",
+        (("aotcache/serve/checkrun.py", "        check_entry(cache_dir, entry, trusted_key, strict)", "        pass"),),
+        ("tests/test_hostile.py::test_the_verify_run_child_checks_again_before_importing_anything",),
+    ),
+    Sabotage(
+        "reuse-unsigned",
+        "A signed build reuses only artifacts the same key signed",
+        "artifact reuse does not check the source entry's signature",
+        (("backend/reuse.py", "check_sources=False, verify_signature=check", "check_sources=False"),),
+        ("tests/test_reuse.py::test_a_signed_build_reuses_only_what_the_same_key_signed",),
+    ),
+    Sabotage(
+        "pull-publishes-unchecked",
+        "A pull publishes only what matches the manifest",
+        "downloaded files are not checked (in staging, nor by the load's checks)",
+        (
+            (
+                "aotcache/fleet/pull.py",
+                "        if staging.part_sha256(blob.path) == (blob.size, blob.sha256):",
+                "        if True:",
+            ),
+            ("aotcache/store/checks.py", "        if digest != record.sha256:", "        if False:"),
+        ),
+        ("tests/test_fleet.py::test_a_blob_changed_in_the_registry_storage_is_refused_and_nothing_is_published",),
+    ),
+    Sabotage(
+        "no-pull-lock",
+        "Replicas on one host download once",
+        "no per-lookup-key lock around a load's pull",
+        (
+            (
+                "aotcache/serve/loader.py",
+                'with held(root.lock(f"{key}.pull"), _log_wait, "pulls the same entry", timeout=deadline.remaining()):',
+                "if True:",
+            ),
+        ),
+        ("tests/test_hostile_remote.py::test_two_replicas_that_miss_at_once_download_each_blob_once",),
+    ),
+    Sabotage(
+        "push-overwrites",
+        "Push never overwrites",
+        "an entry the remote holds with other bytes is not refused",
+        (("aotcache/fleet/push.py", "        if not existing.same_bytes(record):", "        if False:"),),
+        ("tests/test_fleet.py::test_push_never_overwrites_an_entry_with_other_bytes",),
+    ),
+    Sabotage(
+        "redirects-anywhere",
+        "A remote's redirects stay within the policy",
+        "every redirect is followed",
+        (("aotcache/fleet/http.py", "            if refusal:", "            if False:"),),
+        (
+            "tests/test_hostile_remote.py::test_a_blob_redirected_to_plain_http_on_another_host_is_refused",
+            "tests/test_hostile_remote.py::test_an_upload_redirected_to_another_host_sends_nothing_there",
+        ),
+    ),
+    Sabotage(
+        "credentials-over-http",
+        "Credentials go only to https token services",
+        "a plain-http token service off loopback gets the credentials",
+        (("aotcache/fleet/oci.py", 'if urlsplit(realm).scheme != "https" and not (', "if False and not ("),),
+        ("tests/test_hostile_remote.py::test_credentials_never_go_to_a_token_service_over_plain_http",),
+    ),
+    Sabotage(
+        "no-deadline",
+        "No pull or load(remote=...) outlives its deadline",
+        "the overall deadline is never checked between chunks",
+        (("aotcache/fleet/http.py", "        deadline.check(url, what)\n", "        pass\n"),),
+        ("tests/test_hostile_remote.py::test_a_remote_that_drips_is_cut_off_at_its_deadline",),
+    ),
+    Sabotage(
+        "gzip-inflated",
+        "Memory stays bounded whatever a remote sends",
+        "bodies are read decoded (gzip inflated) and without a cap",
+        (
+            (
+                "aotcache/fleet/http.py",
+                "    for data in response.iter_raw():",
+                "    for data in response.iter_bytes():",
+            ),
+            ("aotcache/fleet/http.py", '    if encoding not in ("identity", ""):', "    if False:"),
+            (
+                "aotcache/fleet/http.py",
+                "            if len(body) >= ERROR_BODY_BYTES:\n                break",
+                "            pass",
+            ),
+        ),
+        ("tests/test_hostile_remote.py::test_memory_stays_bounded_whatever_the_body",),
+    ),
+    Sabotage(
+        "remote-text-raw",
+        "Text from a remote cannot forge output",
+        "error messages keep control characters",
+        (("aotcache/errors.py", "    if not value.isprintable():", "    if False:"),),
+        ("tests/test_hostile_remote.py::test_text_from_the_remote_cannot_forge_output",),
+    ),
+    Sabotage(
+        "staging-written-through",
+        "A pull never writes through a link planted in its staging dir",
+        "partial files are opened following links, and kept whatever they are",
+        (
+            (
+                "aotcache/fleet/staging.py",
+                "_WRITE_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC",
+                "_WRITE_FLAGS = os.O_RDWR | os.O_CLOEXEC",
+            ),
+            ("aotcache/fleet/staging.py", "        if _single_regular(fd):", "        if True:"),
+        ),
+        ("tests/test_hostile_remote.py::test_a_planted_partial_file_is_never_written_through",),
+    ),
+    Sabotage(
+        "softcap-dropped",
+        "HF: every attention argument honoured (Gemma 2's softcap)",
+        "the op ignores softcap",
+        (("aotcache/hf.py", "    if softcap == 0.0 and sinks is None:", "    if sinks is None:"),),
+        ("tests/test_hf.py::test_every_architecture_is_split_at_attention_and_equal_to_eager",),
+    ),
+    Sabotage(
+        "unknown-is-stale",
+        "A source not found from here is unknown, never stale",
+        "a traced file that cannot be found counts as changed",
+        (
+            (
+                "aotcache/key/sources.py",
+                "            result.unknown.append(source)",
+                '            result.changed.append(Difference(source.path, source.sha256[:12], "missing"))',
+            ),
+        ),
+        ("tests/test_usability.py::test_a_source_not_found_from_here_is_unknown_never_stale",),
+    ),
+    Sabotage(
+        "trace-trusted-everywhere",
+        "Shape guards: a size where forward branches is refused, never wrong",
+        "sizes the guards exclude are compiled from the same trace, unchecked",
+        (
+            (
+                "backend/units.py",
+                "    def _trace_holds(self, size: int) -> bool:\n",
+                "    def _trace_holds(self, size: int) -> bool:\n        return True\n",
+            ),
+        ),
+        ("tests/test_guards.py::test_a_size_where_forward_branches_is_refused_never_wrong",),
+    ),
+    Sabotage(
+        "no-workers",
+        "Parallel builds: workers really compile, and the bytes are the same",
+        "--jobs falls back to one process",
+        (
+            (
+                "backend/parallel.py",
+                '    if device_type != "cpu" or "fork" not in multiprocessing.get_all_start_methods():',
+                "    if True:",
+            ),
+        ),
+        ("tests/test_parallel.py::test_parallel_units_are_byte_identical_to_a_sequential_build",),
+    ),
+]
+
+
+def run(sabotage: Sabotage) -> tuple[bool, float, str]:
+    """(whether the tests failed, seconds, the last lines of their output)."""
+    originals: dict[Path, str] = {}
+    try:
+        for rel, old, new in sabotage.edits:
+            path = REPO / rel
+            text = originals.setdefault(path, path.read_text())
+            current = path.read_text()
+            if current.count(old) != 1:
+                raise SystemExit(f"{sabotage.name}: {rel} does not hold the guard text exactly once: {old!r}")
+            path.write_text(current.replace(old, new))
+            assert text  # the original is kept for the restore
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *sabotage.tests],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+        return done.returncode != 0, time.perf_counter() - started, tail
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+
+
+def main(names: list[str]) -> int:
+    chosen = [s for s in SABOTAGES if not names or s.name in names]
+    rows = ["| guarantee | guard removed | test | caught |", "| --- | --- | --- | --- |"]
+    missed = []
+    for sabotage in chosen:
+        caught, seconds, tail = run(sabotage)
+        verdict = "yes" if caught else "**NOT CAUGHT**"
+        print(f"{sabotage.name}: {verdict} ({seconds:.0f} s)\n  {tail.replace(chr(10), chr(10) + '  ')}", flush=True)
+        tests = ", ".join(f"`{t.split('::')[-1]}`" for t in sabotage.tests)
+        rows.append(f"| {sabotage.guarantee} | {sabotage.what} | {tests} | {verdict} |")
+        if not caught:
+            missed.append(sabotage.name)
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sabotage.md").write_text("\n".join(rows) + "\n")
+    print("\n".join(rows))
+    if missed:
+        print(f"NOT CAUGHT: {', '.join(missed)}", file=sys.stderr)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
