@@ -54,7 +54,9 @@ ARCHITECTURES = [
     Architecture("qwen2", lambda: t.Qwen2Config(**QWEN2)),
     Architecture("qwen3", lambda: t.Qwen3Config(**LLAMA_LIKE, head_dim=8)),
     Architecture("gemma", _gemma(t.GemmaConfig)),
-    Architecture("gemma2", _gemma(t.Gemma2Config, sliding_window=4, attn_logit_softcapping=50.0)),
+    # weights large enough, and a cap small enough, that the softcap changes the logits
+    # (by 1.6 here; with Gemma 2's own cap of 50 on a tiny random model, by 1e-5)
+    Architecture("gemma2", _gemma(t.Gemma2Config, sliding_window=4, attn_logit_softcapping=5.0, initializer_range=0.3)),
     Architecture("gemma3", _gemma(t.Gemma3TextConfig, sliding_window=4)),
     Architecture("phi3", lambda: t.Phi3Config(**LLAMA_LIKE, sliding_window=4, pad_token_id=0)),
     Architecture("opt", lambda: t.OPTConfig(**OPT)),

@@ -161,6 +161,28 @@ def test_the_attention_op_fake_passes_opcheck_with_every_argument(mask: str, ext
     assert set(results.values()) == {"SUCCESS"}, results
 
 
+def test_softcap_and_sinks_are_computed_as_transformers_computes_them() -> None:
+    """Against the formulas of transformers' eager functions (Gemma 2, gpt-oss), with
+    scores large enough that the cap changes them."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 5, 8) * 4, torch.randn(1, 2, 5, 8) * 4, torch.randn(1, 2, 5, 8)
+    mask = _masks()["bool"]
+    k2, v2 = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    scores = (q @ k2.transpose(-1, -2)) * 0.35
+    capped = torch.tanh(scores / 5.0) * 5.0
+    masked = capped.masked_fill(~mask, float("-inf"))
+    expected = torch.softmax(masked, dim=-1) @ v2
+    got = torch.ops.aotcache.attention(q, k, v, mask, 0.35, False, 5.0, None).transpose(1, 2)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    uncapped = torch.ops.aotcache.attention(q, k, v, mask, 0.35, False, 0.0, None).transpose(1, 2)
+    assert (uncapped - expected).abs().max() > 1e-2  # the cap matters here
+    sinks = torch.randn(4)
+    logits = torch.cat([scores.masked_fill(~mask, float("-inf")), sinks.reshape(1, 4, 1, 1).expand(1, 4, 5, 1)], -1)
+    expected = torch.softmax(logits, dim=-1)[..., :-1] @ v2
+    got = torch.ops.aotcache.attention(q, k, v, mask, 0.35, False, 0.0, sinks).transpose(1, 2)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_rows_with_nothing_to_attend_to_are_what_sdpa_gives_them() -> None:
     """Left padding: a query row whose boolean mask is all False gives zeros, as sdpa
     with that boolean mask does (not the mean of every value, which a finfo.min float
