@@ -141,7 +141,10 @@ def standalone_compile(
 ) -> Any:
     from torch._inductor import standalone_compile as compile_fn
 
-    options = {"config_patches": dict(config_patches)} if config_patches else {}
+    # The artifact must carry its Triton kernels (cubins, launch metadata): without the
+    # bundle a load would compile them again, or take them from a shared cache.
+    patches = {**config_patches, "bundle_triton_into_fx_graph_cache": True}
+    options = {"config_patches": patches}
     return compile_fn(graph, example_inputs, dynamic_shapes=dynamic_shapes, options=options)
 
 
@@ -155,6 +158,26 @@ def compiled_graph_info(artifact: Any) -> dict[str, Any]:
         "constants": sorted((getattr(fn, "constants", None) or {}).keys()),
         "device_types": sorted(getattr(fn, "device_types", None) or []),
     }
+
+
+def triton_launch(artifact: Any) -> dict[str, Any] | None:
+    """The Triton kernels a compiled graph bundles, and which of them torch's static
+    launcher cannot take (num_ctas != 1, scratch memory, user kernels): those go through
+    Triton's own launcher at load, which builds a C stub (a C compiler and Python.h).
+    None for a graph without Triton kernels."""
+    bundle = getattr(artifact._compiled_fn, "_triton_bundle", None)
+    if bundle is None:
+        return None
+    names: set[str] = set()
+    for kernel in bundle.kernel_artifacts:
+        for file in kernel.artifacts:
+            stem, extension = os.path.splitext(file.filename)
+            if extension in (".cubin", ".hsaco", ".zebin", ".spv"):
+                names.add(stem)
+    static = {autotuner.kernel_name for autotuner in bundle.static_autotuners}
+    if not names and not static:
+        return None
+    return {"triton_kernels": len(names | static), "dynamic_launch": sorted(names - static)}
 
 
 def extern_kernel(name: str) -> Any:

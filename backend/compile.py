@@ -41,6 +41,7 @@ class CompiledUnit:
     seconds: float
     device_types: list[str]
     saved: bytes | None = None  # the artifact in torch's binary format, for units built in a worker
+    triton_launch: dict[str, Any] | None = None  # its Triton kernels and those the static launcher cannot take
 
     @property
     def format(self) -> str:
@@ -51,7 +52,15 @@ class CompiledUnit:
         which travels saved in torch's binary format."""
         saved = save_artifact(self.artifact, self.unit)
         return CompiledUnit(
-            self.piece_digest, self.unit, None, self.native, self.guards, self.seconds, self.device_types, saved
+            self.piece_digest,
+            self.unit,
+            None,
+            self.native,
+            self.guards,
+            self.seconds,
+            self.device_types,
+            saved,
+            self.triton_launch,
         )
 
     def reference(self) -> Any:
@@ -129,7 +138,9 @@ def compile_unit(
         raise CompileError(f"a compiled piece holds constants {info['constants']}; not supported yet")
     native = _native_export(info, artifact_format)
     seconds = time.perf_counter() - start
-    return CompiledUnit(digest, unit, artifact, native, info["guards_expr"], seconds, info["device_types"])
+    unit_result = CompiledUnit(digest, unit, artifact, native, info["guards_expr"], seconds, info["device_types"])
+    unit_result.triton_launch = compat.triton_launch(artifact)
+    return unit_result
 
 
 def _native_export(info: dict[str, Any], artifact_format: str) -> NativeArtifact | None:

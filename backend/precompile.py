@@ -169,16 +169,20 @@ def precompile(
             return build.result(hit.path, True, hit.manifest)
         path, manifest = _build_and_publish(build)
     counters.entries_saved += 1
+    _warn_refused(build.captured.model_name, manifest)
+    return build.result(path, False, manifest)
+
+
+def _warn_refused(model_name: str, manifest: Manifest) -> None:
     refused = manifest.stats.get("refused_sizes") or []
     if refused:
         log.warning(
             "%s.forward takes another path at sizes %s than at the size it was traced at (it branches on the size): "
             "the entry refuses them at serve time instead of computing them wrong; make forward independent of "
             "the size",
-            build.captured.model_name,
+            model_name,
             refused,
         )
-    return build.result(path, False, manifest)
 
 
 def _trace(

@@ -315,6 +315,7 @@ def store_artifact(
         name = hashlib.sha256(data).hexdigest()
         files[f"artifacts/{name}.bin"] = data
         record = {"format": INDUCTOR, "binary": f"artifacts/{name}.bin", "device_types": result.device_types}
+        record.update(result.triton_launch or {})
         artifacts.setdefault(name, {**record, "guards": result.guards})
         return name
     kernels = {}

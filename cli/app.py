@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -396,8 +397,6 @@ def _run_in_fresh_process(
 ) -> dict[str, Any]:
     """Run aotcache.serve.checkrun in a new interpreter; its progress lines (CUDA graph
     capture) drive the progress bar, its last stdout line is the result."""
-    from aotcache.serve.checkrun import PROGRESS_PREFIX
-
     command = [
         sys.executable,
         "-m",
@@ -412,7 +411,27 @@ def _run_in_fresh_process(
         *(["--trusted-key", str(trusted_key)] if trusted_key else []),
         *(["--strict"] if strict else []),
     ]
+    with tempfile.TemporaryDirectory(prefix="aotcache-verify-") as caches:
+        env = _cold_environment(caches, report.get("load_needs") or [])
+        return _child_result(command, env, progress)
+
+
+def _cold_environment(caches: str, needs: list[str]) -> dict[str, str]:
+    """The fresh process's environment: empty Inductor and Triton caches, and no C++
+    compiler unless loading the entry needs one (see aotcache.serve.checkrun)."""
+    from aotcache.serve.checkrun import NO_COMPILER
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(caches, "inductor")
+    env["TRITON_CACHE_DIR"] = os.path.join(caches, "triton")
+    if "c++ compiler" not in needs and "c compiler" not in needs:
+        env["CXX"] = env["CC"] = NO_COMPILER
+    return env
+
+
+def _child_result(command: list[str], env: dict[str, str], progress: Any) -> dict[str, Any]:
+    from aotcache.serve.checkrun import PROGRESS_PREFIX
+
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     errors = []

@@ -263,6 +263,76 @@ SABOTAGES = [
         ("tests/test_guards.py::test_a_size_where_forward_branches_is_refused_never_wrong",),
     ),
     Sabotage(
+        "shared-inductor-cache",
+        "An inductor-format load runs only the verified bytes, never the shared Inductor cache",
+        "inductor-format artifacts are loaded through the shared Inductor/Triton caches",
+        (
+            (
+                "aotcache/formats/inductor.py",
+                "            with torch_internals.private_compile_caches(caches):",
+                "            if True:",
+            ),
+        ),
+        ("tests/test_formats.py::test_an_inductor_load_never_runs_what_the_shared_cache_holds",),
+    ),
+    Sabotage(
+        "padding-unchecked",
+        "CUDA graphs: padding that changes the real rows is refused",
+        "padded sizes are captured without the padding check",
+        (("aotcache/serve/cudagraph/runner.py", "                self.check_padding(key.num_tokens)\n", ""),),
+        ("tests/test_cudagraph.py::test_padding_that_changes_the_real_rows_is_refused_naming_piece_and_size",),
+    ),
+    Sabotage(
+        "weights-cloned",
+        "CUDA graphs: copy_inputs never clones weights",
+        "copy_inputs clones every input, weights included",
+        (
+            (
+                "aotcache/serve/cudagraph/wrapper.py",
+                "        needs_copy = not kept or (self.copy_inputs and not self.memory.is_weight(tensor))",
+                "        needs_copy = not kept or self.copy_inputs",
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_copy_inputs_never_clones_weights",),
+    ),
+    Sabotage(
+        "graph-outputs-held",
+        "CUDA graphs: graph memory does not grow with the sizes captured",
+        "every graph's outputs are held, for every size",
+        (
+            (
+                "aotcache/serve/cudagraph/wrapper.py",
+                "        if self.keep_output:\n            entry.output = output",
+                "        if True:\n            entry.output = output",
+            ),
+            (
+                "aotcache/serve/cudagraph/wrapper.py",
+                "        leaves = torch.utils._pytree.tree_leaves(entry.output) if self.keep_output else []",
+                "        leaves = torch.utils._pytree.tree_leaves(entry.output)",
+            ),
+            (
+                "aotcache/serve/cudagraph/wrapper.py",
+                "    def _output(self, entry: _Graph) -> Any:\n        if self.keep_output:",
+                "    def _output(self, entry: _Graph) -> Any:\n        if True:",
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_graph_memory_does_not_grow_with_the_sizes_captured",),
+    ),
+    Sabotage(
+        "cpu-model-captured",
+        "CUDA graphs: a CPU model on a GPU host gets no graphs",
+        "the backend is chosen by whether the host has CUDA",
+        (("aotcache/serve/cudagraph/backends.py", '    if device.type != "cuda":', "    if False:"),),
+        ("tests/test_cudagraph.py::test_a_cpu_model_gets_no_graphs_even_on_a_gpu_host",),
+    ),
+    Sabotage(
+        "dynamic-launch-ignored",
+        "load_needs: kernels the static launcher cannot take need a C compiler",
+        "the recorded kernels that Triton's own launcher loads are ignored",
+        (("aotcache/formats/__init__.py", '            if artifact.get("dynamic_launch"):', "            if False:"),),
+        ("tests/test_formats.py::test_kernels_the_static_launcher_cannot_take_make_loading_need_a_c_compiler",),
+    ),
+    Sabotage(
         "no-workers",
         "Parallel builds: workers really compile, and the bytes are the same",
         "--jobs falls back to one process",

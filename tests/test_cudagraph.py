@@ -9,12 +9,21 @@ import logging
 import pytest
 import torch
 from _support import TINY_CONFIG
+from cudagraph_models import MIXING
 
 import aotcache
 from aotcache.config import CompilationConfig
 from aotcache.modes import CUDAGraphMode
 from aotcache.serve import cudagraph
-from aotcache.serve.cudagraph import BatchDescriptor, CudagraphDispatcher, CUDAGraphWrapper, pad_tensor, unpad_tensor
+from aotcache.serve.cudagraph import (
+    BatchDescriptor,
+    CudagraphDispatcher,
+    CUDAGraphWrapper,
+    backends,
+    pad_tensor,
+    unpad_tensor,
+)
+from aotcache.serve.cudagraph.wrapper import GraphMemory, graph_context, storage_of
 from examples import tiny_llama
 
 NONE, PIECEWISE, FULL = CUDAGraphMode.NONE, CUDAGraphMode.PIECEWISE, CUDAGraphMode.FULL
@@ -192,18 +201,19 @@ def test_replaced_parameters_are_refused_not_read_stale(tiny_entry) -> None:
         loaded(*tiny_llama.example_inputs(4))
 
 
-def test_wrapper_passes_through_without_cuda(caplog, monkeypatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(cudagraph, "_warned_no_cuda", False)
-    calls = []
+def test_a_cpu_model_gets_no_graphs_even_on_a_gpu_host(tiny_entry, caplog, monkeypatch) -> None:
+    """The backend follows the model's device, not the host: a CPU model "captured" into
+    a CUDA graph would be an empty graph replaying its capture-time output forever."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(backends, "_warned", set())
+    config = {**TINY_CONFIG, "cudagraph_mode": "FULL", "cudagraph_capture_sizes": [4, 8]}
     with caplog.at_level(logging.WARNING, logger="aotcache.serve.cudagraph"):
-        wrappers = [CUDAGraphWrapper(lambda x: calls.append(x) or x + 1, PIECEWISE) for _ in range(3)]
-        with cudagraph.graph_context(PIECEWISE, BatchDescriptor(4)):
-            assert wrappers[0](torch.ones(2)).tolist() == [2.0, 2.0]
-    assert sum("CUDA graphs are disabled" in r.message for r in caplog.records) == 1
-    assert wrappers[0].captures == 0 and len(calls) == 1
+        loaded = aotcache.load(tiny_llama.build(2), config, cache_dir=tiny_entry.cache_dir, strict=True)
+        aotcache.load(tiny_llama.build(2), config, cache_dir=tiny_entry.cache_dir, strict=True)
+    assert loaded is not None and loaded.graph_runner is None
+    assert sum("the model is on cpu" in r.message for r in caplog.records) == 1
     with pytest.raises(ValueError, match="PIECEWISE or FULL"):
-        CUDAGraphWrapper(lambda: None, NONE)
+        CUDAGraphWrapper(lambda: None, NONE, backend=cudagraph.EmulatedGraphs())
 
 
 def test_load_with_capture_on_cpu_runs_without_graphs(tiny_entry, caplog) -> None:
@@ -250,10 +260,128 @@ def test_capture_and_replay_match_eager_without_recapture(mode: str, tmp_path) -
 @needs_cuda
 @pytest.mark.gpu
 def test_wrapper_copy_inputs_replays_new_values() -> None:
-    wrapper = CUDAGraphWrapper(lambda x: x * 2, FULL, copy_inputs=True)
+    wrapper = CUDAGraphWrapper(
+        lambda x: x * 2, FULL, copy_inputs=True, backend=cudagraph.CUDAGraphs(torch.device("cuda"))
+    )
     key = BatchDescriptor(4)
-    with cudagraph.graph_context(FULL, key):
+    with cudagraph.graph_context(FULL, key, capturing=True):
         first = wrapper(torch.ones(4, device="cuda")).clone()
         second = wrapper(torch.full((4,), 3.0, device="cuda")).clone()
     assert first.tolist() == [2.0] * 4 and second.tolist() == [6.0] * 4
     assert wrapper.captures == 1 and wrapper.replays == 1
+
+
+# -- issue 25: what the review found, on the emulation ---------------------------------------------
+
+
+def test_padding_that_changes_the_real_rows_is_refused_naming_piece_and_size(tmp_path) -> None:
+    """A model that mixes tokens (x - x.mean(0)) outside any masked op: padded to a
+    capture size its real rows change, so the graph is refused at start-up; with every
+    served size a capture size (no padding) it runs, right."""
+    built = aotcache.precompile(MIXING, cache_dir=tmp_path)
+    model = MIXING.build_model()
+    config = {**built.manifest.config, "cudagraph_mode": "FULL", "cudagraph_capture_sizes": [4, 8]}
+    with cudagraph.use_graph_backend(cudagraph.EmulatedGraphs()):
+        with pytest.raises(cudagraph.PaddingError, match=r"batch of 5 tokens to the capture size 8 .* piece submod_0"):
+            aotcache.load(model, config, cache_dir=tmp_path, strict=True)
+        exact = {**config, "cudagraph_capture_sizes": list(range(1, 9))}
+        loaded = aotcache.load(model, exact, cache_dir=tmp_path, strict=True)
+    for size in (3, 5, 8):
+        x = torch.randn(size, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x).clone(), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_copy_inputs_never_clones_weights(tiny_entry) -> None:
+    model, loaded = _emulated(tiny_entry, "PIECEWISE", cudagraph_copy_inputs=True)
+    memory = loaded.graph_runner.memory
+    assert memory.copy_targets and not any(storage_of(b) in memory.weights for b in memory.copy_targets.values())
+    weight_bytes = sum(p.untyped_storage().nbytes() for p in model.parameters())
+    assert loaded.graph_runner.held_bytes() < weight_bytes
+    for call, (size, decode) in enumerate(CALLS[:6]):
+        ids = torch.randint(0, tiny_llama.VOCAB, (size,), generator=torch.Generator().manual_seed(call))
+        with torch.no_grad():
+            torch.testing.assert_close(
+                loaded.run_batch(ids, uniform_decode=decode).clone(), model(ids), atol=1e-4, rtol=1e-4
+            )
+
+
+def test_graph_memory_does_not_grow_with_the_sizes_captured(tiny_entry) -> None:
+    """Every piece but the last keeps nothing per size: its outputs are the pool's, and
+    its copy targets are one buffer for every size."""
+    _, one = _emulated(tiny_entry, "PIECEWISE", cudagraph_capture_sizes=[16])
+    _, four = _emulated(tiny_entry, "PIECEWISE", cudagraph_capture_sizes=[10, 12, 14, 16])  # one compile unit
+
+    def held(loaded: object) -> dict[str, int]:
+        pieces = vars(loaded.graph_runner.piecewise[loaded.unit_index(16)]).values()
+        return {w.name: w.held_bytes() for w in pieces if isinstance(w, CUDAGraphWrapper) and not w.keep_output}
+
+    assert held(one) == held(four) and sum(held(one).values()) > 0
+
+
+def test_graphs_are_captured_at_start_up_in_one_session_and_never_later(tiny_entry) -> None:
+    model, loaded = _emulated(tiny_entry, "FULL")
+    runner = loaded.graph_runner
+    assert runner.backend.sessions == 1
+    wrapper = runner.full[loaded.unit_index(8)]
+    wrapper.graphs.pop(BatchDescriptor(8))  # as if that key had not been captured
+    ids = tiny_llama.example_inputs(8)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).clone(), model(ids), atol=1e-4, rtol=1e-4)
+    assert wrapper.uncaptured == 1 and BatchDescriptor(8) not in wrapper.graphs  # ran without a graph
+
+
+def test_captured_in_inference_mode_replays_outside_it(tiny_entry) -> None:
+    model = tiny_llama.build(2)
+    config = {**TINY_CONFIG, "cudagraph_mode": "FULL", "cudagraph_capture_sizes": [4, 8]}
+    with torch.inference_mode(), cudagraph.use_graph_backend(cudagraph.EmulatedGraphs()):
+        loaded = aotcache.load(model, config, cache_dir=tiny_entry.cache_dir, strict=True)
+    ids = tiny_llama.example_inputs(6)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).clone(), model(ids), atol=1e-4, rtol=1e-4)
+
+
+def _wrapper(fn: object, backend: object = None) -> tuple[CUDAGraphWrapper, GraphMemory]:
+    memory = GraphMemory()
+    wrapper = CUDAGraphWrapper(fn, FULL, backend=backend or cudagraph.EmulatedGraphs(), memory=memory)
+    return wrapper, memory
+
+
+def test_replay_copies_an_input_whose_strides_changed_and_refuses_a_changed_python_value() -> None:
+    wrapper, memory = _wrapper(lambda x, scale: x * scale)
+    x = torch.arange(16.0).reshape(4, 4)
+    memory.kept.add(storage_of(x))  # a static buffer: read in place
+    with wrapper.backend.device_scope(), graph_context(FULL, BatchDescriptor(4), capturing=True):
+        wrapper(x, 2.0)
+    with wrapper.backend.device_scope(), graph_context(FULL, BatchDescriptor(4)):
+        transposed = x.t()  # the same data pointer, other strides
+        expected = transposed * 2.0
+        assert torch.equal(wrapper(transposed, 2.0), expected) and wrapper.input_copies == 1
+        with pytest.raises(RuntimeError, match="replays the Python values it was captured with"):
+            wrapper(x, 3.0)
+
+
+def test_the_emulation_refuses_an_empty_graph_and_a_replay_on_another_device() -> None:
+    backend = cudagraph.EmulatedGraphs("cuda:1")
+    with backend.device_scope(), pytest.raises(RuntimeError, match="empty"):
+        backend.capture(lambda n: n * 2, (3,), backend.pool())
+    with pytest.raises(RuntimeError, match="capture outside cuda:1"):
+        backend.capture(lambda x: x * 2, (torch.ones(2),), backend.pool())
+    with backend.device_scope():
+        graph, _ = backend.capture(lambda x: x * 2, (torch.ones(2),), backend.pool())
+    with pytest.raises(RuntimeError, match="replayed on None"):
+        backend.replay(graph)
+    other = cudagraph.EmulatedGraphs("cuda:0")
+    with other.device_scope(), pytest.raises(RuntimeError, match="captured on cuda:1 replayed on cuda:0"):
+        backend.replay(graph)
+
+
+def test_a_runner_on_a_second_device_captures_and_replays_inside_it(tiny_entry) -> None:
+    model = tiny_llama.build(2)
+    config = {**TINY_CONFIG, "cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [2, 4, 8]}
+    with cudagraph.use_graph_backend(cudagraph.EmulatedGraphs("cuda:1")):
+        loaded = aotcache.load(model, config, cache_dir=tiny_entry.cache_dir, strict=True)
+    for size in (1, 3, 8):
+        ids = tiny_llama.example_inputs(size)[0]
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(ids).clone(), model(ids), atol=1e-4, rtol=1e-4)

@@ -5,7 +5,10 @@ GPU is present."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import shutil
 
 import pytest
 from _support import LOAD_AND_COMPARE, TINY_CONFIG, last_json, run_cli, run_python
@@ -24,6 +27,8 @@ def test_the_inductor_entry_holds_only_inductor_artifacts(inductor_entry) -> Non
     manifest = json.loads((inductor_entry.path / "manifest.json").read_bytes())
     assert {a["format"] for a in manifest["artifacts"].values()} == {"inductor"} and not manifest["recorded"]["kernels"]
     assert all(rel.endswith(".bin") for rel in manifest["files"] if rel.startswith("artifacts/"))
+    # No Triton kernels on the CPU: nothing recorded about launching them.
+    assert not any("triton_kernels" in a or "dynamic_launch" in a for a in manifest["artifacts"].values())
 
 
 def test_artifact_format_is_validated_and_a_key_factor() -> None:
@@ -78,3 +83,73 @@ def test_verify_strict_fails_where_the_host_lacks_what_loading_needs(inductor_en
 
 def test_native_and_inductor_entries_live_side_by_side(inductor_entry, tiny_entry) -> None:
     assert inductor_entry.entry_id.split("-")[0] != tiny_entry.entry_id.split("-")[0]
+
+
+TAMPERED_LOAD = """
+import json, os, torch, aotcache
+from examples import tiny_llama
+model = tiny_llama.build(2)
+loaded = aotcache.load(model, {config!r}, cache_dir={cache!r}, strict=True)
+worst = 0.0
+for size in (1, 3, 8, 20):
+    ids = tiny_llama.example_inputs(size)[0]
+    with torch.no_grad():
+        worst = max(worst, float((loaded(ids) - model(ids)).abs().max()))
+print(json.dumps({{"worst": worst, "shared": os.environ["TORCHINDUCTOR_CACHE_DIR"]}}))
+"""
+
+
+def test_an_inductor_load_never_runs_what_the_shared_cache_holds(inductor_entry, tmp_path) -> None:
+    """The shared Inductor cache (/tmp/torchinductor_$USER by default) holds the kernels
+    the build compiled; any process of the user can plant others there. A load unpacks
+    and compiles in a private cache dir of its own instead: with every kernel of the
+    shared cache replaced by garbage, the entry still loads right."""
+    shared = tmp_path / "shared-inductor-cache"
+    shutil.copytree(os.environ["TORCHINDUCTOR_CACHE_DIR"], shared)
+    planted = [p for p in shared.rglob("*.so")] + [p for p in shared.rglob("*.py")]
+    assert planted
+    for path in planted:
+        path.write_bytes(b"\\x7fELF planted, not a kernel")
+    code = TAMPERED_LOAD.format(config=INDUCTOR_CONFIG, cache=str(inductor_entry.cache_dir))
+    done = run_python(code, env={"TORCHINDUCTOR_CACHE_DIR": str(shared)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert last_json(done.stdout)["worst"] <= 1e-4
+    assert all(path.read_bytes() == b"\\x7fELF planted, not a kernel" for path in planted)  # never touched
+
+
+def test_a_cuda_artifact_on_a_host_without_triton_is_an_environment_problem(monkeypatch) -> None:
+    from aotcache.errors import IncompatibleEnvironment
+    from aotcache.formats import inductor
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else object())
+    record = {"format": "inductor", "binary": "artifacts/x.bin", "device_types": ["cuda"]}
+    with pytest.raises(IncompatibleEnvironment, match="needs triton, which this host lacks"):
+        inductor.load_artifact({"artifacts/x.bin": b"not even read"}, record, "x")
+
+
+def test_kernels_the_static_launcher_cannot_take_make_loading_need_a_c_compiler(monkeypatch) -> None:
+    """Triton's own launcher builds a C stub at load: an artifact that records such
+    kernels says so in load_needs, and a host without a C compiler is told before any
+    byte is loaded. (Which kernels those are is read from torch's Triton bundle at
+    precompile, on GPUs only: the GPU suite checks a real entry's record.)"""
+    from aotcache.errors import IncompatibleEnvironment
+    from aotcache.formats import inductor, load_needs
+
+    static = {"format": "inductor", "binary": "artifacts/x.bin", "device_types": ["cuda"], "triton_kernels": 3}
+    dynamic = {**static, "dynamic_launch": ["triton_red_fused_sum_0"]}
+    assert load_needs({"x": static}) == ["inductor", "triton"]
+    assert load_needs({"x": static, "y": dynamic}) == ["c compiler", "inductor", "triton"]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CC", raising=False)
+    with pytest.raises(IncompatibleEnvironment, match="needs c compiler"):
+        inductor.load_artifact({"artifacts/x.bin": b"not even read"}, dynamic, "x")
+
+
+def test_verify_run_loads_cold_with_no_compiler_for_a_native_entry(tiny_entry) -> None:
+    done = run_cli("verify", "examples/tiny_llama.py:spec", "--run", "-O", json.dumps(TINY_CONFIG),
+                   "--cache-dir", str(tiny_entry.cache_dir), "--json")  # fmt: skip
+    run = json.loads(done.stdout)["run"]
+    assert done.returncode == 0 and run["ok"], done.stdout[-2000:] + done.stderr[-2000:]
+    assert run["cold"]["compiler"] == "hidden" and run["cold"]["inductor_imported"] is False
+    assert run["cold"]["compiled"] is False and "aotcache-verify-" in run["cold"]["caches"]

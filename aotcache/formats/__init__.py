@@ -57,6 +57,8 @@ def load_needs(artifacts: dict[str, dict[str, Any]]) -> list[str]:
                 needs.add("c++ compiler")
             if "cuda" in devices:
                 needs.add("triton")
+            if artifact.get("dynamic_launch"):
+                needs.add("c compiler")  # Triton's launcher stub, built at load for those kernels
     return sorted(needs)
 
 
@@ -70,5 +72,16 @@ def missing_needs(needs: list[str]) -> list[str]:
         "inductor": importlib.util.find_spec("torch._inductor") is not None,
         "c++ compiler": any(shutil.which(c) for c in filter(None, (os.environ.get("CXX"), "g++", "c++", "clang++"))),
         "triton": importlib.util.find_spec("triton") is not None,
+        "c compiler": _c_compiler_and_headers(),
     }
     return [need for need in needs if not have.get(need, False)]
+
+
+def _c_compiler_and_headers() -> bool:
+    """What Triton's launcher stub needs: a C compiler and Python.h."""
+    import os
+    import shutil
+    import sysconfig
+
+    compiler = any(shutil.which(c) for c in filter(None, (os.environ.get("CC"), "cc", "gcc", "clang")))
+    return compiler and os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))

@@ -3,14 +3,18 @@ saved in its binary format (what vLLM's piecewise backend stores). It works for 
 device Inductor supports and bundles the Triton kernels' compiled binaries on GPUs.
 
 Loading imports Inductor (only when an entry holds such an artifact), and on CPU it
-compiles the kernels' C++ again unless Inductor's own cache has them, so it needs a C++
-compiler. The artifact is loaded from the bytes the loader verified: they are written
-to a private temporary file, never read back from the cache dir.
+compiles the kernels' C++ again, so it needs a C++ compiler. The artifact is loaded from
+the bytes the loader verified, written to a private temporary file; and Inductor and
+Triton read and write only a private cache dir of this process (0700, removed at exit)
+while it loads, so the kernels that run are the ones unpacked from those bytes, never
+ones another process left in the shared /tmp/torchinductor_$USER.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -28,6 +32,7 @@ def load_artifact(blobs: dict[str, bytes], artifact: dict[str, Any], label: str)
             f"artifact {label} is in the inductor format, which torch cannot load under `python -O`",
             hint="run without -O, or precompile with artifact_format native",
         )
+    _check_needs(artifact, label)
     data = blobs[artifact["binary"]]
     compiled = _load_from_bytes(data, label)
 
@@ -37,13 +42,47 @@ def load_artifact(blobs: dict[str, bytes], artifact: dict[str, Any], label: str)
     return call
 
 
+def _check_needs(artifact: dict[str, Any], label: str) -> None:
+    """What this host lacks to load the artifact, before anything is unpacked: an
+    environment problem (IncompatibleEnvironment), never a corrupt entry."""
+    from . import load_needs, missing_needs
+
+    lacking = missing_needs(load_needs({label: artifact}))
+    if lacking:
+        raise IncompatibleEnvironment(
+            f"artifact {label} is in the inductor format, whose loading needs {', '.join(lacking)}, which this host "
+            "lacks",
+            hint="install it on the serving host, or precompile with artifact_format native (CPU)",
+        )
+
+
+_private: str | None = None
+
+
+def _private_folder() -> str:
+    """This process's private Inductor/Triton cache dir (0700, removed at exit)."""
+    global _private
+    if _private is None:
+        try:
+            _private = tempfile.mkdtemp(prefix="aotcache-inductor-caches-")
+        except OSError as exc:
+            raise IncompatibleEnvironment(
+                f"no writable temporary directory to unpack an inductor-format entry in ({exc})",
+                hint="set TMPDIR to a writable directory",
+            ) from None
+        atexit.register(shutil.rmtree, _private, True)
+    return _private
+
+
 def _load_from_bytes(data: bytes, label: str) -> Any:
-    with tempfile.TemporaryDirectory(prefix="aotcache-inductor-") as folder:
+    caches = _private_folder()
+    with tempfile.TemporaryDirectory(prefix="aotcache-inductor-", dir=caches) as folder:
         path = os.path.join(folder, "artifact.bin")
         with open(path, "wb") as f:
             f.write(data)
         try:
-            return torch_internals.load_compiled_artifact(path)
+            with torch_internals.private_compile_caches(caches):
+                return torch_internals.load_compiled_artifact(path)
         except Exception as exc:
             raise _as_miss(exc, label) from exc
 
@@ -53,6 +92,16 @@ def _as_miss(exc: Exception, label: str) -> Exception:
     environment; anything else means the bytes are not a loadable artifact."""
     name = type(exc).__name__
     text = (str(exc).strip().splitlines() or [""])[0][:200]
+    if isinstance(exc, ImportError):
+        return IncompatibleEnvironment(
+            f"artifact {label} needs a module this host lacks ({name}: {text})",
+            hint="install it on the serving host (e.g. triton for CUDA entries)",
+        )
+    if isinstance(exc, OSError) and "temporary" not in text:
+        return IncompatibleEnvironment(
+            f"artifact {label} could not be unpacked on this host ({name}: {text})",
+            hint="check TMPDIR and its free space",
+        )
     if name == "InvalidCxxCompiler" or "compiler" in text.lower():
         return IncompatibleEnvironment(
             f"artifact {label} needs a C++ compiler to load on this host ({name}: {text})",

@@ -30,3 +30,61 @@ def load_compiled_artifact(path: str) -> Any:
     from torch._inductor.standalone_compile import CompiledArtifact
 
     return CompiledArtifact.load(path=path, format="binary")
+
+
+# -- graph memory that is not owned ---------------------------------------------------------
+# CUDA graphs' outputs live in the graph pool, which keeps the memory while its graphs
+# exist; holding them as ordinary tensors would keep every size's outputs allocated at
+# once. A non-owning tensor over the same memory lets the pool reuse it across sizes
+# (what torch's cudagraph trees and vLLM's weak_ref_tensors do).
+
+
+def non_owning_spec(tensor: torch.Tensor) -> tuple[Any, ...]:
+    """What is needed to see `tensor`'s memory again without owning it."""
+    storage = tensor.untyped_storage()
+    return (
+        storage.data_ptr(),
+        storage.nbytes(),
+        tensor.device,
+        tensor.dtype,
+        tensor.storage_offset(),
+        tuple(tensor.shape),
+        tuple(tensor.stride()),
+    )
+
+
+def non_owning_tensor(spec: tuple[Any, ...]) -> torch.Tensor:
+    """A tensor over memory someone else owns (torch._C._construct_storage_from_data_pointer)."""
+    pointer, nbytes, device, dtype, offset, shape, stride = spec
+    storage = torch._C._construct_storage_from_data_pointer(pointer, device, nbytes)
+    return torch.empty(0, dtype=dtype, device=device).set_(storage, offset, shape, stride)
+
+
+# -- private compile caches for inductor-format loads ---------------------------------------
+
+
+def private_compile_caches(folder: str) -> Any:
+    """A context in which Inductor and Triton read and write only `folder` (and Inductor's
+    in-memory caches start empty): an inductor-format artifact unpacks its kernels there,
+    so the verified bytes are what runs, never a kernel another process left in the
+    shared /tmp/torchinductor_$USER (the Triton bundler skips a kernel whose directory
+    exists). torch's own temporary_cache_dir, plus TRITON_CACHE_DIR."""
+    import contextlib
+    import os
+
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+
+    @contextlib.contextmanager
+    def scope() -> Any:
+        triton = os.environ.get("TRITON_CACHE_DIR")
+        os.environ["TRITON_CACHE_DIR"] = os.path.join(folder, "triton")
+        try:
+            with temporary_cache_dir(os.path.join(folder, "inductor")):
+                yield
+        finally:
+            if triton is None:
+                os.environ.pop("TRITON_CACHE_DIR", None)
+            else:
+                os.environ["TRITON_CACHE_DIR"] = triton
+
+    return scope()

@@ -69,8 +69,10 @@ CPU_FLAGS_OVERRIDE_ENV = "AOTCACHE_CPU_FLAGS"
 ENV_FACTOR_PREFIXES = ("aotcache.", "torch.", "python.", "platform.", "cpu.", "device.", "cuda.", "hip.", "triton.")
 
 
-def lookup_env_factors(device_type: str = "cpu") -> list[Factor]:
-    """The environment part of the lookup key."""
+def lookup_env_factors(device_type: str = "cpu", device_index: int | None = None) -> list[Factor]:
+    """The environment part of the lookup key. For a CUDA model, the device it is on:
+    Inductor's CUDA code names the device index it was compiled for, so an entry is for
+    one index (vLLM keeps one cache per rank)."""
     factors = [
         Factor("torch.version", torch.__version__),
         Factor("torch.git_version", getattr(torch.version, "git_version", None)),
@@ -85,28 +87,37 @@ def lookup_env_factors(device_type: str = "cpu") -> list[Factor]:
         Factor("device.type", device_type),
     ]
     if device_type == "cuda":
-        factors += cuda_factors()
+        factors += cuda_factors(device_index)
     return factors
 
 
-def cuda_factors() -> list[Factor]:
-    index = torch.cuda.current_device()
+def cuda_factors(index: int | None = None) -> list[Factor]:
+    """The CUDA facts of the device a model is on (`index`; the current one if None)."""
+    index = torch.cuda.current_device() if index is None else index
     return [
         Factor("cuda.version", torch.version.cuda),
         Factor("hip.version", getattr(torch.version, "hip", None)),
+        Factor("cuda.device_index", index),
         Factor("cuda.device_name", torch.cuda.get_device_name(index)),
         Factor("cuda.capability", list(torch.cuda.get_device_capability(index))),
-        Factor("triton.version", _package_version("triton")),
+        Factor("triton.version", triton_version()),
     ]
 
 
-def _package_version(name: str) -> str | None:
+# Triton's distribution is named `triton` on PyPI, `pytorch-triton` in PyTorch's own
+# nightly and CUDA indexes, `pytorch-triton-rocm` / `triton-rocm` for ROCm.
+TRITON_DISTRIBUTIONS = ("triton", "pytorch-triton", "pytorch-triton-rocm", "triton-rocm")
+
+
+def triton_version() -> str | None:
     from importlib import metadata
 
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+    for name in TRITON_DISTRIBUTIONS:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def thread_count() -> int:

@@ -9,7 +9,7 @@ from aotcache.config import CompilationConfig
 
 from .env import lookup_env_factors
 from .factors import Factor
-from .identity import model_device_type, model_factors
+from .identity import model_device, model_device_type, model_factors
 
 FORMAT_VERSION = 2  # 2: artifacts name their format; wings moved the runtime module
 
@@ -27,5 +27,5 @@ def lookup_factors(config: CompilationConfig, model: torch.nn.Module) -> list[Fa
         *tool_factors(),
         *config_factors(config),
         *model_factors(model),
-        *lookup_env_factors(model_device_type(model)),
+        *lookup_env_factors(model_device_type(model), model_device(model).index),
     ]

@@ -44,6 +44,10 @@ class GraphBinder:
                 template.append(tensor)
         self._template = template
 
+    def bound_tensors(self) -> list[torch.Tensor]:
+        """The model tensors bound as graph inputs (weights, buffers)."""
+        return [t for t in self._template if isinstance(t, torch.Tensor)]
+
     def bound_addresses(self) -> tuple[int, ...]:
         """Where the bound model tensors live now (CUDA graphs read them at these addresses)."""
         return tuple(t.data_ptr() for t in self._template if isinstance(t, torch.Tensor))

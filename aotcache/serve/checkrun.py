@@ -44,13 +44,55 @@ def report_progress(done: int, total: int, label: str) -> None:
     print(f"{PROGRESS_PREFIX} {done} {total} {label}", file=sys.stderr, flush=True)
 
 
-def check_entry(cache_dir: str | None, entry: str, trusted_key: str | None, strict: bool) -> None:
+def check_entry(cache_dir: str | None, entry: str, trusted_key: str | None, strict: bool) -> dict[str, Any]:
     """Every check of the entry again, in this process, before any code is imported."""
     root = CacheRoot(resolve_cache_dir(cache_dir))
     report = report_for(root.entry_dir(entry), verify_signature=signature_checker(trusted_key), strict=strict)
     if not report["ok"]:
         failed = [c["check"] for c in report["checks"] if not c["ok"]] + report["warnings"] * strict
         raise AotCacheError(f"entry {entry} did not pass its checks ({', '.join(failed)}); nothing was run")
+    return report
+
+
+# The cold load `verify --run` proves: `aotcache verify` starts this process with empty
+# Inductor and Triton caches, and with the C++ compiler hidden (CXX pointing nowhere)
+# unless loading the entry needs one; here Triton's compiler is made to raise, so a
+# kernel that would be compiled at load instead of launched from the entry shows.
+NO_COMPILER = "/nonexistent/aotcache-no-compiler"
+
+
+def forbid_compiles(needs: list[str]) -> list[str]:
+    """Make Triton's compiler refuse (where loading would use Triton); the list records
+    each attempt."""
+    attempts: list[str] = []
+    if "triton" not in needs or "c compiler" in needs:
+        return attempts  # no Triton, or kernels the entry says Triton's own launcher loads
+    try:
+        import triton
+        import triton.compiler.compiler as triton_compiler
+    except ImportError:
+        return attempts
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(str(getattr(args[0], "fn", args[0]) if args else "a kernel")[:200])
+        raise RuntimeError("verify --run: a Triton kernel was compiled at load (it should come from the entry)")
+
+    triton.compile = triton_compiler.compile = refuse
+    return attempts
+
+
+def cold_facts(needs: list[str], attempts: list[str]) -> dict[str, Any]:
+    compiler_hidden = os.environ.get("CXX") == NO_COMPILER
+    # The inductor format on CPU compiles its kernels again, by design; on CUDA, kernels the
+    # static launcher cannot take get Triton's launcher stub built.
+    expected = "c++ compiler" in needs or "c compiler" in needs
+    return {
+        "caches": os.environ.get("TORCHINDUCTOR_CACHE_DIR", ""),
+        "compiler": "hidden" if compiler_hidden else ("present: loading needs it" if expected else "present"),
+        "inductor_imported": "torch._inductor" in sys.modules,
+        "compiled": bool(attempts) or expected,
+        "compile_attempts": attempts,
+    }
 
 
 def run(
@@ -61,8 +103,8 @@ def run(
     trusted_key: str | None = None,
     strict: bool = False,
 ) -> dict[str, Any]:
-    if entry:
-        check_entry(cache_dir, entry, trusted_key, strict)
+    needs = check_entry(cache_dir, entry, trusted_key, strict)["load_needs"] if entry else []
+    attempts = forbid_compiles(needs)
     spec = as_spec(import_target(target), origin=target)
     model = spec.build_model().eval()
     resolved = from_dict(config)
@@ -88,6 +130,7 @@ def run(
         "tolerance": TOLERANCE,
         "signature_checked": trusted_key is not None,
         "strict": strict,
+        "cold": cold_facts(needs, attempts),
         **compare_with_eager(model, spec.example_inputs, loaded),
     }
 

@@ -123,18 +123,19 @@ class LoadedModel:
         return unflatten(outputs, self._output_spec)
 
     def enable_cudagraphs(self, config: CompilationConfig, *, copy_outputs: bool = False) -> bool:
-        """Dispatch calls to graphs as `config`'s cudagraph_* fields say (graphs are
-        captured on first use of each size, or all at once by capture_cudagraphs).
-        Returns whether graphs are in use: not with cudagraph_mode NONE, nor without CUDA
-        (said once in the log)."""
+        """Dispatch calls to graphs as `config`'s cudagraph_* fields say, once they are
+        captured (capture_cudagraphs). Returns whether graphs are in use: not with
+        cudagraph_mode NONE, nor for a model that is not on a CUDA device (said once)."""
         from .cudagraph import GraphRunner
 
         self._graphs = GraphRunner.create(self, config, copy_outputs=copy_outputs)
         return self._graphs is not None
 
     def capture_cudagraphs(self, progress: Any = None) -> int:
-        """Capture every configured CUDA graph now (instead of on first use); returns how
-        many were captured. A no-op without CUDA or with cudagraph_mode NONE."""
+        """Capture every configured CUDA graph now, largest first, in one session (the
+        loader does it when the entry is loaded: graphs are never captured later).
+        Returns how many; 0 without graphs. PaddingError where padding a batch to a
+        capture size would change its real rows."""
         if self._graphs is None:
             return 0
         return self._graphs.capture_all(progress)
@@ -270,7 +271,7 @@ def load(
     cache_dir: str | os.PathLike[str] | None = None,
     strict: bool | None = None,
     trusted_key: str | os.PathLike[str] | None = None,
-    capture_cudagraphs: bool = False,
+    capture_cudagraphs: bool = True,
     cudagraph_copy_outputs: bool = False,
     progress: Any = None,
     remote: str | None = None,
@@ -288,11 +289,11 @@ def load(
 
     CUDA graphs follow the cudagraph_* fields of the config given here (not the ones the
     entry was built with: they do not change the artifacts): with a cudagraph_mode other
-    than NONE, calls are dispatched to graphs captured on first use of each size;
-    capture_cudagraphs=True captures every configured size right away (`progress(done,
-    total, label)` is told of each). Graph outputs alias static buffers until the next
-    call unless cudagraph_copy_outputs=True. Without CUDA it logs once and runs without
-    graphs.
+    than NONE and a model on a CUDA device, every configured size is captured here, at
+    start-up (`progress(done, total, label)` is told of each), and never later;
+    capture_cudagraphs=False runs without graphs. Graph outputs alias graph memory until
+    the next call unless cudagraph_copy_outputs=True. A model that is not on CUDA runs
+    without graphs (logged once).
     """
     config = as_config(config)
     strict = strict_from_env(strict)
@@ -317,7 +318,7 @@ def load(
         log.warning("aotcache miss (%s): %s", miss.reason, miss.one_line())
         return None
     _loaded(root, loaded, opened.warnings)
-    if loaded.enable_cudagraphs(config, copy_outputs=cudagraph_copy_outputs) and capture_cudagraphs:
+    if capture_cudagraphs and loaded.enable_cudagraphs(config, copy_outputs=cudagraph_copy_outputs):
         loaded.capture_cudagraphs(progress)
     log.info("aotcache: loaded entry %s from %s", loaded.entry_id, root.path)
     return loaded

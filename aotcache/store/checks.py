@@ -157,7 +157,10 @@ def environment_problems(manifest: Manifest) -> list[Difference]:
     device_type = str(manifest.recorded.get("device_type", "cpu"))
     if device_type == "cuda" and not torch.cuda.is_available():
         return [Difference("device.type", "cuda", "no CUDA device on this host")]
-    host: list[Factor] = tool_factors() + lookup_env_factors(device_type)
+    index = next((f.value for f in recorded if f.name == "cuda.device_index"), None)
+    if isinstance(index, int) and index >= torch.cuda.device_count():
+        return [Difference("cuda.device_index", index, f"this host has {torch.cuda.device_count()} CUDA devices")]
+    host: list[Factor] = tool_factors() + lookup_env_factors(device_type, index if isinstance(index, int) else None)
     names = {f.name for f in recorded}
     return explain(recorded, [f for f in host if f.name in names])
 

@@ -85,6 +85,7 @@ class EntryReport:
                     sources=self.manifest.sources,
                     units=self.manifest.units,
                     pieces=self.manifest.pieces,
+                    artifacts=self.manifest.artifacts,
                     artifact_files=[
                         {"path": rel, "bytes": rec.bytes, "sha256": rec.sha256}
                         for rel, rec in sorted(self.manifest.files.items())

@@ -139,7 +139,9 @@ GUARDS = {"guards": optional(TEXT)}  # Inductor's shape guards, read when an art
 NATIVE_ARTIFACT = record({"format": one_of(NATIVE), "wrapper": safe_path, "kernels": mapping(safe_path, HEX64)}, GUARDS)
 INDUCTOR_ARTIFACT = record(
     {"format": one_of(INDUCTOR), "binary": safe_path, "device_types": items(one_of("cpu", "cuda", "xpu", "mps"))},
-    GUARDS,
+    # Its Triton kernels, and those torch's static launcher cannot take (Triton's own
+    # launcher then builds a C stub at load: see formats.load_needs).
+    {**GUARDS, "triton_kernels": integer(0, 1 << 20), "dynamic_launch": items(TEXT)},
 )
 
 

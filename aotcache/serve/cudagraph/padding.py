@@ -1,0 +1,90 @@
+"""Padding a batch to a capture size, and the check that it is safe.
+
+Graphs replay at fixed sizes, so a batch is padded with zero tokens up to the capture
+size that holds it. That is right only for a model whose tokens do not mix outside a
+masked splitting op (vLLM's models are built so): non-causal attention without a mask,
+pooling, `x - x.mean(0)` see the padding, and the real rows change. So before a graph is
+captured for a padded size, the pieces run eagerly on the smallest batch that pads to it,
+padded and not; the first piece whose real rows differ is named, and the size refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from aotcache.errors import DispatchError
+
+
+class PaddingError(DispatchError):
+    """Padding a batch to a capture size changes its real rows: the model mixes tokens."""
+
+
+def pad_tensor(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """Grow `dim` to `size` with zeros (graphs replay on the padded size)."""
+    missing = size - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
+
+
+def unpad_tensor(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    return tensor.narrow(dim, 0, size) if tensor.shape[dim] > size else tensor
+
+
+def _real_rows(padded: torch.Tensor, real: torch.Tensor, size: int, padded_size: int) -> torch.Tensor | None:
+    """`padded` cut to `real`'s shape along the dims that grew with the padding."""
+    if padded.ndim != real.ndim:
+        return None
+    for dim, (p, r) in enumerate(zip(padded.shape, real.shape, strict=True)):
+        if p != r:
+            if (p, r) != (padded_size, size):
+                return None
+            padded = padded.narrow(dim, 0, size)
+    return padded
+
+
+def recording(pieces: Any, names: list[str], seen: dict[str, Any]) -> Any:
+    """`pieces` (a unit's namespace of runnables) with each named piece's outputs kept."""
+
+    def record(name: str, run: Callable[..., Any]) -> Callable[..., Any]:
+        def recorded(*args: Any) -> Any:
+            output = run(*args)
+            seen[name] = torch.utils._pytree.tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, output)
+            return output
+
+        return recorded
+
+    members = {name: record(name, fn) if name in names else fn for name, fn in vars(pieces).items()}
+    return type(pieces)(**members)
+
+
+def first_difference(
+    unpadded: dict[str, Any], padded: dict[str, Any], order: list[str], size: int, padded_size: int
+) -> str | None:
+    """The first piece (in `order`) whose real rows differ between the two runs."""
+    for name in order:
+        if name not in unpadded or name not in padded:
+            continue
+        ours = torch.utils._pytree.tree_leaves(unpadded[name])
+        theirs = torch.utils._pytree.tree_leaves(padded[name])
+        for real, grown in zip(ours, theirs, strict=False):
+            if not isinstance(real, torch.Tensor):
+                continue
+            cut = _real_rows(grown, real, size, padded_size)
+            if cut is None or not torch.allclose(cut.float(), real.float(), rtol=1e-3, atol=1e-4):
+                return name
+    return None
+
+
+def refuse(piece: str, size: int, padded_size: int) -> PaddingError:
+    return PaddingError(
+        f"padding a batch of {size} tokens to the capture size {padded_size} changes the real rows of piece "
+        f"{piece}: the model mixes tokens outside a masked splitting op, so a padded CUDA graph would compute "
+        "wrong numbers",
+        hint="capture only the sizes you serve (cudagraph_capture_sizes, no padding then), or cudagraph_mode NONE",
+    )
