@@ -168,7 +168,7 @@ def _raise_if_forward_fails(model: torch.nn.Module, arguments: dict[str, Any]) -
     is the story (bad input), not Dynamo's wrapper around it."""
     try:
         with torch.no_grad():
-            model(**arguments)
+            model.forward(**arguments)  # what was traced; a decorated __call__ would compile
     except AotCacheError:
         raise  # already says what is wrong (e.g. an attention argument aotcache would drop)
     except Exception as exc:

@@ -243,7 +243,7 @@ class UnitCompiler:
         values = self.binder.values(arguments, size)
         with torch.no_grad():
             traced = torch.utils._pytree.tree_leaves(fx.Interpreter(self.split.stitch).run(*values))
-            expected = torch.utils._pytree.tree_leaves(self.binder.model(**arguments))
+            expected = torch.utils._pytree.tree_leaves(self.binder.model.forward(**arguments))
         if len(traced) != len(expected):
             return False
         return all(

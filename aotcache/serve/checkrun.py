@@ -142,7 +142,7 @@ def compare_with_eager(model: torch.nn.Module, example_inputs: Any, loaded: Any)
     for size in check_sizes([u["range"] for u in loaded.manifest.units if "refused" not in u]):
         arguments = example_arguments(model, example_inputs, size, loaded.spec)
         with torch.no_grad():
-            expected = model(**arguments)
+            expected = model.forward(**arguments)  # eager: a decorated __call__ would load
         got = loaded(**arguments)
         expected_leaves = torch.utils._pytree.tree_leaves(expected)
         got_leaves = torch.utils._pytree.tree_leaves(got)
