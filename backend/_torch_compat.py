@@ -13,11 +13,14 @@ has (does the setting exist, what does the function accept), never its version n
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -280,6 +283,69 @@ def isa_probes_skipped() -> Any:
     from torch._inductor import config
 
     return config.patch({"cpp.vec_isa_ok": True})
+
+
+# Where build paths are mapped to in a kernel's bytes (the __FILE__ of the kernel source
+# and of torch's headers in assert messages, and the debug sections): the same kernel
+# whatever the Inductor cache dir, TMPDIR, HOME, venv or Python install it was built in.
+BUILD_PATH_PREFIXES = (
+    ("inductor cache", "/aotcache/inductor"),
+    ("torch", "/aotcache/torch"),
+    ("python", "/aotcache/python"),
+    ("venv", "/aotcache/venv"),
+)
+
+
+def build_path_map() -> list[tuple[str, str]]:
+    """(path, what it becomes) for every build path a kernel could record, shortest
+    first: gcc and clang try the last -ffile-prefix-map first, so the longest wins."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    found = {
+        "inductor cache": cache_dir(),
+        "torch": os.path.dirname(torch.__file__),
+        "python": sys.base_prefix,
+        "venv": sys.prefix,
+    }
+    mapped = {}
+    for name, new in BUILD_PATH_PREFIXES:
+        for old in {found[name], os.path.realpath(found[name])}:
+            if old not in ("", "/"):
+                mapped[old] = new
+    return sorted(mapped.items(), key=lambda item: len(item[0]))
+
+
+@contextlib.contextmanager
+def reproducible_build_paths() -> Iterator[None]:
+    """Kernels compiled inside this record no build path: each compiler command Inductor
+    runs (`cpp_builder.run_compile_cmd`) gains -ffile-prefix-map for build_path_map()
+    (gcc 8+, clang 10+). Added to the command as it runs, never to the command line
+    Inductor hashes to name the kernel source, so the name stays independent of the
+    cache dir. Inductor's own compile pool (fresh processes, without this) is off
+    inside; precompile parallelises with its own forked workers (--jobs). Without the
+    internal, kernels compile as before (entries are then not reproducible)."""
+    try:
+        from torch._inductor import config, cpp_builder
+    except ImportError:
+        yield
+        return
+    original = getattr(cpp_builder, "run_compile_cmd", None)
+    if original is None:
+        yield
+        return
+    flags = " ".join(shlex.quote(f"-ffile-prefix-map={old}={new}") for old, new in build_path_map())
+
+    @functools.wraps(original)
+    def with_prefix_maps(cmd_line: str, *args: Any, **kwargs: Any) -> Any:
+        compiler, _, rest = cmd_line.partition(" ")
+        return original(f"{compiler} {flags} {rest}", *args, **kwargs)
+
+    cpp_builder.run_compile_cmd = with_prefix_maps
+    try:
+        with config.patch(compile_threads=1):
+            yield
+    finally:
+        cpp_builder.run_compile_cmd = original
 
 
 def one_compile_thread() -> Any:

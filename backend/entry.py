@@ -5,6 +5,7 @@ is assembled)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from aotcache.config import CompilationConfig
+from aotcache.errors import ConfigError
 from aotcache.formats import NATIVE
 from aotcache.key import elfdeps
 from aotcache.key.env import thread_count
@@ -45,10 +47,10 @@ def build_entry(
     seconds: dict[str, float],
     index: ArtifactIndex | None = None,
     jobs: int = 1,
-) -> tuple[Manifest, dict[str, str]]:
+) -> tuple[Manifest, dict[str, Any]]:
     """Compile (or reuse, through `index`) everything the entry holds, write its files
-    into `staging`, and return its manifest (not yet written) and the unit keys of its
-    artifacts (for the index, once the entry is published)."""
+    into `staging`, and return its manifest (not yet written) and the facts of this
+    build (see build_facts), which stay out of the entry's bytes."""
     split = split_graph(captured.graph, config.splitting_ops)
     compiled = config.backend == "inductor"
     files: dict[str, bytes] = {"graph.py": module_source(split.stitch).encode()}
@@ -73,7 +75,7 @@ def build_entry(
     manifest = Manifest(
         entry_id=key.entry_id,
         tool_version=__version__,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        created=source_date(),
         lookup=key.lookup,
         build=key.build,
         recorded=recorded,
@@ -89,9 +91,10 @@ def build_entry(
         units=result.unit_records,
         artifacts=result.artifacts,
         files={rel: FileRecord(hashlib.sha256(data).hexdigest(), len(data)) for rel, data in files.items()},
-        stats=_stats(split, result, seconds),
+        stats=_stats(split, result),
+        unit_keys=result.unit_keys,
     )
-    return manifest, result.unit_keys
+    return manifest, build_facts(result, seconds)
 
 
 def _piece_records(split: SplitGraph, compiled: bool, files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
@@ -110,21 +113,45 @@ def _piece_records(split: SplitGraph, compiled: bool, files: dict[str, bytes]) -
     return pieces
 
 
-def _stats(split: SplitGraph, result: CompiledUnits, seconds: dict[str, float]) -> dict[str, Any]:
+def _stats(split: SplitGraph, result: CompiledUnits) -> dict[str, Any]:
+    """What the entry is made of: the same for every build of the same inputs."""
     return {
-        "trace_seconds": round(seconds.get("trace", 0.0), 3),
-        "compile_seconds": round(seconds.get("compile", 0.0), 3),
         "pieces_total": len(split.compiled_pieces()),
         "pieces_unique": len(split.unique_pieces()),
         "splitting_op_pieces": len(split.pieces) - len(split.compiled_pieces()),
-        "units_compiled": result.compiled,
-        "units_reused": result.reused,
-        "units_deduplicated": result.deduplicated,
-        "units_compiled_in_workers": result.in_workers,
-        "worker_processes": result.workers,
         "added_sizes": result.added_sizes,
         "refused_sizes": result.refused_sizes,
     }
+
+
+def build_facts(result: CompiledUnits, seconds: dict[str, float]) -> dict[str, Any]:
+    """How this build went: where each unit came from and how long it took. Two runners
+    that build the same entry (one compiling, one reusing from a remote) write the same
+    bytes, so none of this is in the manifest; `precompile --json` reports it."""
+    return {
+        "units_compiled": result.compiled,
+        "units_reused": result.reused,
+        "units_reused_remote": result.reused_remote,
+        "bytes_fetched": result.bytes_fetched,
+        "units_deduplicated": result.deduplicated,
+        "units_compiled_in_workers": result.in_workers,
+        "worker_processes": result.workers,
+    }
+
+
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+
+
+def source_date() -> str | None:
+    """The manifest's `created`: SOURCE_DATE_EPOCH (reproducible-builds.org) as an ISO
+    date, or None without it, so that two builds of the same inputs are the same bytes."""
+    value = os.environ.get(SOURCE_DATE_EPOCH, "").strip()
+    if not value:
+        return None
+    try:
+        return datetime.fromtimestamp(int(value), UTC).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        raise ConfigError(SOURCE_DATE_EPOCH, value, "seconds since 1970 as an integer") from None
 
 
 def march() -> str:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -37,11 +37,15 @@ from aotcache.store.root import CacheRoot, held, resolve_cache_dir, size_on_disk
 
 from . import _torch_compat as compat
 from .capture import Capture, capture
-from .entry import build_entry, march
+from .entry import build_entry, march, source_date
 from .parallel import available_cores
 from .reuse import ArtifactIndex
 from .split import unused_splitting_ops
 from .vec_isa_memo import remembered_vec_isa
+
+if TYPE_CHECKING:
+    from aotcache.fleet.remote import Remote
+    from aotcache.fleet.unit_reuse import RemoteArtifacts
 
 log = logging.getLogger("aotcache.precompile")
 
@@ -55,14 +59,15 @@ class PrecompileResult:
     hit: bool
     manifest: Manifest
     seconds: dict[str, float] = field(default_factory=dict)
+    build: dict[str, Any] = field(default_factory=dict)  # entry.build_facts of a build; empty on a hit
 
     @property
     def summary(self) -> dict[str, Any]:
         """What `precompile --json` prints (schema aotcache.precompile/2). A unit is one
         unique piece for one size or range: units = units_compiled + units_shared +
-        units_reused (a hit builds nothing)."""
-        stats = self.manifest.stats
-        built = not self.hit
+        units_reused (a hit builds nothing); units_reused_remote of those reused came
+        from the remote, with bytes_fetched downloaded."""
+        stats, build = self.manifest.stats, self.build
         served = [u for u in self.manifest.units if "refused" not in u]
         return {
             "entry": self.entry_id,
@@ -74,11 +79,13 @@ class PrecompileResult:
             "pieces_unique": stats.get("pieces_unique"),
             "sizes_and_ranges": len(served),
             "units": len(served) * (stats.get("pieces_unique") or 0),
-            "units_compiled": stats.get("units_compiled", 0) if built else 0,
-            "units_shared": stats.get("units_deduplicated", 0) if built else 0,
-            "units_reused": stats.get("units_reused", 0) if built else 0,
-            "units_compiled_in_workers": stats.get("units_compiled_in_workers", 0) if built else 0,
-            "worker_processes": stats.get("worker_processes", 0) if built else 0,
+            "units_compiled": build.get("units_compiled", 0),
+            "units_shared": build.get("units_deduplicated", 0),
+            "units_reused": build.get("units_reused", 0),
+            "units_reused_remote": build.get("units_reused_remote", 0),
+            "bytes_fetched": build.get("bytes_fetched", 0),
+            "units_compiled_in_workers": build.get("units_compiled_in_workers", 0),
+            "worker_processes": build.get("worker_processes", 0),
             "artifacts": len(self.manifest.artifacts),
             "bytes": size_on_disk(self.path),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
@@ -105,10 +112,13 @@ class _Build:
     seconds: dict[str, float]
     force: bool = False
     jobs: int = 1
+    remote: RemoteArtifacts | None = None
 
-    def result(self, path: Path, hit: bool, manifest: Manifest) -> PrecompileResult:
+    def result(
+        self, path: Path, hit: bool, manifest: Manifest, build: dict[str, Any] | None = None
+    ) -> PrecompileResult:
         self.seconds["total"] = time.perf_counter() - self.started
-        return PrecompileResult(self.key.entry_id, path, hit, manifest, self.seconds)
+        return PrecompileResult(self.key.entry_id, path, hit, manifest, self.seconds, build or {})
 
 
 def precompile(
@@ -125,18 +135,23 @@ def precompile(
     progress: Progress | None = None,
     origin: str | None = None,
     jobs: int | None = None,
+    remote: str | Remote | None = None,
+    insecure: bool = False,
 ) -> PrecompileResult:
     """Build (or reuse) the entry for `model` and `config`. `origin` is the TARGET it
     came from, recorded so that `verify KEY --run` can rebuild the model. `strict` turns
     warnings about the input (a splitting op the graph never calls) into ConfigError.
     `jobs`: processes compiling units (default: the cores available; the artifacts are
-    the same bytes whatever it is)."""
+    the same bytes whatever it is). `remote` (a URL or an open remote): where units this
+    cache dir lacks are looked up before they are compiled (see fleet/unit_reuse.py)."""
     if jobs is not None and jobs < 1:
         raise ConfigError("jobs", jobs, "a positive number of worker processes")
     started = time.perf_counter()
+    source_date()  # a bad SOURCE_DATE_EPOCH fails now, not after the compile
     root = CacheRoot(resolve_cache_dir(cache_dir, config.cache_dir))
     root.ensure_writable()
     key_for_signing = signing.read_key(sign_key) if sign_key else None
+    remote_artifacts = _remote_artifacts(remote, insecure, key_for_signing)
     progress = progress if progress is not None else logged_progress()
     captured, traced, key, inputs_at = _trace(
         model, config, example_inputs, dynamic_arg_dims, mark_unbacked_dims, progress
@@ -158,6 +173,7 @@ def precompile(
         seconds,
         force,
         jobs or available_cores(),
+        remote_artifacts,
     )
     if not force and (hit := _existing(root, build.key.entry_id, key_for_signing)) is not None:
         return build.result(hit.path, True, hit.manifest)
@@ -167,10 +183,25 @@ def precompile(
         if not force and (hit := _existing(root, build.key.entry_id, key_for_signing)) is not None:
             log.info("another process built entry %s while we waited; reusing it", build.key.entry_id)
             return build.result(hit.path, True, hit.manifest)
-        path, manifest = _build_and_publish(build)
+        path, manifest, facts = _build_and_publish(build)
     counters.entries_saved += 1
     _warn_refused(build.captured.model_name, manifest)
-    return build.result(path, False, manifest)
+    return build.result(path, False, manifest, facts)
+
+
+def _remote_artifacts(
+    remote: str | Remote | None, insecure: bool, sign_key: signing.Key | None
+) -> RemoteArtifacts | None:
+    """The remote units are looked up in: a build that signs takes only artifacts of
+    entries signed by its own key; otherwise AOTCACHE_TRUSTED_KEY, where set, decides."""
+    if remote is None or remote == "":
+        return None
+    from aotcache.fleet.remote import open_remote
+    from aotcache.fleet.unit_reuse import RemoteArtifacts
+
+    opened = open_remote(remote, insecure=insecure) if isinstance(remote, str) else remote
+    check = signing.checker(sign_key) if sign_key is not None else signing.signature_checker()
+    return RemoteArtifacts(opened, check)
 
 
 def _warn_refused(model_name: str, manifest: Manifest) -> None:
@@ -237,14 +268,14 @@ def _check_splitting_ops(captured: Capture, config: CompilationConfig, strict: b
         log.warning("splitting op %s: %s (check the name; --strict makes this an error)", name, why)
 
 
-def _build_and_publish(build: _Build) -> tuple[Path, Manifest]:
+def _build_and_publish(build: _Build) -> tuple[Path, Manifest, dict[str, Any]]:
     root, entry_id = build.root, build.key.entry_id
     staging = root.new_staging_dir(entry_id)
     try:
         with cleanup_on_error(staging):
-            index = ArtifactIndex(root, build.sign_key, reuse=not build.force)
-            with remembered_vec_isa(root):
-                manifest, unit_keys = build_entry(
+            index = ArtifactIndex(root, build.sign_key, reuse=not build.force, remote=build.remote)
+            with remembered_vec_isa(root), compat.reproducible_build_paths():
+                manifest, facts = build_entry(
                     build.model,
                     build.config,
                     build.captured,
@@ -265,8 +296,8 @@ def _build_and_publish(build: _Build) -> tuple[Path, Manifest]:
                 write_file(staging / SIGNATURE_NAME, signature, point="signature-write")
             build.progress.stage("publish")
             path = root.publish(staging, entry_id)
-        index.remember(unit_keys, entry_id)
-        return path, manifest
+        index.remember(manifest.unit_keys, entry_id)
+        return path, manifest, facts
     except OSError as exc:
         if is_disk_full(exc):
             raise CacheDirError(

@@ -10,13 +10,17 @@ compile size, a changed layer) takes the artifact from that entry instead of com
 but only from an entry that passes every check (and, when signing, is signed by the
 same key), reading its bytes as the loader does. Reused artifacts were self-checked when
 they were first built.
+
+With a remote (`precompile --remote`), a unit key the local index lacks is looked up in
+the remote's unit index next (aotcache/fleet/unit_reuse.py), so a fresh CI runner
+reuses what another runner pushed.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aotcache.config import CompilationConfig, Range
 from aotcache.errors import CacheMiss
@@ -26,6 +30,9 @@ from aotcache.key.lookup import FORMAT_VERSION
 from aotcache.store import signing
 from aotcache.store.checks import OpenedEntry, open_entry
 from aotcache.store.root import CacheRoot
+
+if TYPE_CHECKING:
+    from aotcache.fleet.unit_reuse import RemoteArtifacts
 
 log = logging.getLogger("aotcache.reuse")
 
@@ -40,6 +47,8 @@ class ReusedUnit:
     files: dict[str, bytes]
     guards: str | None
     source_entry: str
+    remote: bool = False  # taken from a remote's entry
+    bytes_fetched: int = 0  # downloaded for it
 
 
 def unit_key(piece_digest: str, unit: Range, config: CompilationConfig, environment: dict[str, Any]) -> str:
@@ -57,16 +66,47 @@ def unit_key(piece_digest: str, unit: Range, config: CompilationConfig, environm
 
 
 class ArtifactIndex:
-    def __init__(self, root: CacheRoot, sign_key: signing.Key | None, *, reuse: bool = True) -> None:
-        """`reuse=False` (precompile --force) compiles everything but still records."""
+    def __init__(
+        self,
+        root: CacheRoot,
+        sign_key: signing.Key | None,
+        *,
+        reuse: bool = True,
+        remote: RemoteArtifacts | None = None,
+    ) -> None:
+        """`reuse=False` (precompile --force) compiles everything but still records;
+        `remote`: where to look for a unit key this cache dir lacks."""
         self.root = root
         self.sign_key = sign_key
         self.reuse = reuse
+        self.remote = remote
         self._entries: dict[str, OpenedEntry | None] = {}
 
     def find(self, key: str, unit: Range) -> ReusedUnit | None:
-        """The artifact an earlier, valid entry holds for this unit key, if any."""
-        pointer = self.root.index_record(key) if self.reuse else None
+        """The artifact an earlier, valid entry holds for this unit key, if any: one of
+        this cache dir, else one of the remote's."""
+        if not self.reuse:
+            return None
+        return self._local(key, unit) or self._remote(key, unit)
+
+    def _remote(self, key: str, unit: Range) -> ReusedUnit | None:
+        fetched = self.remote.find(key) if self.remote is not None else None
+        if fetched is None:
+            return None
+        record = {k: v for k, v in fetched.record.items() if k != "guards"}
+        return ReusedUnit(
+            unit,
+            fetched.name,
+            record,
+            fetched.files,
+            fetched.record["guards"],
+            fetched.entry_id,
+            remote=True,
+            bytes_fetched=fetched.bytes_fetched,
+        )
+
+    def _local(self, key: str, unit: Range) -> ReusedUnit | None:
+        pointer = self.root.index_record(key)
         if pointer is None:
             return None
         opened = self._entry(pointer["entry"])

@@ -11,7 +11,6 @@ import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ from aotcache.store.failpoints import failpoint
 from .capture import Capture
 from .compile import CompiledUnit, compile_unit, record_piece_inputs, save_artifact, sizes_failing_guards
 from .parallel import no_inductor_pool, run_in_workers
+from .reproducible import library_bytes
 from .reuse import ArtifactIndex, ReusedUnit, unit_key
 from .split import SplitGraph
 
@@ -45,6 +45,8 @@ class CompiledUnits:
     unit_keys: dict[str, str] = field(default_factory=dict)  # unit key -> artifact name, for the index
     compiled: int = 0
     reused: int = 0
+    reused_remote: int = 0  # of those reused, taken from a remote's entry
+    bytes_fetched: int = 0  # downloaded for them
     deduplicated: int = 0  # units whose compile was the same as another unit's
     in_workers: int = 0  # compiled in a forked worker (precompile --jobs), not this process
     workers: int = 0  # distinct worker processes that compiled
@@ -94,7 +96,14 @@ class UnitCompiler:
         self.index = index
         self.environment = environment or {}
         self.keys: dict[tuple[Range, str], str] = {}
-        self.counts = {"compiled": 0, "reused": 0, "deduplicated": 0, "in_workers": 0}
+        self.counts = {
+            "compiled": 0,
+            "reused": 0,
+            "reused_remote": 0,
+            "bytes_fetched": 0,
+            "deduplicated": 0,
+            "in_workers": 0,
+        }
         self.worker_pids: set[int] = set()
         self.split = split
         self.unique = split.unique_pieces()
@@ -196,7 +205,11 @@ class UnitCompiler:
             return False
         self.done[unit][piece.digest] = reused
         self.counts["reused"] += 1
-        self.progress.unit_done(f"{piece.name} {unit_label(unit)}: reused from entry {reused.source_entry[:16]}")
+        if reused.remote:
+            self.counts["reused_remote"] += 1
+            self.counts["bytes_fetched"] += reused.bytes_fetched
+        where = "the remote's entry" if reused.remote else "entry"
+        self.progress.unit_done(f"{piece.name} {unit_label(unit)}: reused from {where} {reused.source_entry[:16]}")
         return True
 
     def _compile_one(self, unit: Range, piece: Any) -> CompiledUnit:
@@ -320,7 +333,7 @@ def store_artifact(
         return name
     kernels = {}
     for source_digest, library in sorted(result.native.kernels.items()):
-        data = Path(library).read_bytes()
+        data = library_bytes(library)
         rel = f"kernels/{hashlib.sha256(data).hexdigest()}.so"
         files[rel] = data
         kernels[source_digest] = rel

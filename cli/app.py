@@ -186,6 +186,16 @@ def precompile(
     sign_key: SignKey = None,
     hf_class: HfClass = None,
     no_split: NoSplit = False,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            envvar="AOTCACHE_REMOTE",
+            metavar="REMOTE",
+            help="Before compiling a unit, fetch it from an entry pushed there (oci://host/repo, s3://bucket/prefix).",
+        ),
+    ] = None,
+    insecure: fleet.Insecure = False,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -199,7 +209,7 @@ def precompile(
     if spec.example_inputs is None:
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
     options = {"cache_dir": cache_dir, "force": force, "strict": strict, "sign_key": sign_key, "origin": target}
-    options["jobs"] = jobs
+    options.update(jobs=jobs, remote=remote, insecure=insecure)
     summary = _run_precompile(spec, resolved, options, show_progress=not quiet)
     if verbose:
         from aotcache.counters import counters

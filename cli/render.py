@@ -159,7 +159,8 @@ def precompile_summary(out: Output, summary: dict[str, Any]) -> None:
         "  units",
         f"{summary['units']} ({_count(summary['sizes_and_ranges'], 'size or range', 'sizes and ranges')} × "
         f"{_count(summary['pieces_unique'], 'unique piece', 'unique pieces')}): {summary['units_compiled']} compiled, "
-        f"{summary['units_shared']} shared the compile of another range, {summary['units_reused']} reused",
+        f"{summary['units_shared']} shared the compile of another range, {summary['units_reused']} reused"
+        + _from_remote(summary),
     )
     table.add_row("  artifacts", f"{summary['artifacts']} ({human_bytes(summary['bytes'])} on disk)")
     if summary.get("added_sizes"):
@@ -170,6 +171,13 @@ def precompile_summary(out: Output, summary: dict[str, Any]) -> None:
     out.print_table(table)
     if "counters" in summary:
         out.print(f"  counters {summary['counters']}")
+
+
+def _from_remote(summary: dict[str, Any]) -> str:
+    remote = summary.get("units_reused_remote", 0)
+    if not remote:
+        return ""
+    return f" ({remote} from the remote, {human_bytes(summary.get('bytes_fetched', 0))} fetched)"
 
 
 def _key_width(keys: list[str]) -> int:

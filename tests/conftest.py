@@ -36,7 +36,9 @@ def tiny_entry(tmp_path_factory: pytest.TempPathFactory) -> TinyEntry:
     from examples import tiny_llama
 
     cache = tmp_path_factory.mktemp("tiny-cache")
-    result = aotcache.precompile(tiny_llama.spec, TINY_CONFIG, cache_dir=cache)
+    # As `aotcache precompile examples/tiny_llama.py:spec` records it: test_ci_sharing's
+    # fresh runner builds the same bytes through the CLI.
+    result = aotcache.precompile(tiny_llama.spec, TINY_CONFIG, cache_dir=cache, origin="examples/tiny_llama.py:spec")
     return TinyEntry(cache, result.entry_id, result.path, result.summary)
 
 

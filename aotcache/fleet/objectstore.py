@@ -3,6 +3,7 @@
     <prefix>/blobs/sha256/<digest>         every file of every entry, stored once
     <prefix>/entries/<entry id>.json       the entry's record: which blobs make it
     <prefix>/lookup/<lookup key>/<entry id> an empty marker: the index by lookup key
+    <prefix>/units/<unit key>              the id of an entry holding that unit's artifact
 
 A record is written only after all its blobs, and each object appears whole (an object
 store's PUT is atomic; on a local or mounted file system it is written aside and
@@ -24,7 +25,7 @@ from typing import Any
 from aotcache.errors import AotCacheError, ConfigError, CorruptEntry, RemoteError, printable
 
 from .http import Deadline
-from .remote import CHUNK, ENTRY_ID, Blob, EntryRecord, considered
+from .remote import CHUNK, ENTRY_ID, UNIT_KEY, Blob, EntryRecord, considered
 
 MAX_RECORD_BYTES = 4 << 20
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
@@ -126,6 +127,18 @@ class ObjectStoreRemote:
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise RemoteError(f"{self.url}: the record of {entry_id} is damaged: {exc}") from None
 
+    def unit_record(self, unit_key: str) -> EntryRecord | None:
+        if not UNIT_KEY.match(unit_key):
+            return None
+        with self._errors(f"reading the unit index of {unit_key[:12]}"):
+            try:
+                named = self._read_capped(f"{self.root}/units/{unit_key}", 64).decode("ascii", "replace").strip()
+            except FileNotFoundError:
+                return None
+        if not ENTRY_ID.match(named):
+            raise RemoteError(f"{self.url}: the unit index of {unit_key[:12]} names no entry id")
+        return self.record(named)
+
     def has_blob(self, blob: Blob) -> bool:
         with self._errors(f"checking blob {blob.sha256[:12]}"):
             try:
@@ -157,6 +170,8 @@ class ObjectStoreRemote:
         with self._errors(f"writing the record of {record.entry_id}"):
             self._put(f"{self.root}/entries/{record.entry_id}.json", data)
             self._put(f"{self.root}/lookup/{record.lookup}/{record.entry_id}", b"")
+            for unit_key in record.units:
+                self._put(f"{self.root}/units/{unit_key}", record.entry_id.encode())
 
 
 def _blob(data: Any) -> Blob:

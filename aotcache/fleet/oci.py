@@ -5,7 +5,9 @@ with its entry id: the entry's manifest.json is the artifact's config blob, each
 layer named by the org.opencontainers.image.title annotation, the signature (if any)
 one more layer. Blobs are content-addressed by the registry, so kernels shared by
 entries are uploaded once per repository. A lookup key's entries are listed by an image
-index tagged `lookup-<lookup key>`, so a replica finds its entry with one request.
+index tagged `lookup-<lookup key>`, so a replica finds its entry with one request, and
+the entry's manifest is tagged `unit-<unit key>` once more for every compiled unit it
+holds, so a build elsewhere finds the artifact of a unit with one request.
 
 Plain HTTP is used only for loopback hosts or with insecure=True; every request goes
 through the one HTTP policy of `.http` (redirects, credentials, bounds, deadlines).
@@ -31,7 +33,7 @@ from urllib.parse import urljoin, urlsplit
 from aotcache.errors import ConfigError, RemoteError, printable
 
 from .http import Deadline, Session, error_detail, is_loopback, iter_body, plain_http_allowed, read_capped
-from .remote import CHUNK, ENTRY_ID, Blob, EntryRecord, considered
+from .remote import CHUNK, ENTRY_ID, UNIT_KEY, Blob, EntryRecord, considered
 
 ARTIFACT_TYPE = "application/vnd.aotcache.entry.v1"
 MANIFEST_TYPE = "application/vnd.aotcache.manifest.v1+json"
@@ -226,6 +228,18 @@ class OciRemote:
             return None
         return _record_from_oci(found[0], entry_id, self.url)
 
+    def unit_record(self, unit_key: str) -> EntryRecord | None:
+        if not UNIT_KEY.match(unit_key):
+            return None
+        found = self._get_json(f"manifests/unit-{unit_key}", OCI_MANIFEST, f"the unit index of {unit_key[:12]}")
+        if found is None:
+            return None
+        annotations = found[0].get("annotations")
+        entry_id = annotations.get(ENTRY_ANNOTATION) if isinstance(annotations, dict) else None
+        if not isinstance(entry_id, str) or not ENTRY_ID.match(entry_id):
+            raise RemoteError(f"{self.url}: tag unit-{unit_key[:12]} names no entry id")
+        return _record_from_oci(found[0], entry_id, self.url)
+
     def has_blob(self, blob: Blob) -> bool:
         response = self._send("HEAD", f"blobs/{blob.digest}")
         try:
@@ -274,6 +288,9 @@ class OciRemote:
         put = self._send("PUT", f"manifests/{record.entry_id}", content=manifest, headers=headers)
         self._check(put, "tagging").close()
         self._add_to_index(record, manifest)
+        for unit_key in record.units:  # the same manifest, one more tag: a PUT, never a read-merge
+            put = self._send("PUT", f"manifests/unit-{unit_key}", content=manifest, headers=headers)
+            self._check(put, "indexing a unit").close()
 
     def _add_to_index(self, record: EntryRecord, manifest: bytes) -> None:
         """Add the entry to its lookup key's index: read, merge, write, then read back, as

@@ -88,7 +88,7 @@ def fetch_manifest(
     remote: Remote, record: EntryRecord, verify_signature: SignatureCheck | None
 ) -> tuple[Manifest, bytes, bytes | None]:
     """The entry's manifest, checked (sha256, checksum, structure, id, signature)."""
-    raw = _read_small(remote, record.manifest, MAX_MANIFEST_BYTES)
+    raw = read_small(remote, record.manifest, MAX_MANIFEST_BYTES)
     manifest = parse(raw, record.entry_id)
     if manifest.entry_id != record.entry_id:
         raise CorruptEntry(
@@ -96,7 +96,7 @@ def fetch_manifest(
             entry_id=record.entry_id,
             hint=_HINT_DAMAGED,
         )
-    signature = _read_small(remote, record.signature, 4096) if record.signature else None
+    signature = read_small(remote, record.signature, 4096) if record.signature else None
     if verify_signature is not None:
         verify_signature(record.entry_id, raw, signature)
     return manifest, raw, signature
@@ -105,7 +105,7 @@ def fetch_manifest(
 _HINT_DAMAGED = "the remote's copy is damaged: push the entry again from the cache that built it"
 
 
-def _read_small(remote: Remote, blob: Blob, limit: int) -> bytes:
+def read_small(remote: Remote, blob: Blob, limit: int) -> bytes:
     """A small blob, read no further than its recorded size (a remote that sends more is
     cut off, never held in memory)."""
     data = bytearray()

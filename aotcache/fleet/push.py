@@ -11,7 +11,7 @@ from aotcache.errors import AotCacheError, RemoteConflict, RemoteError
 from aotcache.store.checks import OpenedEntry, open_entry
 from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from aotcache.store.root import CacheRoot
-from aotcache.store.scan import find_entry
+from aotcache.store.scan import entry_created, find_entry
 
 from .remote import Blob, EntryRecord, Remote
 from .transfer import Progress, Transfer
@@ -30,10 +30,11 @@ def entry_record(opened: OpenedEntry) -> EntryRecord:
     return EntryRecord(
         entry_id=manifest.entry_id,
         lookup=manifest.entry_id.split("-")[0],
-        created=manifest.created,
+        created=entry_created(opened.path, manifest) or "",
         manifest=blob(MANIFEST_NAME, opened.raw_manifest),
         signature=blob(SIGNATURE_NAME, opened.signature) if opened.signature is not None else None,
         files=files,
+        units=sorted(manifest.unit_keys),
     )
 
 

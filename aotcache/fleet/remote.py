@@ -1,5 +1,7 @@
 """What a remote holds, whatever it is: content-addressed blobs, one record per entry,
-and an index from lookup key to entries.
+and an index from lookup key to entries, and an index from unit key (one compiled artifact,
+backend/reuse.py) to an entry that holds it, so that a build elsewhere can fetch that
+artifact alone.
 
 An entry travels as its files, each a blob named by its sha256 (the digest its
 manifest already records, so a blob is checked against the manifest, and blobs shared
@@ -21,6 +23,7 @@ from aotcache.errors import ConfigError
 REMOTE_ENV = "AOTCACHE_REMOTE"
 # An entry id, `<lookup key>-<build hash>`: what tags, records and index items must name.
 ENTRY_ID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
+UNIT_KEY = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
 
 
@@ -47,6 +50,7 @@ class EntryRecord:
     manifest: Blob
     signature: Blob | None = None
     files: list[Blob] = field(default_factory=list)
+    units: list[str] = field(default_factory=list)  # unit keys its manifest lists (publish indexes them)
 
     @property
     def blobs(self) -> list[Blob]:
@@ -88,6 +92,11 @@ class Remote(Protocol):
 
     def record(self, entry_id: str) -> EntryRecord | None: ...
 
+    def unit_record(self, unit_key: str) -> EntryRecord | None:
+        """The record of an entry the unit index names for this unit key (untrusted: its
+        manifest must list the key, and is checked as a pull checks it)."""
+        ...
+
     def has_blob(self, blob: Blob) -> bool: ...
 
     def upload_blob(self, blob: Blob, data: bytes) -> None: ...
@@ -99,7 +108,7 @@ class Remote(Protocol):
 
     def publish(self, record: EntryRecord) -> None:
         """Make an entry visible, after all its blobs are uploaded: its record, then its
-        place in the lookup index."""
+        place in the lookup index and the unit index."""
         ...
 
     def restart_deadline(self) -> None:

@@ -35,7 +35,7 @@ class FileRecord:
 class Manifest:
     entry_id: str
     tool_version: str
-    created: str
+    created: str | None  # from SOURCE_DATE_EPOCH, else None: a build's bytes never hold its wall clock
     lookup: list[Factor]
     build: list[Factor]
     recorded: dict[str, Any]
@@ -52,6 +52,7 @@ class Manifest:
     files: dict[str, FileRecord]
     stats: dict[str, Any] = field(default_factory=dict)
     output_dims: list[list[int]] = field(default_factory=list)
+    unit_keys: dict[str, str] = field(default_factory=dict)  # unit key -> artifact name (remote reuse)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -149,5 +150,6 @@ def _from_body(body: dict[str, Any], version: int) -> Manifest:
         files={path: FileRecord(r["sha256"], r["bytes"]) for path, r in body["files"].items()},
         stats=body["stats"],
         output_dims=body["output_dims"],
+        unit_keys=body.get("unit_keys", {}),
         format_version=version,
     )

@@ -117,7 +117,7 @@ def report_entry(
         manifest, found = None, [Problem("files", "corrupt", f"unreadable: {exc}")]
     statuses = {p.status for p in found}
     status = next((s for s in _STATUS_ORDER if s in statuses), OK)
-    created = manifest.created if manifest else _iso(_mtime(path))
+    created = entry_created(path, manifest)
     return EntryReport(
         entry_id=path.name,
         path=path,
@@ -129,6 +129,12 @@ def report_entry(
         last_used=_iso(root.last_used(path.name)),
         warnings=warnings,
     )
+
+
+def entry_created(path: Path, manifest: Manifest | None) -> str | None:
+    """When the entry was built: the manifest's `created` (SOURCE_DATE_EPOCH) if it has
+    one, else when it appeared in this cache dir (its directory's mtime)."""
+    return (manifest.created if manifest else None) or _iso(_mtime(path))
 
 
 def _mtime(path: Path) -> float | None:
@@ -179,7 +185,7 @@ def candidate_entries(root: CacheRoot, key: str) -> list[Path]:
     for path in root.entries_with_lookup(key):
         try:
             manifest, _ = read_manifest(path)
-            dated.append((manifest.created, path))
+            dated.append((entry_created(path, manifest) or "", path))
         except CacheMiss:
             dated.append(("", path))  # broken: tried last, reported if nothing else loads
         except OSError:

@@ -162,7 +162,7 @@ MANIFEST: Check = record(
         "checksum": HEX64,
         "entry_id": ENTRY_ID,
         "tool_version": TEXT,
-        "created": TEXT,
+        "created": optional(TEXT),  # SOURCE_DATE_EPOCH's; null without it (see entry.py)
         "lookup": items(FACTOR),
         "build": items(FACTOR),
         "recorded": RECORDED,
@@ -179,7 +179,9 @@ MANIFEST: Check = record(
         "artifacts": mapping(ARTIFACT, HEX64),
         "files": mapping(FILE, safe_path),
         "stats": mapping(json_value, TEXT),
-    }
+    },
+    # unit key -> the artifact built for it: what a remote reuse trusts (backend/reuse.py)
+    {"unit_keys": mapping(HEX64, HEX64)},
 )
 
 
@@ -208,6 +210,9 @@ def check_structure(body: dict[str, Any]) -> None:
         missing = [name for name in unit["artifacts"].values() if name not in body["artifacts"]]
         if missing:
             raise SchemaError(f"units[{index}].artifacts", f"names artifact {missing[0][:12]} the entry lacks")
+    for key, name in body.get("unit_keys", {}).items():
+        if name not in body["artifacts"]:
+            raise SchemaError(f"unit_keys.{key[:12]}", f"names artifact {name[:12]} the entry lacks")
 
 
 def _check_bound_names(body: dict[str, Any]) -> None:

@@ -1,0 +1,159 @@
+"""CI runners share one compile cache through the remote, and two runners build the same
+bytes (issue 23). Each runner is a fresh process with a work dir, cache dir, TMPDIR,
+HOME and Inductor cache of its own; the registry is Debian's docker-registry on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _servers import registry, registry_blob
+from _support import REPO, TINY_CONFIG, TINY_UNITS, run_cli
+
+from aotcache.store.manifest import parse
+
+pytestmark = pytest.mark.fault
+
+TARGET = "examples/tiny_llama.py:spec"  # what the session's tiny_entry records as its origin
+COMMENT = ("return self.lm_head(self.norm(x))", "return self.lm_head(self.norm(x))  # edited on this runner")
+
+LOAD_HERE = """
+import json, torch, aotcache
+from examples import tiny_llama
+model = tiny_llama.build()
+loaded = aotcache.load(model, {config!r}, cache_dir={cache!r}, strict=True)
+worst = 0.0
+for size in (1, 3, 4, 20):
+    inputs = tiny_llama.example_inputs(size)
+    with torch.no_grad():
+        worst = max(worst, float((loaded(*inputs) - model(*inputs)).abs().max()))
+print(json.dumps({{"entry": loaded.entry_id, "worst": worst}}))
+"""
+
+
+class Runner:
+    """A fresh CI runner: the repository's examples in a work dir of its own, an empty
+    cache dir, and its own TMPDIR, HOME and Inductor cache (so nothing is shared with
+    the test session but the remote)."""
+
+    def __init__(self, folder: Path, edit: tuple[str, str] | None = None) -> None:
+        self.folder = folder
+        self.work = folder / "work"
+        shutil.copytree(REPO / "examples", self.work / "examples", ignore=shutil.ignore_patterns("__pycache__"))
+        if edit is not None:
+            model = self.work / "examples" / "tiny_llama.py"
+            text = model.read_text()
+            assert edit[0] in text
+            model.write_text(text.replace(edit[0], edit[1]))
+        self.cache = folder / "cache"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AOTCACHE_")}
+        for name in ("tmp", "home", "inductor"):
+            (folder / name).mkdir()
+        self.env.update(
+            TMPDIR=str(folder / "tmp"),
+            HOME=str(folder / "home"),
+            TORCHINDUCTOR_CACHE_DIR=str(folder / "inductor"),
+            PYTHONPATH=str(self.work),
+        )
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv, cwd=self.work, env=self.env, capture_output=True, text=True, timeout=600, check=False
+        )
+
+    def precompile(self, *extra: str) -> tuple[dict[str, Any], str]:
+        aotcache = str(Path(sys.executable).with_name("aotcache"))
+        config = json.dumps(TINY_CONFIG)
+        done = self.run(aotcache, "precompile", TARGET, "-O", config, "--cache-dir", str(self.cache), "--json", *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout), done.stderr
+
+    def load(self) -> dict[str, Any]:
+        done = self.run(sys.executable, "-c", LOAD_HERE.format(config=TINY_CONFIG, cache=str(self.cache)))
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _files(entry: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(entry)): p.read_bytes() for p in sorted(entry.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def oci(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    with registry(tmp_path_factory.mktemp("ci-registry")) as running:
+        yield running
+
+
+def test_two_runners_build_the_same_bytes_and_the_second_push_is_present(tiny_entry, oci, tmp_path) -> None:
+    """The session's entry (built in the test process) and a fresh runner's full build,
+    with every path and clock different: the same entry id and every file the same,
+    manifest included; so a CI re-run's push is `present`, never refused."""
+    runner = Runner(tmp_path / "runner-b")
+    summary, _ = runner.precompile()
+    assert summary["units_compiled"] > 0 and summary["units_reused"] == 0, summary  # compiled, not copied
+    assert summary["entry"] == tiny_entry.entry_id
+    built = runner.cache / "entries" / summary["entry"]
+    ours, theirs = _files(tiny_entry.path), _files(built)
+    assert sorted(ours) == sorted(theirs)
+    assert [name for name in ours if ours[name] != theirs[name]] == []
+    assert b'"created":null' in theirs["manifest.json"]  # no SOURCE_DATE_EPOCH: no clock in the bytes
+
+    remote = f"oci://{oci[0]}/aot/ci"
+    first = run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "--json")
+    assert first.returncode == 0, first.stderr
+    again = run_cli("push", remote, "--cache-dir", str(runner.cache), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["entries"][0]["status"] == "present"
+
+
+def test_a_fresh_runner_after_a_comment_edit_fetches_every_unit_and_compiles_none(tiny_entry, oci, tmp_path) -> None:
+    remote = f"oci://{oci[0]}/aot/units"
+    assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
+    runner = Runner(tmp_path / "runner-c", edit=COMMENT)
+    summary, _ = runner.precompile("--remote", remote)
+    assert summary["entry"] != tiny_entry.entry_id  # other sources: another entry
+    assert summary["units_compiled"] == 0, summary
+    assert summary["units_reused_remote"] == summary["units_reused"] == TINY_UNITS * 3
+    artifact_bytes = sum(
+        record.bytes
+        for path, record in _manifest(tiny_entry.path).files.items()
+        if path != "graph.py" and not path.startswith("pieces/")
+    )
+    assert 0 < summary["bytes_fetched"] <= artifact_bytes  # only artifacts, each file once
+    loaded = runner.load()
+    assert loaded["entry"] == summary["entry"] and loaded["worst"] <= 1e-4
+
+
+def _manifest(entry: Path) -> Any:
+    return parse((entry / "manifest.json").read_bytes(), entry.name)
+
+
+def test_a_tampered_unit_on_the_remote_is_compiled_here_with_a_warning(tiny_entry, tmp_path) -> None:
+    manifest = _manifest(tiny_entry.path)
+    size_one = next(u for u in manifest.units if u["range"] == [1, 1])
+    artifact = manifest.artifacts[next(iter(size_one["artifacts"].values()))]
+    kernel = sorted(artifact["kernels"].values())[0]
+    with registry(tmp_path / "registry") as (host, storage):
+        remote = f"oci://{host}/aot/tampered"
+        assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
+        blob = registry_blob(storage, manifest.files[kernel].sha256)
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        blob.write_bytes(bytes(data))
+
+        runner = Runner(tmp_path / "runner-d")
+        summary, stderr = runner.precompile("--remote", remote)
+    assert summary["units_compiled"] >= 1 and summary["units_reused_remote"] >= 1, summary
+    assert summary["units_compiled"] + summary["units_shared"] + summary["units_reused"] == TINY_UNITS * 3
+    warnings = [line for line in stderr.splitlines() if "is compiled here" in line]
+    assert warnings and all(kernel in line and "does not match" in line for line in warnings), stderr[-3000:]
+    # What it compiled is what the remote should have held: the same entry, byte for byte.
+    assert summary["entry"] == tiny_entry.entry_id
+    assert _files(runner.cache / "entries" / summary["entry"]) == _files(tiny_entry.path)
