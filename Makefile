@@ -67,6 +67,7 @@ demo: $(STAMP)
 # by side; both write their section of benchmarks/results/latest.json (~40 min on 2 cores).
 bench: $(STAMP)
 	$(PY) benchmarks/bench_precompile.py
+	$(PY) benchmarks/bench_ci.py
 	$(PY) benchmarks/bench_load.py
 
 clean:

@@ -277,6 +277,67 @@ def valid_vec_isas() -> list[str]:
     return [str(isa) for isa in valid_vec_isa_list()]
 
 
+def cpp_march_unimported() -> str:
+    """cpp_march() without importing Inductor (~1.6 s: it imports Dynamo) when nothing
+    has imported it yet, so nothing can have changed `cpp.march` in this process: what
+    Inductor would read from the environment (2.13+), else "native". Once Inductor is
+    imported, its own setting."""
+    import sys
+
+    if "torch._inductor.config" in sys.modules:
+        return cpp_march()
+    major_minor = tuple(int(part) for part in torch.__version__.split(".")[:2] if part.isdigit())
+    march = os.environ.get(MARCH_ENV) if major_minor >= (2, 13) else None
+    return "native" if march is None else march
+
+
+def _clear_isa_caches() -> None:
+    """Drop every answer Inductor cached about vector ISAs (the list and each ISA's own
+    check, sub-ISA builds included), so the next question probes for real."""
+    from torch._inductor import cpu_vec_isa
+
+    cpu_vec_isa.valid_vec_isa_list.cache_clear()
+    for isa in cpu_vec_isa.supported_vec_isa_list:
+        for klass in type(isa).__mro__:
+            for method in vars(klass).values():
+                if callable(getattr(method, "cache_clear", None)):
+                    method.cache_clear()
+
+
+def vec_isa_probed() -> bool:
+    """Whether Inductor has run (or been told the answer of) its ISA probes in this process."""
+    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+
+    return valid_vec_isa_list.cache_info().currsize > 0
+
+
+def predicted_vec_isa() -> dict[str, str]:
+    """vec_isa() as Inductor answers it where every ISA this CPU lists (sub-ISAs such as
+    avx512_bf16 included) passes its probe compiles (nearly every host), without running
+    them (~10 s with an empty Inductor cache): a unit key's build environment is known
+    before anything compiles. Inductor's
+    cached answer is dropped after, so the first real compile still probes; precompile
+    checks the prediction against that (backend/entry.py)."""
+    from torch._inductor import cpu_vec_isa
+
+    if vec_isa_probed():
+        return vec_isa()
+    # Each ISA object records what its sub-ISA checks found (avx512_bf16...): kept aside
+    # and put back, with every cached answer dropped, so nothing of the guess remains.
+    states = [(isa, dict(vars(isa))) for isa in cpu_vec_isa.supported_vec_isa_list]
+    original_check = cpu_vec_isa.VecISA.check_build
+    cpu_vec_isa.VecISA.check_build = lambda self, code: True  # what the CPU lists, the compiler builds
+    try:
+        with isa_probes_skipped():
+            return vec_isa()
+    finally:
+        cpu_vec_isa.VecISA.check_build = original_check
+        for isa, state in states:
+            vars(isa).clear()
+            vars(isa).update(state)
+        _clear_isa_caches()
+
+
 def isa_probes_skipped() -> Any:
     """A context in which Inductor takes every listed vector ISA as valid, without its
     probe compiles (`cpp.vec_isa_ok`)."""

@@ -5,9 +5,11 @@ is assembled)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,11 @@ from aotcache.version import __version__
 from . import _torch_compat as compat
 from .capture import Capture
 from .parallel import usable_jobs
-from .reuse import ArtifactIndex, environment_facts
+from .reuse import ArtifactIndex, environment_confirmed, environment_facts
 from .split import SplitGraph, module_source, split_graph
 from .units import CompiledUnits, UnitCompiler
+
+log = logging.getLogger("aotcache.precompile")
 
 
 def build_entry(
@@ -52,18 +56,10 @@ def build_entry(
     into `staging`, and return its manifest (not yet written) and the facts of this
     build (see build_facts), which stay out of the entry's bytes."""
     split = split_graph(captured.graph, config.splitting_ops)
-    compiled = config.backend == "inductor"
-    files: dict[str, bytes] = {"graph.py": module_source(split.stitch).encode()}
-    pieces = _piece_records(split, compiled, files)
-    units = list(config.get_compile_units())
     start = time.perf_counter()
-    environment = environment_facts() if compiled else {}
-    if compiled:
-        jobs = usable_jobs(jobs, model_device_type(model))
-        compiler = UnitCompiler(model, config, captured, split, inputs_at, progress, index, environment, jobs)
-        result = compiler.compile_all(units, files)
-    else:
-        result = CompiledUnits([{"range": [u.start, u.end], "artifacts": {}} for u in units])
+    jobs = usable_jobs(jobs, model_device_type(model))
+    build = _EntryBuild(model, config, captured, split, inputs_at, progress, index, jobs)
+    files, pieces, result, environment = build.compile()
     seconds["compile"] = time.perf_counter() - start
     for rel, data in sorted(files.items()):
         write_file(staging / rel, data, point="kernel-write" if rel.startswith("kernels/") else None)
@@ -95,6 +91,57 @@ def build_entry(
         unit_keys=result.unit_keys,
     )
     return manifest, build_facts(result, seconds)
+
+
+@dataclass
+class _EntryBuild:
+    model: torch.nn.Module
+    config: CompilationConfig
+    captured: Capture
+    split: SplitGraph
+    inputs_at: Callable[[int], dict[str, Any]]
+    progress: Progress
+    index: ArtifactIndex | None
+    jobs: int
+
+    def compile(self) -> tuple[dict[str, bytes], dict[str, dict[str, Any]], CompiledUnits, dict[str, Any]]:
+        """The entry's files, piece records, units, and the build environment their keys
+        name: the vector ISA predicted (reuse.environment_facts); where a compile ran
+        Inductor's probes and they picked another, everything is looked up and built
+        again with theirs."""
+        compiled = self.config.backend == "inductor"
+        environment = environment_facts() if compiled else {}
+        files, pieces, result = self._units(environment)
+        if compiled and not environment_confirmed(environment):
+            log.warning(
+                "Inductor's probes picked vector ISA %s, not %s (the best this CPU lists): every unit is looked up "
+                "and built again with it",
+                compat.vec_isa()["vec_isa"],
+                environment["vec_isa"]["vec_isa"],
+            )
+            environment = environment_facts()  # probed now: the real answer
+            files, pieces, result = self._units(environment)
+        return files, pieces, result, environment
+
+    def _units(self, environment: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, dict[str, Any]], CompiledUnits]:
+        compiled = self.config.backend == "inductor"
+        files: dict[str, bytes] = {"graph.py": module_source(self.split.stitch).encode()}
+        pieces = _piece_records(self.split, compiled, files)
+        units = list(self.config.get_compile_units())
+        if not compiled:
+            return files, pieces, CompiledUnits([{"range": [u.start, u.end], "artifacts": {}} for u in units])
+        compiler = UnitCompiler(
+            self.model,
+            self.config,
+            self.captured,
+            self.split,
+            self.inputs_at,
+            self.progress,
+            self.index,
+            environment,
+            self.jobs,
+        )
+        return files, pieces, compiler.compile_all(units, files)
 
 
 def _piece_records(split: SplitGraph, compiled: bool, files: dict[str, bytes]) -> dict[str, dict[str, Any]]:

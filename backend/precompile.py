@@ -36,6 +36,7 @@ from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from aotcache.store.root import CacheRoot, held, resolve_cache_dir, size_on_disk
 
 from . import _torch_compat as compat
+from . import unchanged
 from .capture import Capture, capture
 from .entry import build_entry, march, source_date
 from .parallel import available_cores
@@ -153,9 +154,10 @@ def precompile(
     key_for_signing = signing.read_key(sign_key) if sign_key else None
     remote_artifacts = _remote_artifacts(remote, insecure, key_for_signing)
     progress = progress if progress is not None else logged_progress()
-    captured, traced, key, inputs_at = _trace(
-        model, config, example_inputs, dynamic_arg_dims, mark_unbacked_dims, progress
-    )
+    arguments = _TraceArguments.of(model, config, example_inputs, dynamic_arg_dims)
+    if not force and (same := _unchanged(root, model, config, arguments, key_for_signing, remote_artifacts)):
+        return PrecompileResult(same.entry_id, same.path, True, same.manifest, {"total": time.perf_counter() - started})
+    captured, traced, key = _trace(model, config, arguments, dynamic_arg_dims, mark_unbacked_dims, progress)
     _check_splitting_ops(captured, config, strict)
     seconds = {"trace": captured.seconds}
     build = _Build(
@@ -165,7 +167,7 @@ def precompile(
         captured,
         traced,
         key,
-        inputs_at,
+        arguments.inputs_at,
         key_for_signing,
         progress,
         origin,
@@ -175,13 +177,20 @@ def precompile(
         jobs or available_cores(),
         remote_artifacts,
     )
-    if not force and (hit := _existing(root, build.key.entry_id, key_for_signing)) is not None:
+    return _build_unless_present(build)
+
+
+def _build_unless_present(build: _Build) -> PrecompileResult:
+    """The entry of build.key: the valid one present (also when another process built
+    it while this one waited for its lock), else built and published under that lock."""
+    root, entry_id, sign_key = build.root, build.key.entry_id, build.sign_key
+    if not build.force and (hit := _existing(root, entry_id, sign_key)) is not None:
         return build.result(hit.path, True, hit.manifest)
     waited = time.perf_counter()
-    with held(root.lock(build.key.entry_id), progress.waiting, "builds the same entry"):
+    with held(root.lock(entry_id), build.progress.waiting, "builds the same entry"):
         build.seconds["lock_wait"] = time.perf_counter() - waited
-        if not force and (hit := _existing(root, build.key.entry_id, key_for_signing)) is not None:
-            log.info("another process built entry %s while we waited; reusing it", build.key.entry_id)
+        if not build.force and (hit := _existing(root, entry_id, sign_key)) is not None:
+            log.info("another process built entry %s while we waited; reusing it", entry_id)
             return build.result(hit.path, True, hit.manifest)
         path, manifest, facts = _build_and_publish(build)
     counters.entries_saved += 1
@@ -216,31 +225,69 @@ def _warn_refused(model_name: str, manifest: Manifest) -> None:
         )
 
 
+@dataclass
+class _TraceArguments:
+    """What forward is traced with, known before the trace: the arguments, the input
+    spec they make, and the example inputs at any size."""
+
+    arguments: dict[str, Any]
+    spec: InputSpec
+    inputs_at: Callable[[int], dict[str, Any]]
+
+    @classmethod
+    def of(
+        cls,
+        model: torch.nn.Module,
+        config: CompilationConfig,
+        example_inputs: ExampleInputs,
+        dynamic_arg_dims: dict[str, Any] | None,
+    ) -> _TraceArguments:
+        model.eval()
+        forward = type(model).forward
+        if dynamic_arg_dims is None:
+            dynamic_arg_dims = infer_dynamic_dims(forward)
+        dims = normalize_dynamic_dims(dynamic_arg_dims, inspect.signature(forward), type(model).__qualname__)
+        arguments = example_arguments(model, example_inputs, None, None)
+        given = InputSpec.from_arguments(arguments, dims)
+
+        def inputs_at(size: int) -> dict[str, Any]:
+            return example_arguments(model, example_inputs, size, given)
+
+        if arguments[given.size_arg].shape[given.size_dim] < 2:  # Dynamo specialises sizes 0 and 1
+            arguments = inputs_at(max(2, min(DEFAULT_TRACE_SIZE, config.max_num_batched_tokens)))
+        return cls(arguments, InputSpec.from_arguments(arguments, dims), inputs_at)
+
+
+def _unchanged(
+    root: CacheRoot,
+    model: torch.nn.Module,
+    config: CompilationConfig,
+    arguments: _TraceArguments,
+    sign_key: signing.Key | None,
+    remote: RemoteArtifacts | None,
+) -> OpenedEntry | None:
+    """The entry this build would make, found before the trace (backend/unchanged.py)."""
+    probe = unchanged.Probe.of(model, config, arguments.spec.to_json(), compat.cpp_march_unimported())
+    found = unchanged.local_entry(root, probe, sign_key)
+    if found is None and remote is not None:
+        found = unchanged.remote_entry(root, remote, probe, sign_key)
+    if found is not None:
+        log.info("entry %s: every traced source is unchanged; nothing traced or compiled", found.entry_id)
+    return found
+
+
 def _trace(
     model: torch.nn.Module,
     config: CompilationConfig,
-    example_inputs: ExampleInputs,
+    arguments: _TraceArguments,
     dynamic_arg_dims: dict[str, Any] | None,
     mark_unbacked_dims: dict[str, Any] | None,
     progress: Progress,
-) -> tuple[Capture, list[sources_mod.SourceFile], EntryKey, Callable[[int], dict[str, Any]]]:
+) -> tuple[Capture, list[sources_mod.SourceFile], EntryKey]:
     """Trace the model once and compute the entry's key."""
-    model.eval()
-    forward = type(model).forward
-    if dynamic_arg_dims is None:
-        dynamic_arg_dims = infer_dynamic_dims(forward)
-    dims = normalize_dynamic_dims(dynamic_arg_dims, inspect.signature(forward), type(model).__qualname__)
-    trace_arguments = example_arguments(model, example_inputs, None, None)
-    spec = InputSpec.from_arguments(trace_arguments, dims)
-
-    def inputs_at(size: int) -> dict[str, Any]:
-        return example_arguments(model, example_inputs, size, spec)
-
-    if trace_arguments[spec.size_arg].shape[spec.size_dim] < 2:  # Dynamo specialises sizes 0 and 1
-        trace_arguments = inputs_at(max(2, min(DEFAULT_TRACE_SIZE, config.max_num_batched_tokens)))
     progress.stage("trace")
     failpoint("before-trace")
-    captured = capture(model, trace_arguments, dynamic_arg_dims, config.splitting_ops, mark_unbacked_dims)
+    captured = capture(model, arguments.arguments, dynamic_arg_dims, config.splitting_ops, mark_unbacked_dims)
     counters.traces += 1
     failpoint("after-trace")
     traced = sources_mod.record(captured.traced_files)
@@ -249,7 +296,7 @@ def _trace(
         Factor("input_spec", digest(captured.input_spec.to_json())),
         Factor("march", march()),
     ]
-    return captured, traced, EntryKey(lookup_factors(config, model), build), inputs_at
+    return captured, traced, EntryKey(lookup_factors(config, model), build)
 
 
 def _check_splitting_ops(captured: Capture, config: CompilationConfig, strict: bool) -> None:

@@ -144,7 +144,9 @@ class ArtifactIndex:
 
 
 def environment_facts() -> dict[str, Any]:
-    """The build environment a compiled unit depends on (compile side: probes Inductor)."""
+    """The build environment a compiled unit depends on (compile side: imports Inductor),
+    with the vector ISA Inductor will pick predicted, not probed (see
+    environment_confirmed)."""
     import torch
 
     from aotcache.key.env import host_cpu_flags, isa_flags, thread_count
@@ -153,10 +155,38 @@ def environment_facts() -> dict[str, Any]:
 
     return {
         "torch": torch.__version__,
-        "torch_key": compat.torch_key(),
+        "torch_key": torch_files_digest(),
         "compiler": compat.compiler_identity(),
         "inductor_config": compat.inductor_config_digest(),
-        "vec_isa": compat.vec_isa(),  # with the -march Inductor compiles for
+        "vec_isa": compat.predicted_vec_isa(),  # with the -march Inductor compiles for
         "cpu_flags": isa_flags(host_cpu_flags()),
         "threads": thread_count(),
     }
+
+
+def environment_confirmed(environment: dict[str, Any]) -> bool:
+    """Whether the predicted vector ISA is the one Inductor's probes picked, where they
+    ran (a build that compiled nothing never runs them, and needs no answer)."""
+    from . import _torch_compat as compat
+
+    return not compat.vec_isa_probed() or compat.vec_isa() == environment["vec_isa"]
+
+
+def torch_files_digest() -> str:
+    """What torch's files are, for the unit key: the sha256 of the RECORD pip wrote when
+    it installed torch (every file's sha256), the same on every host with that wheel and
+    read in ~15 ms; Inductor's torch_key (which reads every torch source, ~2 s, the
+    largest cost of a rebuild that compiles nothing) where torch has no RECORD (a
+    source build). A file edited by hand after the install is not seen by the former."""
+    import hashlib
+    from importlib import metadata
+
+    try:
+        record = metadata.distribution("torch").read_text("RECORD")
+    except (metadata.PackageNotFoundError, OSError):
+        record = None
+    if not record:
+        from . import _torch_compat as compat
+
+        return compat.torch_key()
+    return hashlib.sha256(record.encode()).hexdigest()

@@ -73,4 +73,5 @@ def remembered_vec_isa(root: CacheRoot) -> Iterator[None]:
             yield
         return
     yield
-    root.write_host_fact(name, {"listed": listed, "valid": compat.valid_vec_isas()})
+    if compat.vec_isa_probed():  # a build that compiled nothing never probed (entry.py predicts)
+        root.write_host_fact(name, {"listed": listed, "valid": compat.valid_vec_isas()})

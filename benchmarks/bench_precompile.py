@@ -39,7 +39,9 @@ GOALS = {"cold_over_torch_cold": 1.0, "comment_edit_over_cold": 0.15, "added_siz
 # -- children: each runs in a fresh interpreter and prints one JSON line ------------------
 
 
-def child(mode: str, shape: list[int], package: str, cache: str, jobs: int, spawned: float) -> dict[str, Any]:
+def child(
+    mode: str, shape: list[int], package: str, cache: str, jobs: int, spawned: float, remote: str | None = None
+) -> dict[str, Any]:
     import torch
 
     sys.path.insert(0, package)
@@ -63,7 +65,7 @@ def child(mode: str, shape: list[int], package: str, cache: str, jobs: int, spaw
     if mode == "added_size":
         config["compile_sizes"] = [*CONFIG["compile_sizes"], ADDED_SIZE]
     spec = aotcache.ModelSpec(model=build, example_inputs=bench_model.example_inputs, dynamic_arg_dims={"input_ids": 0})
-    result = aotcache.precompile(spec, config, cache_dir=cache, jobs=jobs)
+    result = aotcache.precompile(spec, config, cache_dir=cache, jobs=jobs, remote=remote)
     summary = result.summary
     return {
         "seconds": time.time() - spawned,
@@ -72,18 +74,31 @@ def child(mode: str, shape: list[int], package: str, cache: str, jobs: int, spaw
         "units_compiled": summary["units_compiled"],
         "units_reused": summary["units_reused"],
         "units_shared": summary["units_shared"],
+        "units_reused_remote": summary["units_reused_remote"],
+        "bytes_fetched": summary["bytes_fetched"],
+        "bytes": summary["bytes"],
     }
 
 
 # -- the driver -----------------------------------------------------------------------------
 
 
-def spawn(mode: str, shape: tuple[int, ...], package: Path, cache: Path, jobs: int, inductor: Path) -> dict[str, Any]:
+def spawn(
+    mode: str,
+    shape: tuple[int, ...],
+    package: Path,
+    cache: Path,
+    jobs: int,
+    inductor: Path,
+    remote: str | None = None,
+) -> dict[str, Any]:
     shutil.rmtree(inductor, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TORCHINDUCTOR_CACHE_DIR": str(inductor)}
     env.pop("AOTCACHE_DIR", None)
     command = [sys.executable, __file__, "--child", mode, "--shape", ",".join(map(str, shape))]
-    command += ["--package", str(package), "--cache", str(cache), "--jobs", str(jobs), "--spawned", repr(time.time())]
+    command += ["--package", str(package), "--cache", str(cache), "--jobs", str(jobs)]
+    command += ["--remote", remote] if remote else []
+    command += ["--spawned", repr(time.time())]
     return run_child(command, env, mode, timeout=1800)
 
 
@@ -178,12 +193,13 @@ def main() -> int:
     parser.add_argument("--cache")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--spawned", type=float)
+    parser.add_argument("--remote")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--models", default="|".join(MODELS), help="model names, separated by |")
     args = parser.parse_args()
     if args.child:
         shape = [int(n) for n in args.shape.split(",")]
-        print(json.dumps(child(args.child, shape, args.package, args.cache, args.jobs, args.spawned)))
+        print(json.dumps(child(args.child, shape, args.package, args.cache, args.jobs, args.spawned, args.remote)))
         return 0
     import platform
 

@@ -145,9 +145,14 @@ def precompile_summary(out: Output, summary: dict[str, Any]) -> None:
     seconds = summary["seconds"]
     if summary["hit"]:
         after = seconds.get("total", 0.0) - seconds.get("trace", 0.0)
+        how = (
+            f"{after:.2f} s after a {seconds['trace']:.2f} s trace"
+            if "trace" in seconds
+            else f"{after:.2f} s: every traced source unchanged, nothing traced"
+        )
         out.print(
-            f"[green]✓[/] cache hit: entry [bold]{summary['entry']}[/] is up to date and verified "
-            f"({after:.2f} s after a {seconds.get('trace', 0.0):.2f} s trace); nothing compiled"
+            f"[green]✓[/] cache hit: entry [bold]{summary['entry']}[/] is up to date and verified ({how}); "
+            "nothing compiled"
         )
         out.print(f"  path   {summary['path']}")
         return

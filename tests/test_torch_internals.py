@@ -7,6 +7,7 @@ backend/_torch_compat.py, the only places that touch them."""
 from __future__ import annotations
 
 import inspect
+import json
 import os
 
 import torch
@@ -120,6 +121,30 @@ def test_build_host_probes() -> None:
     assert len(compat.inductor_config_digest()) == 16
     listed = compat.listed_vec_isas()  # torch._inductor.cpu_vec_isa
     assert set(compat.valid_vec_isas()) <= set(listed) or not listed
+
+
+def test_the_predicted_vector_isa_is_the_probed_one_and_leaves_nothing_behind() -> None:
+    """A unit key names the ISA Inductor will pick before anything compiles (a fresh CI
+    runner that reuses every unit never probes); the guess must be the probes' answer on
+    a normal host, and must not stand in for the probes afterwards. In a fresh process:
+    this one may have probed already."""
+    code = """
+import json
+import sys
+from aotcache.backend import _torch_compat as compat
+assert "torch._inductor.config" not in sys.modules
+march_unimported = compat.cpp_march_unimported()
+from torch._inductor import cpu_vec_isa
+predicted = compat.predicted_vec_isa()
+checks = [type(isa).__bool__ for isa in cpu_vec_isa.supported_vec_isa_list]
+left = compat.vec_isa_probed() or any(c.cache_info().currsize for c in checks if hasattr(c, "cache_info"))
+print(json.dumps({"predicted": predicted, "left": bool(left), "probed": compat.vec_isa(),
+                  "march": march_unimported == compat.cpp_march()}))
+"""
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["predicted"] == found["probed"] and not found["left"] and found["march"], found
 
 
 def test_inductor_settings_are_read_by_feature_not_by_version() -> None:

@@ -1,0 +1,99 @@
+"""The no-change path: the entry a precompile would build again, found before any trace.
+
+An entry's id is its lookup key (config, environment, model identity) and its build
+factors: the input spec, the -march its kernels are built for, and the digest of the
+source files its trace went through, each recorded in its manifest. Where every recorded
+source is found here with the same content, a trace would go through the same files and
+reach the same id, so that entry is a hit without one: no Dynamo, no Inductor, which are
+nearly all of a precompile that changes nothing. Looked for in the cache dir, then
+(precompile --remote) on the remote, where a match is pulled as `aotcache pull` pulls it
+(manifest first, every file checked) — a fresh CI runner then builds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aotcache.errors import AotCacheError, CacheMiss, printable
+from aotcache.key.factors import EntryKey
+from aotcache.key.lookup import lookup_factors
+from aotcache.store import signing
+from aotcache.store.checks import OpenedEntry, check_sources, environment_problems, open_entry
+from aotcache.store.manifest import Manifest
+from aotcache.store.root import CacheRoot
+from aotcache.store.scan import candidate_entries
+
+log = logging.getLogger("aotcache.precompile")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a trace would key on that is known before it."""
+
+    lookup: str  # the lookup key's hash: the first half of the entry id
+    input_spec: dict[str, Any]
+    march: str
+
+    @classmethod
+    def of(cls, model: Any, config: Any, input_spec: dict[str, Any], march: str) -> Probe:
+        return cls(EntryKey(lookup_factors(config, model), []).lookup_hash, input_spec, march)
+
+    def matches(self, manifest: Manifest) -> bool:
+        """The manifest's build factors are what this build's would be: the same input
+        spec and -march, and every traced source found here, unchanged."""
+        build = {factor.name: factor.value for factor in manifest.build}
+        if manifest.input_spec != self.input_spec or build.get("march") != self.march:
+            return False
+        sources = check_sources(manifest)
+        return not sources.changed and not sources.unknown
+
+
+def local_entry(root: CacheRoot, probe: Probe, sign_key: signing.Key | None) -> OpenedEntry | None:
+    """A valid entry of the cache dir this build would reproduce (signed by `sign_key`,
+    when the build signs: see precompile._existing)."""
+    check = signing.checker(sign_key) if sign_key is not None else None
+    for path in candidate_entries(root, probe.lookup):
+        try:
+            opened = open_entry(path, verify_signature=check)
+        except (CacheMiss, OSError):
+            continue
+        if probe.matches(opened.manifest):
+            return opened
+    return None
+
+
+def remote_entry(root: CacheRoot, remote: Any, probe: Probe, sign_key: signing.Key | None) -> OpenedEntry | None:
+    """The same on the remote (a fleet.unit_reuse.RemoteArtifacts): a match is pulled,
+    checked, and opened; anything the remote gets wrong is a warning, and the build
+    goes on as if there were none."""
+    from aotcache.fleet.pull import fetch_manifest, pull_entry
+    from aotcache.fleet.remote import considered
+
+    if remote.disabled is not None:
+        return None
+    check = signing.checker(sign_key) if sign_key is not None else remote.verify_signature
+    try:
+        remote.remote.restart_deadline()
+        for entry_id in considered(remote.remote.entries_for_lookup(probe.lookup), probe.lookup):
+            record = remote.remote.record(entry_id)
+            if record is None:
+                continue
+            fetched = fetch_manifest(remote.remote, record, check)
+            if environment_problems(fetched[0]) or not probe.matches(fetched[0]):
+                continue
+            pull_entry(root, remote.remote, record, check, fetched=fetched)
+            return open_entry(root.entry_dir(entry_id), verify_signature=check)
+    except AotCacheError as exc:
+        log.warning(
+            "remote %s: no entry taken from it before the trace: %s", printable(remote.remote.url), exc.one_line()
+        )
+    except Exception as exc:  # whatever a hostile or broken remote makes a client raise
+        log.warning(
+            "remote %s: no entry taken from it before the trace: %s: %s",
+            printable(remote.remote.url),
+            type(exc).__name__,
+            printable(str(exc))[:200],
+        )
+    return None
