@@ -40,22 +40,25 @@ def push(cache: Path, remote: str) -> None:
     assert results and all(r.status in ("pushed", "present") for r in results), results
 
 
-def bench_model(name: str, reps: int, scratch: Path) -> dict[str, Any]:
+def bench_model(name: str, reps: int, base: Path) -> dict[str, Any]:
     shape = MODELS[name]
     cores = len(os.sched_getaffinity(0))
     runs: dict[str, list[dict[str, Any]]] = {"cold": [], "unchanged": [], "comment_edit": [], "torch_cold": []}
     for rep in range(reps):
-        remote = f"file://{scratch}/remote-{rep}"
+        # Every runner's cache dir and the remote are new: nothing of another model or rep is reused.
+        scratch = base / f"{shape[0]}-{shape[1]}-{rep}"
+        scratch.mkdir()
+        remote = f"file://{scratch}/remote"
         package = fresh_package(scratch)
-        runner_a = scratch / f"a-{rep}"
+        runner_a = scratch / "a"
         runs["cold"].append(spawn("cold", shape, package, runner_a, cores, scratch / "inductor"))
         push(runner_a, remote)
-        unchanged = spawn("cold", shape, package, scratch / f"b-{rep}", cores, scratch / "inductor", remote)
+        unchanged = spawn("cold", shape, package, scratch / "b", cores, scratch / "inductor", remote)
         assert unchanged["hit"], unchanged
         runs["unchanged"].append(unchanged)
         with open(package / "bench_model.py", "a") as source:
             source.write("\n# a comment-only edit\n")
-        edited = spawn("cold", shape, package, scratch / f"c-{rep}", cores, scratch / "inductor", remote)
+        edited = spawn("cold", shape, package, scratch / "c", cores, scratch / "inductor", remote)
         assert edited["units_compiled"] == 0 and not edited["hit"], edited
         runs["comment_edit"].append(edited)
         runs["torch_cold"].append(

@@ -54,7 +54,7 @@ SABOTAGES = [
         (
             (
                 "backend/precompile.py",
-                'with held(root.lock(build.key.entry_id), progress.waiting, "builds the same entry"):',
+                'with held(root.lock(entry_id), build.progress.waiting, "builds the same entry"):',
                 "with contextlib.nullcontext():",
             ),
             ("backend/precompile.py", "import inspect\n", "import contextlib\nimport inspect\n"),
@@ -118,8 +118,57 @@ SABOTAGES = [
         "child-does-not-check",
         "verify --run: the child checks again before importing anything",
         "the child process skips its own checks",
-        (("aotcache/serve/checkrun.py", "        check_entry(cache_dir, entry, trusted_key, strict)", "        pass"),),
+        (
+            (
+                "aotcache/serve/checkrun.py",
+                'needs = check_entry(cache_dir, entry, trusted_key, strict)["load_needs"] if entry else []',
+                "needs = []",
+            ),
+        ),
         ("tests/test_hostile.py::test_the_verify_run_child_checks_again_before_importing_anything",),
+    ),
+    Sabotage(
+        "remote-unit-not-listed",
+        "A unit is taken from the remote only where a checked manifest lists it",
+        "remote reuse takes the artifact the unit index names without the manifest listing the unit key",
+        (
+            (
+                "aotcache/fleet/unit_reuse.py",
+                "        name = manifest.unit_keys.get(unit_key)\n",
+                "        name = manifest.unit_keys.get(unit_key) or next(iter(manifest.unit_keys.values()), None)\n",
+            ),
+        ),
+        (
+            "tests/test_ci_sharing.py::test_a_unit_comes_only_from_a_manifest_that_lists_it_and_is_signed_as_the_build_signs",
+        ),
+    ),
+    Sabotage(
+        "remote-unit-unsigned",
+        "A signed build reuses only artifacts the same key signed (remote too)",
+        "remote reuse does not check the remote entry's signature",
+        (
+            (
+                "aotcache/fleet/unit_reuse.py",
+                "fetch_manifest(self.remote, record, self.verify_signature)",
+                "fetch_manifest(self.remote, record, None)",
+            ),
+        ),
+        (
+            "tests/test_ci_sharing.py::test_a_unit_comes_only_from_a_manifest_that_lists_it_and_is_signed_as_the_build_signs",
+        ),
+    ),
+    Sabotage(
+        "kernels-keep-build-paths",
+        "Two runners build the same bytes",
+        "the compiler commands get no -ffile-prefix-map: kernels record the Inductor cache dir they were built in",
+        (
+            (
+                "backend/_torch_compat.py",
+                'return original(f"{compiler} {flags} {rest}", *args, **kwargs)',
+                "return original(cmd_line, *args, **kwargs)",
+            ),
+        ),
+        ("tests/test_ci_sharing.py::test_two_runners_build_the_same_bytes_and_the_second_push_is_present",),
     ),
     Sabotage(
         "reuse-unsigned",

@@ -157,3 +157,40 @@ def test_a_tampered_unit_on_the_remote_is_compiled_here_with_a_warning(tiny_entr
     # What it compiled is what the remote should have held: the same entry, byte for byte.
     assert summary["entry"] == tiny_entry.entry_id
     assert _files(runner.cache / "entries" / summary["entry"]) == _files(tiny_entry.path)
+
+
+def _pushed_to_a_mount(tiny_entry: Any, mount: Path) -> str:
+    remote = f"file://{mount}"
+    assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
+    return remote
+
+
+def test_a_unit_comes_only_from_a_manifest_that_lists_it_and_is_signed_as_the_build_signs(
+    tiny_entry, tmp_path, caplog
+) -> None:
+    """What a remote reuse trusts: the unit index only names an entry; its manifest,
+    checked as a pull checks it, must list the unit key itself, and a build that signs
+    takes nothing from an entry its key did not sign."""
+    from aotcache.fleet.remote import open_remote
+    from aotcache.fleet.unit_reuse import RemoteArtifacts
+    from aotcache.store import signing
+
+    manifest = _manifest(tiny_entry.path)
+    remote = _pushed_to_a_mount(tiny_entry, tmp_path / "mount")
+    unit_key, name = sorted(manifest.unit_keys.items())[0]
+    fetched = RemoteArtifacts(open_remote(remote), None).find(unit_key)
+    assert fetched is not None and fetched.entry_id == tiny_entry.entry_id and fetched.name == name
+    assert fetched.files == {path: (tiny_entry.path / path).read_bytes() for path in fetched.files}
+    assert fetched.bytes_fetched == sum(manifest.files[path].bytes for path in fetched.files) > 0
+
+    key = tmp_path / "release.secret"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef")
+    signed_only = RemoteArtifacts(open_remote(remote), signing.checker(signing.read_key(key)))
+    with caplog.at_level("WARNING", logger="aotcache.reuse"):
+        assert signed_only.find(unit_key) is None
+    assert "is compiled here" in caplog.text and "sign" in caplog.text.lower(), caplog.text
+
+    # The unit index names the entry for a key its manifest does not list: nothing taken.
+    stranger = "f" * 64
+    (tmp_path / "mount" / "units" / stranger).write_text(tiny_entry.entry_id)
+    assert RemoteArtifacts(open_remote(remote), None).find(stranger) is None
