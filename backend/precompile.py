@@ -157,7 +157,7 @@ def precompile(
     arguments = _TraceArguments.of(model, config, example_inputs, dynamic_arg_dims)
     if not force and (same := _unchanged(root, model, config, arguments, key_for_signing, remote_artifacts)):
         return PrecompileResult(same.entry_id, same.path, True, same.manifest, {"total": time.perf_counter() - started})
-    captured, traced, key = _trace(model, config, arguments, dynamic_arg_dims, mark_unbacked_dims, progress)
+    captured, traced, key = _trace(model, config, arguments, mark_unbacked_dims, progress)
     _check_splitting_ops(captured, config, strict)
     seconds = {"trace": captured.seconds}
     build = _Build(
@@ -233,6 +233,7 @@ class _TraceArguments:
     arguments: dict[str, Any]
     spec: InputSpec
     inputs_at: Callable[[int], dict[str, Any]]
+    dynamic_arg_dims: dict[str, Any]  # as given, else inferred from forward's annotations
 
     @classmethod
     def of(
@@ -255,7 +256,7 @@ class _TraceArguments:
 
         if arguments[given.size_arg].shape[given.size_dim] < 2:  # Dynamo specialises sizes 0 and 1
             arguments = inputs_at(max(2, min(DEFAULT_TRACE_SIZE, config.max_num_batched_tokens)))
-        return cls(arguments, InputSpec.from_arguments(arguments, dims), inputs_at)
+        return cls(arguments, InputSpec.from_arguments(arguments, dims), inputs_at, dynamic_arg_dims)
 
 
 def _unchanged(
@@ -280,14 +281,14 @@ def _trace(
     model: torch.nn.Module,
     config: CompilationConfig,
     arguments: _TraceArguments,
-    dynamic_arg_dims: dict[str, Any] | None,
     mark_unbacked_dims: dict[str, Any] | None,
     progress: Progress,
 ) -> tuple[Capture, list[sources_mod.SourceFile], EntryKey]:
     """Trace the model once and compute the entry's key."""
     progress.stage("trace")
     failpoint("before-trace")
-    captured = capture(model, arguments.arguments, dynamic_arg_dims, config.splitting_ops, mark_unbacked_dims)
+    dims = arguments.dynamic_arg_dims
+    captured = capture(model, arguments.arguments, dims, config.splitting_ops, mark_unbacked_dims)
     counters.traces += 1
     failpoint("after-trace")
     traced = sources_mod.record(captured.traced_files)
