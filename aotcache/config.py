@@ -240,9 +240,44 @@ def default_capture_sizes(max_size: int) -> list[int]:
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CompilationConfig) if f.init)
 
 
+# Fields of vLLM's CompilationConfig that aotcache does not implement yet, with the value
+# that means "not used" there: a config copied from vLLM with them at that value loads;
+# any other value is a ConfigError, never silently dropped (docs/configuration.md).
+NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
+    "inductor_passes": ({}, None),
+    "pass_config": ({}, None),
+    "custom_ops": ([], None),
+    "use_inductor_graph_partition": (False, None),
+    "compile_mm_encoder": (False, None),
+    "dynamic_shapes_config": ({}, None),
+    "cudagraph_specialize_lora": (True, False, None),  # no LoRA in aotcache: either is the same
+    "local_cache_dir": (None,),  # vLLM fills it in at run time; here `cache_dir` is the one dir
+    "compilation_time": (0, 0.0, None),  # measured, never given: `precompile --json` reports `seconds`
+}
+
+
+def _vllm_only_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The config without vLLM's deprecated `level` (its name for `mode`) and without
+    vLLM fields at their unused value; ConfigError for one set to anything else."""
+    data = dict(data)
+    if "level" in data:
+        level = data.pop("level")
+        if "mode" in data and data["mode"] != level:
+            raise ConfigError("level", level, f"the same as mode ({data['mode']!r}): level is vLLM's old name for mode")
+        data["mode"] = level
+    for name, unused in NOT_IMPLEMENTED.items():
+        if name in data:
+            value = data.pop(name)
+            if not any(value == u and type(value) is type(u) for u in unused):
+                allowed = " or ".join(repr(u) for u in unused)
+                raise ConfigError(name, value, f"{allowed}: aotcache does not implement {name} yet")
+    return data
+
+
 def from_dict(data: dict[str, Any], *, source: str | None = None) -> CompilationConfig:
     if not isinstance(data, dict):
         raise ConfigError(source or "config", data, "a table/object of config fields")
+    data = _vllm_only_fields(data)
     unknown = sorted(set(data) - set(FIELD_NAMES))
     if unknown:
         raise ConfigError(unknown[0], data[unknown[0]], "unknown field; valid fields are " + ", ".join(FIELD_NAMES))

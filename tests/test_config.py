@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -214,3 +215,33 @@ def test_round_trip_through_dict() -> None:
         cudagraph_mode="FULL_DECODE_ONLY",
     )
     assert from_dict(config.to_dict()) == config
+
+
+def test_level_is_vllms_old_name_for_mode() -> None:
+    assert from_dict({"level": 3}) == from_dict({"mode": 3})
+    assert from_dict({"level": 0, "mode": 0}).mode == 0
+    with pytest.raises(ConfigError) as raised:
+        from_dict({"level": 3, "mode": 0})
+    assert "level" in str(raised.value) and "mode" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "unused", "used"),
+    [
+        ("inductor_passes", {}, {"post_grad_custom_post_pass": "pkg.passes:fuse"}),
+        ("custom_ops", [], ["+rms_norm"]),
+        ("use_inductor_graph_partition", False, True),
+        ("compile_mm_encoder", False, True),
+        ("dynamic_shapes_config", None, {"type": "unbacked"}),
+        ("compilation_time", 0.0, 12.5),
+    ],
+)
+def test_a_vllm_field_not_implemented_yet_loads_at_its_unused_value_and_is_refused_otherwise(
+    name: str, unused: Any, used: Any
+) -> None:
+    """A config copied from vLLM loads when the field means nothing there; any other
+    value is refused by name, never dropped (the entry would not be what was asked)."""
+    assert from_dict({name: unused, "compile_sizes": [2]}) == from_dict({"compile_sizes": [2]})
+    with pytest.raises(ConfigError) as raised:
+        from_dict({name: used})
+    assert name in str(raised.value) and "does not implement" in str(raised.value)
