@@ -296,7 +296,7 @@ def _clear_isa_caches() -> None:
     check, sub-ISA builds included), so the next question probes for real."""
     from torch._inductor import cpu_vec_isa
 
-    cpu_vec_isa.valid_vec_isa_list.cache_clear()
+    cpu_vec_isa.valid_vec_isa_list.cache_clear()  # vec_isa_probed() saw that it has one
     for isa in cpu_vec_isa.supported_vec_isa_list:
         for klass in type(isa).__mro__:
             for method in vars(klass).values():
@@ -305,23 +305,26 @@ def _clear_isa_caches() -> None:
 
 
 def vec_isa_probed() -> bool:
-    """Whether Inductor has run (or been told the answer of) its ISA probes in this process."""
+    """Whether Inductor has run (or been told the answer of) its ISA probes in this process
+    (True where this torch does not say: then nothing is predicted)."""
     from torch._inductor.cpu_vec_isa import valid_vec_isa_list
 
-    return valid_vec_isa_list.cache_info().currsize > 0
+    info = getattr(valid_vec_isa_list, "cache_info", None)
+    return info is None or info().currsize > 0
 
 
 def predicted_vec_isa() -> dict[str, str]:
     """vec_isa() as Inductor answers it where every ISA this CPU lists (sub-ISAs such as
     avx512_bf16 included) passes its probe compiles (nearly every host), without running
     them (~10 s with an empty Inductor cache): a unit key's build environment is known
-    before anything compiles. Inductor's
-    cached answer is dropped after, so the first real compile still probes; precompile
-    checks the prediction against that (backend/entry.py)."""
+    before anything compiles. Inductor's cached answers are dropped after, so the first
+    real compile still probes; precompile checks the prediction against that
+    (backend/entry.py)."""
     from torch._inductor import cpu_vec_isa
 
-    if vec_isa_probed():
-        return vec_isa()
+    isa_class = getattr(cpu_vec_isa, "VecISA", None)
+    if vec_isa_probed() or not hasattr(isa_class, "check_build") or not hasattr(cpu_vec_isa, "supported_vec_isa_list"):
+        return vec_isa()  # probed already, or a torch whose probes this cannot answer: ask them
     # Each ISA object records what its sub-ISA checks found (avx512_bf16...): kept aside
     # and put back, with every cached answer dropped, so nothing of the guess remains.
     states = [(isa, dict(vars(isa))) for isa in cpu_vec_isa.supported_vec_isa_list]
@@ -360,10 +363,14 @@ BUILD_PATH_PREFIXES = (
 def build_path_map() -> list[tuple[str, str]]:
     """(path, what it becomes) for every build path a kernel could record, shortest
     first: gcc and clang try the last -ffile-prefix-map first, so the longest wins."""
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
 
+        inductor_cache = cache_dir()
+    except (ImportError, AttributeError):  # then kernels keep that path (not reproducible)
+        inductor_cache = ""
     found = {
-        "inductor cache": cache_dir(),
+        "inductor cache": inductor_cache,
         "torch": os.path.dirname(torch.__file__),
         "python": sys.base_prefix,
         "venv": sys.prefix,
