@@ -17,7 +17,6 @@ import functools
 import inspect
 import logging
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -352,68 +351,110 @@ def isa_probes_skipped() -> Any:
 # Where build paths are mapped to in a kernel's bytes (the __FILE__ of the kernel source
 # and of torch's headers in assert messages, and the debug sections): the same kernel
 # whatever the Inductor cache dir, TMPDIR, HOME, venv or Python install it was built in.
+# In this order on the command line: gcc and clang try the last -ffile-prefix-map first,
+# so a path inside another (torch inside the venv) comes after it.
 BUILD_PATH_PREFIXES = (
-    ("inductor cache", "/aotcache/inductor"),
-    ("torch", "/aotcache/torch"),
     ("python", "/aotcache/python"),
     ("venv", "/aotcache/venv"),
+    ("torch", "/aotcache/torch"),
+    ("inductor", "/aotcache/inductor"),
 )
 
 
-def build_path_map() -> list[tuple[str, str]]:
-    """(path, what it becomes) for every build path a kernel could record, shortest
-    first: gcc and clang try the last -ffile-prefix-map first, so the longest wins."""
+def build_paths() -> dict[str, str]:
+    """The placeholder that stands for each build path in a hashed command line (see
+    reproducible_build_paths), and that path on this host: as given and resolved."""
     try:
         from torch._inductor.runtime.cache_dir_utils import cache_dir
 
         inductor_cache = cache_dir()
     except (ImportError, AttributeError):  # then kernels keep that path (not reproducible)
         inductor_cache = ""
-    found = {
-        "inductor cache": inductor_cache,
-        "torch": os.path.dirname(torch.__file__),
-        "python": sys.base_prefix,
-        "venv": sys.prefix,
-    }
-    mapped = {}
-    for name, new in BUILD_PATH_PREFIXES:
-        for old in {found[name], os.path.realpath(found[name])}:
-            if old not in ("", "/"):
-                mapped[old] = new
-    return sorted(mapped.items(), key=lambda item: len(item[0]))
+    found = {"python": sys.base_prefix, "venv": sys.prefix, "torch": os.path.dirname(torch.__file__)}
+    found["inductor"] = inductor_cache
+    paths = {}
+    for name, _ in BUILD_PATH_PREFIXES:
+        paths[f"@aotcache-{name}@"] = found[name]
+        paths[f"@aotcache-{name}-resolved@"] = os.path.realpath(found[name]) if found[name] else ""
+    return paths
+
+
+def _prefix_map_flags() -> str:
+    """The -ffile-prefix-map flags with placeholders for the paths: the same text on
+    every host, so Inductor's hash of the command line (the kernel's name, which its
+    bytes record) is too."""
+    return " ".join(
+        f"-ffile-prefix-map=@aotcache-{name}{variant}@={new}"
+        for name, new in BUILD_PATH_PREFIXES
+        for variant in ("", "-resolved")
+    )
+
+
+def _usable(path: str) -> bool:
+    return bool(path) and path != "/" and not any(c.isspace() for c in path)
+
+
+def _with_placeholders(cmd_line: str, paths: dict[str, str]) -> str:
+    """The command line with each build path (include dirs, the output in the Inductor
+    cache) written as its placeholder, longest first: what Inductor hashes."""
+    for placeholder, path in sorted(paths.items(), key=lambda item: len(item[1]), reverse=True):
+        if _usable(path):
+            cmd_line = cmd_line.replace(path, placeholder)
+    return cmd_line
+
+
+def _with_paths(cmd_line: str, paths: dict[str, str]) -> str:
+    """The command as it runs: each placeholder replaced by its path (one with a space
+    or none at all stays a placeholder: a prefix that matches nothing)."""
+    for placeholder, path in paths.items():
+        if _usable(path):
+            cmd_line = cmd_line.replace(placeholder, path)
+    return cmd_line
 
 
 @contextlib.contextmanager
 def reproducible_build_paths() -> Iterator[None]:
-    """Kernels compiled inside this record no build path: each compiler command Inductor
-    runs (`cpp_builder.run_compile_cmd`) gains -ffile-prefix-map for build_path_map()
-    (gcc 8+, clang 10+). Added to the command as it runs, never to the command line
-    Inductor hashes to name the kernel source, so the name stays independent of the
-    cache dir. Inductor's own compile pool (fresh processes, without this) is off
-    inside; precompile parallelises with its own forked workers (--jobs). Without the
-    internal, kernels compile as before (entries are then not reproducible)."""
+    """Kernels compiled inside this record no build path. Every command line Inductor
+    builds (`CppBuilder.get_command_line`, which it also hashes to name the kernel
+    source) has its build paths written as placeholders and gains -ffile-prefix-map
+    flags for them, and each command it runs (`cpp_builder.run_compile_cmd`) gets the
+    real paths back (gcc 8+, clang 10+). So the kernel's name is the same on every host
+    whatever its venv, TMPDIR or cache dir, and differs from
+    that of a kernel built without the maps (in this process before, or in a shared
+    Inductor cache), which is never taken instead. Inductor's own compile pool (fresh
+    processes, without this) is off inside; precompile parallelises with its own forked
+    workers (--jobs). Without the internals, kernels compile as before (entries are then
+    not reproducible)."""
     try:
         from torch._inductor import config, cpp_builder
     except ImportError:
         yield
         return
-    original = getattr(cpp_builder, "run_compile_cmd", None)
-    if original is None:
+    run = getattr(cpp_builder, "run_compile_cmd", None)
+    builder = getattr(cpp_builder, "CppBuilder", None)
+    command_line = getattr(builder, "get_command_line", None)
+    if run is None or command_line is None:
         yield
         return
-    flags = " ".join(shlex.quote(f"-ffile-prefix-map={old}={new}") for old, new in build_path_map())
+    flags, paths = _prefix_map_flags(), build_paths()
 
-    @functools.wraps(original)
-    def with_prefix_maps(cmd_line: str, *args: Any, **kwargs: Any) -> Any:
-        compiler, _, rest = cmd_line.partition(" ")
-        return original(f"{compiler} {flags} {rest}", *args, **kwargs)
+    @functools.wraps(command_line)
+    def with_prefix_maps(self: Any) -> str:
+        compiler, _, rest = _with_placeholders(command_line(self), paths).partition(" ")
+        return f"{compiler} {flags} {rest}"
 
-    cpp_builder.run_compile_cmd = with_prefix_maps
+    @functools.wraps(run)
+    def with_paths(cmd_line: str, *args: Any, **kwargs: Any) -> Any:
+        return run(_with_paths(cmd_line, paths), *args, **kwargs)
+
+    builder.get_command_line = with_prefix_maps
+    cpp_builder.run_compile_cmd = with_paths
     try:
         with config.patch(compile_threads=1):
             yield
     finally:
-        cpp_builder.run_compile_cmd = original
+        builder.get_command_line = command_line
+        cpp_builder.run_compile_cmd = run
 
 
 def one_compile_thread() -> Any:

@@ -164,8 +164,8 @@ SABOTAGES = [
         (
             (
                 "backend/_torch_compat.py",
-                'return original(f"{compiler} {flags} {rest}", *args, **kwargs)',
-                "return original(cmd_line, *args, **kwargs)",
+                '        return f"{compiler} {flags} {rest}"\n',
+                "        return command_line(self)\n",
             ),
         ),
         ("tests/test_ci_sharing.py::test_two_runners_build_the_same_bytes_and_the_second_push_is_present",),
