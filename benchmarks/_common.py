@@ -4,7 +4,13 @@ each benchmark owns one section."""
 from __future__ import annotations
 
 import json
+import os
+import platform
+import shutil
 import subprocess
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +47,36 @@ def write_section(name: str, report: dict[str, Any]) -> Path:
     data[name] = report
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def run_rows(
+    section: str,
+    models: list[str],
+    reps: int,
+    goals: dict[str, float],
+    bench_model: Callable[[str, int, Path], dict[str, Any]],
+    table: Callable[[list[dict[str, Any]]], str],
+) -> int:
+    """Measure each model in a scratch dir of its own, write the section of latest.json
+    (date, machine, reps, goals, rows) and print its table."""
+    import torch
+
+    started = time.time()
+    scratch = Path(tempfile.mkdtemp(prefix=f"aotcache-bench-{section}-"))
+    try:
+        rows = [bench_model(name, reps, scratch) for name in models]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}",
+        "reps": reps,
+        "goals": goals,
+        "rows": rows,
+        "seconds": round(time.time() - started, 1),
+    }
+    path = write_section(section, report)
+    print(f"{report['date']} — {report['machine']} — medians of {reps} fresh processes\n")
+    print(table(rows))
+    print(f"\nwrote {path}")
+    return 0

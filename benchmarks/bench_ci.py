@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import write_section
+from _common import run_rows
 from bench_precompile import MODELS, fresh_package, median, spawn
 
 GOALS = {"unchanged_over_cold": 0.10, "comment_edit_over_cold": 0.15, "remote_build_over_cold": 0.2}
@@ -100,29 +97,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--models", default="tiny_llama 2 layers|tiny_llama 8 layers", help="names, separated by |")
     args = parser.parse_args()
-    import platform
-
-    import torch
-
-    started = time.time()
-    scratch = Path(tempfile.mkdtemp(prefix="aotcache-bench-ci-"))
-    try:
-        rows = [bench_model(name, args.reps, scratch) for name in args.models.split("|")]
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    report = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}",
-        "reps": args.reps,
-        "goals": GOALS,
-        "rows": rows,
-        "seconds": round(time.time() - started, 1),
-    }
-    path = write_section("ci", report)
-    print(f"{report['date']} — {report['machine']} — medians of {args.reps} fresh processes\n")
-    print(table(rows))
-    print(f"\nwrote {path}")
-    return 0
+    return run_rows("ci", args.models.split("|"), args.reps, GOALS, bench_model, table)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,11 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import CONFIG, FIRST_SIZE, REPO, run_child, write_section
+from _common import CONFIG, FIRST_SIZE, REPO, run_child, run_rows
 
 ADDED_SIZE = 16
 MODELS = {  # name: (layers, hidden, heads)
@@ -201,29 +200,7 @@ def main() -> int:
         shape = [int(n) for n in args.shape.split(",")]
         print(json.dumps(child(args.child, shape, args.package, args.cache, args.jobs, args.spawned, args.remote)))
         return 0
-    import platform
-
-    import torch
-
-    started = time.time()
-    scratch = Path(tempfile.mkdtemp(prefix="aotcache-bench-precompile-"))
-    try:
-        rows = [bench_model(name, args.reps, scratch) for name in args.models.split("|")]
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    report = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}",
-        "reps": args.reps,
-        "goals": GOALS,
-        "rows": rows,
-        "seconds": round(time.time() - started, 1),
-    }
-    path = write_section("precompile", report)
-    print(f"{report['date']} — {report['machine']} — medians of {args.reps} fresh processes\n")
-    print(table(rows))
-    print(f"\nwrote {path}")
-    return 0
+    return run_rows("precompile", args.models.split("|"), args.reps, GOALS, bench_model, table)
 
 
 if __name__ == "__main__":
