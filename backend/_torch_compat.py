@@ -285,9 +285,21 @@ def cpp_march_unimported() -> str:
 
     if "torch._inductor.config" in sys.modules:
         return cpp_march()
-    major_minor = tuple(int(part) for part in torch.__version__.split(".")[:2] if part.isdigit())
-    march = os.environ.get(MARCH_ENV) if major_minor >= (2, 13) else None
+    march = os.environ.get(MARCH_ENV) if _config_source_has(r"^\s+march\b") else None
     return "native" if march is None else march
+
+
+def _config_source_has(pattern: str) -> bool:
+    """Whether Inductor's config.py defines a setting, read from its source (importing
+    it imports Dynamo); a torch without that file answers no."""
+    import re
+
+    path = os.path.join(os.path.dirname(torch.__file__), "_inductor", "config.py")
+    try:
+        with open(path, encoding="utf-8") as source:
+            return re.search(pattern, source.read(), re.MULTILINE) is not None
+    except OSError:
+        return False
 
 
 def _clear_isa_caches() -> None:
