@@ -104,15 +104,18 @@ class _EntryBuild:
     index: ArtifactIndex | None
     jobs: int
 
+    @property
+    def compiled(self) -> bool:
+        return self.config.backend == "inductor"
+
     def compile(self) -> tuple[dict[str, bytes], dict[str, dict[str, Any]], CompiledUnits, dict[str, Any]]:
         """The entry's files, piece records, units, and the build environment their keys
         name: the vector ISA predicted (reuse.environment_facts); where a compile ran
         Inductor's probes and they picked another, everything is looked up and built
         again with theirs."""
-        compiled = self.config.backend == "inductor"
-        environment = environment_facts() if compiled else {}
+        environment = environment_facts() if self.compiled else {}
         files, pieces, result = self._units(environment)
-        if compiled and not environment_confirmed(environment):
+        if self.compiled and not environment_confirmed(environment):
             log.warning(
                 "Inductor's probes picked vector ISA %s, not %s (the best this CPU lists): every unit is looked up "
                 "and built again with it",
@@ -124,11 +127,10 @@ class _EntryBuild:
         return files, pieces, result, environment
 
     def _units(self, environment: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, dict[str, Any]], CompiledUnits]:
-        compiled = self.config.backend == "inductor"
         files: dict[str, bytes] = {"graph.py": module_source(self.split.stitch).encode()}
-        pieces = _piece_records(self.split, compiled, files)
+        pieces = _piece_records(self.split, self.compiled, files)
         units = list(self.config.get_compile_units())
-        if not compiled:
+        if not self.compiled:
             return files, pieces, CompiledUnits([{"range": [u.start, u.end], "artifacts": {}} for u in units])
         compiler = UnitCompiler(
             self.model,

@@ -271,7 +271,7 @@ def _unchanged(
     probe = unchanged.Probe.of(model, config, arguments.spec.to_json(), compat.cpp_march_unimported())
     found = unchanged.local_entry(root, probe, sign_key)
     if found is None and remote is not None:
-        found = unchanged.remote_entry(root, remote, probe, sign_key)
+        found = unchanged.remote_entry(root, remote, probe)
     if found is not None:
         log.info("entry %s: every traced source is unchanged; nothing traced or compiled", found.entry_id)
     return found

@@ -1,14 +1,14 @@
 """Kernel libraries as the same bytes on every builder.
 
 Inductor compiles each CPU kernel in its cache dir (under TMPDIR by default) with line
-tables (-g1), and names the source after a hash of its command line, so a library
-records the cache dir and that hash in its debug sections, its symbol table and its
-GNU build id: two runners that compile the same kernel get other bytes. The loader
-needs none of those (it calls the kernel through the dynamic symbol table), so each
-library is stored stripped as Debian strips shared libraries (`strip --strip-unneeded`,
-without .comment and the build id), and torch's own install paths never reach it
-(_torch_compat.reproducible_build_paths). A host without `strip` stores the library as
-it is: loadable, only not reproducible.
+tables (-g1); _torch_compat.reproducible_build_paths keeps every build path out of the
+kernel and its name. What else a compiler or linker writes beside the code (debug
+sections, the local symbol table, .comment, the GNU build id) the loader does not need
+(it calls the kernel through the dynamic symbol table), so each library is stored
+stripped as Debian strips shared libraries (`strip --strip-unneeded`, without .comment
+and the build id): fewer bytes that can differ between builders, and a third of the
+size. A host without `strip` stores the library as it is: loadable, and reproducible
+as far as the path maps reach.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def library_bytes(path: str | os.PathLike[str]) -> bytes:
     if strip is None:
         if not _warned:
             _warned = True
-            log.warning("no `strip` on PATH: kernel libraries keep their build paths (entries are not reproducible)")
+            log.warning("no `strip` on PATH: kernel libraries are stored unstripped (debug sections, build id)")
         return Path(path).read_bytes()
     with tempfile.TemporaryDirectory(prefix="aotcache-strip-") as folder:
         stripped = os.path.join(folder, "kernel.so")

@@ -20,7 +20,7 @@ from aotcache.errors import AotCacheError, CacheMiss, printable
 from aotcache.key.factors import EntryKey
 from aotcache.key.lookup import lookup_factors
 from aotcache.store import signing
-from aotcache.store.checks import OpenedEntry, check_sources, environment_problems, open_entry
+from aotcache.store.checks import OpenedEntry, check_sources, environment_problems, open_entry, read_manifest
 from aotcache.store.manifest import Manifest
 from aotcache.store.root import CacheRoot
 from aotcache.store.scan import candidate_entries
@@ -56,24 +56,25 @@ def local_entry(root: CacheRoot, probe: Probe, sign_key: signing.Key | None) -> 
     check = signing.checker(sign_key) if sign_key is not None else None
     for path in candidate_entries(root, probe.lookup):
         try:
-            opened = open_entry(path, verify_signature=check)
+            # The manifest alone first: every file is read and hashed only for a match.
+            if probe.matches(read_manifest(path)[0]):
+                return open_entry(path, verify_signature=check)
         except (CacheMiss, OSError):
             continue
-        if probe.matches(opened.manifest):
-            return opened
     return None
 
 
-def remote_entry(root: CacheRoot, remote: Any, probe: Probe, sign_key: signing.Key | None) -> OpenedEntry | None:
+def remote_entry(root: CacheRoot, remote: Any, probe: Probe) -> OpenedEntry | None:
     """The same on the remote (a fleet.unit_reuse.RemoteArtifacts): a match is pulled,
-    checked, and opened; anything the remote gets wrong is a warning, and the build
-    goes on as if there were none."""
+    checked with the remote's own signature check (the build's key when it signs), and
+    opened; anything the remote gets wrong is a warning, and the build goes on as if
+    there were none."""
     from aotcache.fleet.pull import fetch_manifest, pull_entry
     from aotcache.fleet.remote import considered
 
     if remote.disabled is not None:
         return None
-    check = signing.checker(sign_key) if sign_key is not None else remote.verify_signature
+    check = remote.verify_signature
     try:
         remote.remote.restart_deadline()
         for entry_id in considered(remote.remote.entries_for_lookup(probe.lookup), probe.lookup):
