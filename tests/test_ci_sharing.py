@@ -191,3 +191,13 @@ def test_a_unit_comes_only_from_a_manifest_that_lists_it_and_is_signed_as_the_bu
     stranger = "f" * 64
     (tmp_path / "mount" / "units" / stranger).write_text(tiny_entry.entry_id)
     assert RemoteArtifacts(open_remote(remote), None).find(stranger) is None
+
+
+def test_a_fresh_runner_with_nothing_changed_pulls_the_entry_and_traces_nothing(tiny_entry, oci, tmp_path) -> None:
+    remote = f"oci://{oci[0]}/aot/unchanged"
+    assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
+    runner = Runner(tmp_path / "runner-e", own_inductor_cache=False)
+    summary, stderr = runner.precompile("--remote", remote)
+    assert summary["hit"] and summary["entry"] == tiny_entry.entry_id, summary
+    assert "trace" not in summary["seconds"] and "tracing with Dynamo" not in stderr, stderr[-2000:]
+    assert _files(runner.cache / "entries" / tiny_entry.entry_id) == _files(tiny_entry.path)
