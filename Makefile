@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP) lint test-servers
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 # The OCI registry the fleet tests start on loopback (Debian's docker-registry; its own
 # service is never enabled or started): see the script.

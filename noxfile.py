@@ -32,6 +32,9 @@ RESULTS = MATRIX / "results"
 TORCH_VERSIONS = ["2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"]
 # The GPU machine's torch: the offline install check uses it.
 GPU_TORCH = "2.11.0"
+# As `make test`: one pytest worker per core (up to 4), each test file on one worker so
+# that its module fixtures are built once.
+XDIST = ["-n", "auto", "--maxprocesses", "4", "--dist", "loadfile"]
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
@@ -90,7 +93,7 @@ def torch(session: nox.Session, torch: str) -> None:
     record["torch_installed"] = str(installed).strip().splitlines()[-1]
     junit = RESULTS / f"{torch}.xml"
     started = time.perf_counter()
-    pytest = ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--run-slow", f"--junitxml={junit}"]
+    pytest = ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--run-slow", *XDIST, f"--junitxml={junit}"]
     session.run(*pytest, success_codes=[0, 1])
     record["suite_s"] = round(time.perf_counter() - started, 1)
     record.update(_junit_counts(junit))

@@ -230,13 +230,16 @@ def test_two_processes_different_keys_one_cache_dir(tmp_path) -> None:
 LOAD_LOOP = """
 import json, sys, torch, aotcache
 from examples import tiny_llama
-config, cache, rounds = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+config, cache, wanted, most = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 model = tiny_llama.build(2)
 ids = tiny_llama.example_inputs(6)[0]
 with torch.no_grad():
     expected = model(ids)
-counts = {"ok": 0, "miss": 0, "wrong": 0, "error": []}
-for _ in range(rounds):
+counts = {"ok": 0, "miss": 0, "wrong": 0, "error": [], "rounds": 0}
+# until both outcomes were seen often enough: how many of each a fixed number of rounds
+# gets depends on how the CPU is shared with the clearing process
+while min(counts["ok"], counts["miss"]) < wanted and counts["rounds"] < most:
+    counts["rounds"] += 1
     try:
         loaded = aotcache.load(model, config, cache_dir=cache, strict=True)
         ok = (loaded(ids) - expected).abs().max() <= 1e-4
@@ -257,7 +260,7 @@ def test_clear_while_loading_gives_whole_entry_or_clean_miss(tiny_entry, tmp_pat
     copy_cache(tiny_entry.path, template)
     root = CacheRoot(cache)
     loader = subprocess.Popen(
-        [sys.executable, "-c", LOAD_LOOP, json.dumps(TINY_CONFIG), str(cache), "150"],
+        [sys.executable, "-c", LOAD_LOOP, json.dumps(TINY_CONFIG), str(cache), "10", "3000"],
         cwd=REPO,
         env=python_env(),
         stdout=subprocess.PIPE,
@@ -278,9 +281,10 @@ def test_clear_while_loading_gives_whole_entry_or_clean_miss(tiny_entry, tmp_pat
     assert loader.returncode == 0, err[-2000:]
     counts = last_json(out)
     assert counts["error"] == [] and counts["wrong"] == 0, counts
-    assert counts["ok"] > 0 and counts["miss"] > 0 and counts["ok"] + counts["miss"] == 150  # both happened
+    assert counts["ok"] >= 10 and counts["miss"] >= 10, counts  # both happened, each many times
+    assert counts["ok"] + counts["miss"] == counts["rounds"]
     reasons = counts.get("reasons", {})
-    print(f"\nclear/re-publish cycles during 150 loads: {cycles}; ok {counts['ok']}, clean misses {reasons}")
+    print(f"\nclear/re-publish cycles during {counts['rounds']} loads: {cycles}; ok {counts['ok']}, misses {reasons}")
     assert set(reasons) <= {"not-found"}  # a removed entry is a miss, never "corrupt"
 
 
