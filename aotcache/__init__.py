@@ -35,6 +35,7 @@ from aotcache.version import __version__
 
 if TYPE_CHECKING:
     from aotcache import hf as hf
+    from aotcache.custom_op import CustomOp
     from aotcache.decorators import ignore_compile, support_compile
     from aotcache.serve.loader import LoadedModel, load
     from aotcache.target import ModelSpec
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 # does not pay for importing torch: name -> (module, attribute; None for the module).
 _LAZY: dict[str, tuple[str, str | None]] = {
     "hf": ("aotcache.hf", None),
+    "CustomOp": ("aotcache.custom_op", "CustomOp"),
     "load": ("aotcache.serve.loader", "load"),
     "LoadedModel": ("aotcache.serve.loader", "LoadedModel"),
     "ModelSpec": ("aotcache.target", "ModelSpec"),
@@ -96,6 +98,7 @@ __all__ = [
     "CompileError",
     "ConfigError",
     "CorruptEntry",
+    "CustomOp",
     "DispatchError",
     "EntryNotFound",
     "IncompatibleEnvironment",

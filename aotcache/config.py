@@ -27,6 +27,15 @@ from aotcache.modes import CompilationMode, CUDAGraphMode, parse_enum
 CAPTURE_SIZES_ALIAS = "cudagraph_capture_sizes"
 DEFAULT_MAX_CAPTURE_SIZE = 512
 _OP_NAME = re.compile(r"^[A-Za-z_]\w*::[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$")
+_CUSTOM_OP_RULE = re.compile(r"^(all|none|[+-][A-Za-z_]\w*)$")
+# Inductor's custom-pass slots a pass may be put in: each runs on the graph as a
+# torch.fx.Graph (joint: before the forward/backward split; post_grad: after it).
+INDUCTOR_PASS_SLOTS = (
+    "joint_custom_pre_pass",
+    "joint_custom_post_pass",
+    "post_grad_custom_pre_pass",
+    "post_grad_custom_post_pass",
+)
 
 # Fields whose value changes the compiled artifacts. Everything else (where the cache
 # lives, debug output, CUDA-graph capture at run time) is left out of the hash, so that
@@ -39,6 +48,8 @@ GRAPH_FIELDS = (
     "compile_ranges_split_points",
     "max_num_batched_tokens",
     "inductor_compile_config",
+    "inductor_passes",
+    "custom_ops",
     "artifact_format",
 )
 # How compiled pieces are stored (see aotcache.formats): "native" is compiler-free and
@@ -73,6 +84,10 @@ class CompilationConfig:
     splitting_ops: list[str] = field(default_factory=list)
     backend: str = "inductor"
     inductor_compile_config: dict[str, Any] = field(default_factory=dict)
+    # Inductor pass slot -> the pass, named as a TARGET is ("pkg.module:attr")
+    inductor_passes: dict[str, str] = field(default_factory=dict)
+    # vLLM's rules for CustomOp layers: "all", "none", "+name", "-name"
+    custom_ops: list[str] = field(default_factory=list)
     artifact_format: str = "auto"
     cudagraph_mode: CUDAGraphMode = CUDAGraphMode.NONE
     cudagraph_capture_sizes: list[int] | None = None
@@ -100,6 +115,8 @@ class CompilationConfig:
             raise ConfigError("artifact_format", self.artifact_format, "one of " + ", ".join(ARTIFACT_FORMATS))
         self.splitting_ops = _op_names(self.splitting_ops)
         self.inductor_compile_config = _json_dict("inductor_compile_config", self.inductor_compile_config)
+        self.inductor_passes = _inductor_passes(self.inductor_passes)
+        self.custom_ops = _custom_op_rules(self.custom_ops)
         self.cache_dir = _optional_str("cache_dir", self.cache_dir)
         self.debug_dump_path = _optional_str("debug_dump_path", self.debug_dump_path)
         self.compile_ranges_split_points = self._split_points()
@@ -177,6 +194,43 @@ class CompilationConfig:
 
     # -- derived values -----------------------------------------------------------------
 
+    def effective_custom_ops(self) -> tuple[str, ...]:
+        """custom_ops with vLLM's default added where it names neither "all" nor "none":
+        "none" (native PyTorch, which Inductor fuses) when Inductor compiles, else "all"."""
+        rules = tuple(self.custom_ops)
+        if "all" in rules or "none" in rules:
+            return rules
+        compiled = self.backend == "inductor" and self.mode != CompilationMode.NONE
+        return (*rules, "none" if compiled else "all")
+
+    def is_custom_op_enabled(self, name: str) -> bool:
+        return custom_op_enabled(self.effective_custom_ops(), name)
+
+    def adjust_cudagraph_sizes_for_spec_decode(self, uniform_decode_query_len: int, tensor_parallel_size: int) -> None:
+        """vLLM's: every capture size rounded up to a multiple of the decode query length
+        (a speculative-decoding step verifies that many tokens per request), those past
+        max_cudagraph_capture_size dropped, and the maximum set to the largest left.
+        tensor_parallel_size matters to vLLM only with sequence parallelism, which
+        aotcache has no pass for, so only its value is checked."""
+        multiple = _positive_int("uniform_decode_query_len", uniform_decode_query_len)
+        _positive_int("tensor_parallel_size", tensor_parallel_size)
+        if not self.cudagraph_capture_sizes or multiple <= 1:
+            return
+        top = self.max_cudagraph_capture_size or self.cudagraph_capture_sizes[-1]
+        rounded_up = {-(-size // multiple) * multiple for size in self.cudagraph_capture_sizes}
+        rounded = sorted(s for s in rounded_up if s <= top) or ([multiple] if multiple <= top else [])
+        if not rounded:
+            raise ConfigError(
+                "uniform_decode_query_len",
+                multiple,
+                f"at most max_cudagraph_capture_size ({top}): no capture size is left after rounding up to it",
+            )
+        self.cudagraph_capture_sizes = rounded
+        self.max_cudagraph_capture_size = rounded[-1]
+        self._given.update(cudagraph_capture_sizes=rounded, max_cudagraph_capture_size=rounded[-1])
+        if self._given.get("compile_sizes") == CAPTURE_SIZES_ALIAS:
+            self.compile_sizes = list(rounded)
+
     def get_compile_ranges(self) -> list[Range]:
         """[1, p1], [p1+1, p2], ..., [pk+1, max_num_batched_tokens], both ends inclusive."""
         ranges = []
@@ -244,9 +298,7 @@ FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CompilationConfig) if f.i
 # that means "not used" there: a config copied from vLLM with them at that value loads;
 # any other value is a ConfigError, never silently dropped (docs/configuration.md).
 NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
-    "inductor_passes": ({}, None),
-    "pass_config": ({}, None),
-    "custom_ops": ([], None),
+    "pass_config": ({}, None),  # vLLM's own fusion passes: aotcache has none (inductor_passes takes yours)
     "use_inductor_graph_partition": (False, None),
     "compile_mm_encoder": (False, None),
     "dynamic_shapes_config": ({}, None),
@@ -426,6 +478,47 @@ def _json_dict(name: str, value: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         raise ConfigError(name, value, "JSON-serialisable values (numbers, strings, bools, lists, tables)") from None
     return dict(value)
+
+
+def _inductor_passes(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError("inductor_passes", value, 'a table of Inductor pass slot -> "pkg.module:attr"')
+    for slot, target in value.items():
+        if slot not in INDUCTOR_PASS_SLOTS:
+            allowed = "an Inductor pass slot: one of " + ", ".join(INDUCTOR_PASS_SLOTS)
+            raise ConfigError(f"inductor_passes.{slot}", target, allowed)
+        module, sep, attr = target.rpartition(":") if isinstance(target, str) else ("", "", "")
+        if not (module and sep and attr):
+            allowed = 'the pass as "pkg.module:attr" or "path/to/file.py:attr"'
+            raise ConfigError(f"inductor_passes.{slot}", target, allowed)
+    return dict(sorted(value.items()))
+
+
+def _custom_op_rules(value: Any) -> list[str]:
+    """vLLM's grammar: "all" or "none" (at most one), "+name" or "-name" (not both)."""
+    if not isinstance(value, list):
+        raise ConfigError("custom_ops", value, 'a list of "all", "none", "+name" or "-name"')
+    for rule in value:
+        if not isinstance(rule, str) or not _CUSTOM_OP_RULE.match(rule):
+            raise ConfigError(
+                "custom_ops", rule, '"all", "none", "+name" or "-name" (name: a CustomOp\'s registered name)'
+            )
+    if "all" in value and "none" in value:
+        raise ConfigError("custom_ops", value, 'one of "all" and "none", not both')
+    both = sorted({r[1:] for r in value if r[0] == "+"} & {r[1:] for r in value if r[0] == "-"})
+    if both:
+        raise ConfigError("custom_ops", value, f"{both[0]} enabled (+) or disabled (-), not both")
+    if len(set(value)) != len(value):
+        raise ConfigError("custom_ops", value, "each rule once")
+    return list(value)
+
+
+def custom_op_enabled(rules: tuple[str, ...] | list[str], name: str) -> bool:
+    """vLLM's precedence: "-name" disables, "+name" enables, else the default ("all"
+    enables every op, "none" none)."""
+    if f"-{name}" in rules:
+        return False
+    return f"+{name}" in rules or "all" in rules
 
 
 # -- the current config (for @support_compile models) -----------------------------------

@@ -531,8 +531,67 @@ def inductor_config_digest() -> str:
     # restores them, which flips that flag without changing a value, and the digest must
     # be the same before and after the first compile of a process.
     changed = sorted(
-        (name, repr(values[name]))
+        (name, _setting_repr(values[name]))
         for name, entry in config._config.items()
         if name in values and values[name] != entry.default and name not in _NOT_IN_THE_CODE
     )
     return hashlib.sha256(repr(changed).encode()).hexdigest()[:16]
+
+
+def _setting_repr(value: Any) -> str:
+    """A setting as the digest sees it: a custom graph pass by its uuid (its repr holds an
+    address, different in every process), a list of them by theirs."""
+    passes = value if isinstance(value, (list, tuple)) else [value]
+    if passes and all(callable(getattr(p, "uuid", None)) for p in passes):
+        return repr([_uuid_text(p.uuid()) for p in passes])
+    return repr(value)
+
+
+def _uuid_text(uuid: Any) -> str:
+    return uuid.hex() if isinstance(uuid, bytes) else str(uuid)
+
+
+def is_graph_pass(value: Any) -> bool:
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    return isinstance(value, CustomGraphPass)
+
+
+def graph_pass(function: Callable[[torch.fx.Graph], None], uuid: str) -> Any:
+    """A plain function taking the graph, as the CustomGraphPass Inductor needs to cache
+    (and aotcache to key) a compile it ran in: `uuid` names its code."""
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    class FunctionPass(CustomGraphPass):
+        def __call__(self, graph: torch.fx.Graph) -> None:
+            function(graph)
+
+        def uuid(self) -> str:
+            return uuid
+
+        def __repr__(self) -> str:
+            return f"<pass {getattr(function, '__qualname__', function)} {uuid[:12]}>"
+
+    return FunctionPass()
+
+
+def graph_pass_uuid(value: Any) -> str:
+    """A CustomGraphPass's uuid as text; ValueError where it has none (Inductor would
+    then compile without its cache, and aotcache could not key the pass)."""
+    uuid = value.uuid()
+    if not uuid:
+        raise ValueError(f"{type(value).__name__}.uuid() returned {uuid!r}")
+    return _uuid_text(uuid)
+
+
+@contextlib.contextmanager
+def custom_passes(passes: dict[str, Any]) -> Iterator[None]:
+    """Inductor's pass slots set for every compile inside (slots the running torch lacks
+    were refused when the passes were resolved)."""
+    if not passes:
+        yield
+        return
+    from torch._inductor import config
+
+    with config.patch(passes):
+        yield

@@ -16,6 +16,7 @@ import torch
 
 from aotcache.config import CompilationConfig
 from aotcache.counters import counters
+from aotcache.custom_op import custom_op_choices, tracing_rules
 from aotcache.errors import CacheDirError, CacheMiss, ConfigError
 from aotcache.key import sources as sources_mod
 from aotcache.key.factors import EntryKey, Factor, digest
@@ -36,7 +37,7 @@ from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from aotcache.store.root import CacheRoot, held, resolve_cache_dir, size_on_disk
 
 from . import _torch_compat as compat
-from . import unchanged
+from . import inductor_passes, unchanged
 from .capture import Capture, capture
 from .entry import build_entry, march, source_date
 from .parallel import available_cores
@@ -154,30 +155,34 @@ def precompile(
     key_for_signing = signing.read_key(sign_key) if sign_key else None
     remote_artifacts = _remote_artifacts(remote, insecure, key_for_signing)
     progress = progress if progress is not None else logged_progress()
+    passes = inductor_passes.resolve(config)
     arguments = _TraceArguments.of(model, config, example_inputs, dynamic_arg_dims)
     if not force and (same := _unchanged(root, model, config, arguments, key_for_signing, remote_artifacts)):
         return PrecompileResult(same.entry_id, same.path, True, same.manifest, {"total": time.perf_counter() - started})
-    captured, traced, key = _trace(model, config, arguments, mark_unbacked_dims, progress)
-    _check_splitting_ops(captured, config, strict)
-    seconds = {"trace": captured.seconds}
-    build = _Build(
-        model,
-        config,
-        root,
-        captured,
-        traced,
-        key,
-        arguments.inputs_at,
-        key_for_signing,
-        progress,
-        origin,
-        started,
-        seconds,
-        force,
-        jobs or available_cores(),
-        remote_artifacts,
-    )
-    return _build_unless_present(build)
+    # CustomOp layers take the config's rules in the trace and in every eager run beside
+    # it; every compile runs the config's Inductor passes.
+    with tracing_rules(config), compat.custom_passes(passes.slots):
+        captured, traced, key = _trace(model, config, arguments, mark_unbacked_dims, progress, passes.files)
+        _check_splitting_ops(captured, config, strict)
+        seconds = {"trace": captured.seconds}
+        build = _Build(
+            model,
+            config,
+            root,
+            captured,
+            traced,
+            key,
+            arguments.inputs_at,
+            key_for_signing,
+            progress,
+            origin,
+            started,
+            seconds,
+            force,
+            jobs or available_cores(),
+            remote_artifacts,
+        )
+        return _build_unless_present(build)
 
 
 def _build_unless_present(build: _Build) -> PrecompileResult:
@@ -283,20 +288,25 @@ def _trace(
     arguments: _TraceArguments,
     mark_unbacked_dims: dict[str, Any] | None,
     progress: Progress,
+    pass_files: set[str],
 ) -> tuple[Capture, list[sources_mod.SourceFile], EntryKey]:
-    """Trace the model once and compute the entry's key."""
+    """Trace the model once and compute the entry's key (the config's Inductor passes
+    are traced sources too: an edit to one makes the entry stale)."""
     progress.stage("trace")
     failpoint("before-trace")
     dims = arguments.dynamic_arg_dims
     captured = capture(model, arguments.arguments, dims, config.splitting_ops, mark_unbacked_dims)
     counters.traces += 1
     failpoint("after-trace")
+    captured.traced_files |= pass_files
     traced = sources_mod.record(captured.traced_files)
     build = [
         Factor("sources", sources_mod.sources_digest(traced)),
         Factor("input_spec", digest(captured.input_spec.to_json())),
         Factor("march", march()),
     ]
+    if choices := custom_op_choices(model):  # which CustomOp layers the rules enabled in the trace
+        build.append(Factor("custom_ops", choices))
     return captured, traced, EntryKey(lookup_factors(config, model), build)
 
 

@@ -12,7 +12,7 @@ import pytest
 from _support import REPO
 
 PACKAGE = REPO / "aotcache"
-SHARED = {"errors", "modes", "config", "counters", "version", "target", "hf", "progress"}
+SHARED = {"errors", "modes", "config", "custom_op", "counters", "version", "target", "hf", "progress"}
 FACE = {"__init__", "api", "decorators"}
 WINGS = ("key", "store", "serve", "formats", "fleet")
 # What each layer may import, besides itself and the shared modules at the top.

@@ -228,8 +228,7 @@ def test_level_is_vllms_old_name_for_mode() -> None:
 @pytest.mark.parametrize(
     ("name", "unused", "used"),
     [
-        ("inductor_passes", {}, {"post_grad_custom_post_pass": "pkg.passes:fuse"}),
-        ("custom_ops", [], ["+rms_norm"]),
+        ("pass_config", {}, {"fuse_norm_quant": True}),
         ("use_inductor_graph_partition", False, True),
         ("compile_mm_encoder", False, True),
         ("dynamic_shapes_config", None, {"type": "unbacked"}),
@@ -245,3 +244,68 @@ def test_a_vllm_field_not_implemented_yet_loads_at_its_unused_value_and_is_refus
     with pytest.raises(ConfigError) as raised:
         from_dict({name: used})
     assert name in str(raised.value) and "does not implement" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("rules", "allowed"),
+    [
+        ("all", 'a list of "all", "none", "+name" or "-name"'),
+        (["all", "none"], 'one of "all" and "none", not both'),
+        (["+rms_norm", "-rms_norm"], "rms_norm enabled (+) or disabled (-), not both"),
+        (["rms_norm"], '"all", "none", "+name" or "-name"'),
+        (["+rms-norm"], '"all", "none", "+name" or "-name"'),
+        (["+a", "+a"], "each rule once"),
+    ],
+)
+def test_custom_ops_take_vllms_grammar_only(rules: Any, allowed: str) -> None:
+    with pytest.raises(ConfigError, match="custom_ops") as raised:
+        from_dict({"custom_ops": rules})
+    assert allowed in str(raised.value)
+
+
+def test_custom_ops_default_and_precedence_are_vllms() -> None:
+    assert from_dict({}).effective_custom_ops() == ("none",)  # Inductor compiles: native ops, which it fuses
+    assert from_dict({"backend": "eager"}).effective_custom_ops() == ("all",)
+    assert from_dict({"mode": "NONE"}).effective_custom_ops() == ("all",)
+    assert from_dict({"custom_ops": ["+rms_norm"]}).is_custom_op_enabled("rms_norm")
+    assert not from_dict({"custom_ops": ["+rms_norm"]}).is_custom_op_enabled("silu_and_mul")
+    assert not from_dict({"custom_ops": ["all", "-rms_norm"]}).is_custom_op_enabled("rms_norm")
+    assert from_dict({"custom_ops": ["all", "-rms_norm"]}).is_custom_op_enabled("silu_and_mul")
+    assert from_dict({"custom_ops": ["none"]}).compute_hash() != from_dict({"custom_ops": ["all"]}).compute_hash()
+
+
+@pytest.mark.parametrize(
+    ("passes", "field", "allowed"),
+    [
+        ({"post_grad_pass": "pkg:p"}, "inductor_passes.post_grad_pass", "an Inductor pass slot: one of"),
+        ({"post_grad_custom_post_pass": "pkg.p"}, "inductor_passes.post_grad_custom_post_pass", '"pkg.module:attr"'),
+        ({"post_grad_custom_post_pass": 3}, "inductor_passes.post_grad_custom_post_pass", '"pkg.module:attr"'),
+        (["pkg:p"], "inductor_passes", "a table of Inductor pass slot"),
+    ],
+)
+def test_inductor_passes_name_a_slot_and_a_target(passes: Any, field: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        from_dict({"inductor_passes": passes})
+    assert raised.value.field == field and allowed in str(raised.value)
+
+
+def test_spec_decode_rounds_capture_sizes_up_to_the_query_length_as_vllm_does() -> None:
+    config = from_dict({"cudagraph_capture_sizes": [1, 2, 4, 8, 16], "max_num_batched_tokens": 64})
+    config.adjust_cudagraph_sizes_for_spec_decode(3, 1)
+    assert config.cudagraph_capture_sizes == [3, 6, 9] and config.max_cudagraph_capture_size == 9  # 18 > 16: dropped
+    assert config.replace(max_num_batched_tokens=64).cudagraph_capture_sizes == [3, 6, 9]
+    unchanged = from_dict({"cudagraph_capture_sizes": [1, 2, 4], "max_num_batched_tokens": 64})
+    unchanged.adjust_cudagraph_sizes_for_spec_decode(1, 8)  # no speculative tokens: nothing to round
+    assert unchanged.cudagraph_capture_sizes == [1, 2, 4]
+    small = from_dict({"cudagraph_capture_sizes": [1, 2], "max_num_batched_tokens": 64})
+    small.adjust_cudagraph_sizes_for_spec_decode(2, 1)
+    assert small.cudagraph_capture_sizes == [2] and small.max_cudagraph_capture_size == 2
+    aliased = from_dict({"cudagraph_capture_sizes": [1, 4], "compile_sizes": "cudagraph_capture_sizes"})
+    aliased.adjust_cudagraph_sizes_for_spec_decode(4, 1)
+    assert aliased.compile_sizes == [4] == aliased.cudagraph_capture_sizes
+    with pytest.raises(ConfigError, match="uniform_decode_query_len"):
+        from_dict(
+            {"cudagraph_capture_sizes": [1, 2], "max_num_batched_tokens": 64}
+        ).adjust_cudagraph_sizes_for_spec_decode(4, 1)
+    with pytest.raises(ConfigError, match="tensor_parallel_size"):
+        from_dict({}).adjust_cudagraph_sizes_for_spec_decode(2, 0)

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from aotcache.config import from_dict
+from aotcache.config import CompilationConfig, from_dict
+from aotcache.custom_op import tracing_rules
 from aotcache.errors import AotCacheError
 from aotcache.store.report import report_for
 from aotcache.store.root import CacheRoot, resolve_cache_dir
@@ -131,17 +132,19 @@ def run(
         "signature_checked": trusted_key is not None,
         "strict": strict,
         "cold": cold_facts(needs, attempts),
-        **compare_with_eager(model, spec.example_inputs, loaded),
+        **compare_with_eager(model, spec.example_inputs, loaded, resolved),
     }
 
 
-def compare_with_eager(model: torch.nn.Module, example_inputs: Any, loaded: Any) -> dict[str, Any]:
+def compare_with_eager(
+    model: torch.nn.Module, example_inputs: Any, loaded: Any, config: CompilationConfig
+) -> dict[str, Any]:
     """Outputs of the loaded entry against eager at every compile size and both ends of
-    every range."""
+    every range (CustomOp layers take the config's rules, as in the trace)."""
     results = []
     for size in check_sizes([u["range"] for u in loaded.manifest.units if "refused" not in u]):
         arguments = example_arguments(model, example_inputs, size, loaded.spec)
-        with torch.no_grad():
+        with torch.no_grad(), tracing_rules(config):
             expected = model.forward(**arguments)  # eager: a decorated __call__ would load
         got = loaded(**arguments)
         expected_leaves = torch.utils._pytree.tree_leaves(expected)

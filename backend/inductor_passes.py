@@ -1,0 +1,64 @@
+"""The config's inductor_passes: each named pass imported and set in its Inductor slot
+for the build's compiles.
+
+A pass is a torch CustomGraphPass (its own uuid()) or a plain function taking the
+torch.fx.Graph (its uuid: the sha256 of its source file). Its source file becomes a
+traced source of the entry, so an edit to the pass makes the entry stale, naming the
+file; its uuid goes into every unit's key (through the Inductor settings digest), so a
+unit compiled with one version of a pass is never reused for another. Loading never
+imports a pass: its effect is in the compiled code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from aotcache.config import CompilationConfig
+from aotcache.errors import ConfigError, TargetError
+from aotcache.key.sources import file_sha256
+from aotcache.target import import_target
+
+from . import _torch_compat as compat
+
+
+@dataclass
+class InductorPasses:
+    slots: dict[str, Any] = field(default_factory=dict)  # slot -> the pass object Inductor runs
+    uuids: dict[str, str] = field(default_factory=dict)  # slot -> the pass's uuid
+    files: set[str] = field(default_factory=set)  # the passes' source files
+
+
+def resolve(config: CompilationConfig) -> InductorPasses:
+    passes = InductorPasses()
+    for slot, target in config.inductor_passes.items():
+        name = f"inductor_passes.{slot}"
+        if not compat.inductor_setting(slot)[0]:
+            raise ConfigError(name, target, "a slot this torch's Inductor has (it has no such setting)")
+        try:
+            value = import_target(target)
+        except TargetError as exc:
+            raise ConfigError(name, target, f"a pass that imports: {exc}") from None
+        if not (compat.is_graph_pass(value) or inspect.isfunction(value)):
+            raise ConfigError(name, target, "a torch CustomGraphPass, or a function taking the torch.fx.Graph")
+        source = _source_file(value, name, target)
+        pass_object = value if compat.is_graph_pass(value) else compat.graph_pass(value, file_sha256(source))
+        try:
+            passes.uuids[slot] = compat.graph_pass_uuid(pass_object)
+        except ValueError as exc:
+            raise ConfigError(name, target, f"a pass with a uuid: {exc}") from None
+        passes.slots[slot] = pass_object
+        passes.files.add(source)
+    return passes
+
+
+def _source_file(value: Any, name: str, target: str) -> str:
+    owner = value if inspect.isfunction(value) else type(value)
+    try:
+        path = inspect.getsourcefile(owner)
+    except TypeError:
+        path = None
+    if not path:
+        raise ConfigError(name, target, "a pass defined in a Python source file")
+    return path
