@@ -394,6 +394,40 @@ SABOTAGES = [
         ),
         ("tests/test_parallel.py::test_parallel_units_are_byte_identical_to_a_sequential_build",),
     ),
+    Sabotage(
+        "pass-not-in-unit-key",
+        "A unit compiled with one Inductor pass is never reused for another",
+        "the pass slots left out of the Inductor settings digest in every unit's key",
+        (
+            (
+                "backend/_torch_compat.py",
+                '_NOT_IN_THE_CODE = frozenset({"compile_threads", "worker_start_method", "cpp.vec_isa_ok"})',
+                '_NOT_IN_THE_CODE = frozenset({"compile_threads", "worker_start_method", "cpp.vec_isa_ok", '
+                '"post_grad_custom_post_pass"})',
+            ),
+        ),
+        ("tests/test_custom_compile.py::test_an_inductor_pass_runs_in_every_compile_and_loading_never_imports_it",),
+    ),
+    Sabotage(
+        "pass-not-a-source",
+        "An edited Inductor pass makes its entries stale",
+        "the passes' files left out of the traced sources",
+        (("backend/precompile.py", "    captured.traced_files |= pass_files\n", ""),),
+        ("tests/test_custom_compile.py::test_an_edited_pass_makes_its_entry_stale_naming_the_pass",),
+    ),
+    Sabotage(
+        "custom-op-rules-not-traced",
+        "custom_ops decide what a CustomOp layer runs in the trace",
+        "the config's rules not in effect while precompile traces",
+        (
+            (
+                "backend/precompile.py",
+                "    with tracing_rules(config), compat.custom_passes",
+                "    with compat.custom_passes",
+            ),
+        ),
+        ("tests/test_custom_compile.py::test_custom_ops_make_two_entries_whose_miss_names_the_rules",),
+    ),
 ]
 
 
