@@ -50,6 +50,7 @@ GRAPH_FIELDS = (
     "inductor_compile_config",
     "inductor_passes",
     "custom_ops",
+    "dynamic_shapes_config",
     "artifact_format",
 )
 # How compiled pieces are stored (see aotcache.formats): "native" is compiler-free and
@@ -88,6 +89,8 @@ class CompilationConfig:
     inductor_passes: dict[str, str] = field(default_factory=dict)
     # vLLM's rules for CustomOp layers: "all", "none", "+name", "-name"
     custom_ops: list[str] = field(default_factory=list)
+    # vLLM's DynamicShapesConfig as a table: type, evaluate_guards, assume_32_bit_indexing
+    dynamic_shapes_config: dict[str, Any] = field(default_factory=dict)
     artifact_format: str = "auto"
     cudagraph_mode: CUDAGraphMode = CUDAGraphMode.NONE
     cudagraph_capture_sizes: list[int] | None = None
@@ -117,6 +120,7 @@ class CompilationConfig:
         self.inductor_compile_config = _json_dict("inductor_compile_config", self.inductor_compile_config)
         self.inductor_passes = _inductor_passes(self.inductor_passes)
         self.custom_ops = _custom_op_rules(self.custom_ops)
+        self.dynamic_shapes_config = _dynamic_shapes(self.dynamic_shapes_config)
         self.cache_dir = _optional_str("cache_dir", self.cache_dir)
         self.debug_dump_path = _optional_str("debug_dump_path", self.debug_dump_path)
         self.compile_ranges_split_points = self._split_points()
@@ -301,7 +305,6 @@ NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "pass_config": ({}, None),  # vLLM's own fusion passes: aotcache has none (inductor_passes takes yours)
     "use_inductor_graph_partition": (False, None),
     "compile_mm_encoder": (False, None),
-    "dynamic_shapes_config": ({}, None),
     "cudagraph_specialize_lora": (True, False, None),  # no LoRA in aotcache: either is the same
     "local_cache_dir": (None,),  # vLLM fills it in at run time; here `cache_dir` is the one dir
     "compilation_time": (0, 0.0, None),  # measured, never given: `precompile --json` reports `seconds`
@@ -511,6 +514,31 @@ def _custom_op_rules(value: Any) -> list[str]:
     if len(set(value)) != len(value):
         raise ConfigError("custom_ops", value, "each rule once")
     return list(value)
+
+
+DYNAMIC_SHAPE_TYPES = ("backed", "unbacked", "backed_size_oblivious")
+_DYNAMIC_SHAPES_DEFAULTS = {"type": "backed", "evaluate_guards": False, "assume_32_bit_indexing": False}
+
+
+def _dynamic_shapes(value: Any) -> dict[str, Any]:
+    """vLLM's DynamicShapesConfig, every field filled in (None: the defaults)."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError("dynamic_shapes_config", value, "a table of type, evaluate_guards, assume_32_bit_indexing")
+    unknown = sorted(set(value) - set(_DYNAMIC_SHAPES_DEFAULTS))
+    if unknown:
+        fields = ", ".join(_DYNAMIC_SHAPES_DEFAULTS)
+        raise ConfigError(f"dynamic_shapes_config.{unknown[0]}", value[unknown[0]], f"unknown field; valid: {fields}")
+    result = {**_DYNAMIC_SHAPES_DEFAULTS, **value}
+    if str(result["type"]).lower() not in DYNAMIC_SHAPE_TYPES:
+        raise ConfigError("dynamic_shapes_config.type", result["type"], "one of " + ", ".join(DYNAMIC_SHAPE_TYPES))
+    result["type"] = str(result["type"]).lower()
+    for name in ("evaluate_guards", "assume_32_bit_indexing"):
+        result[name] = _bool(f"dynamic_shapes_config.{name}", result[name])
+    if result["type"] == "unbacked" and result["evaluate_guards"]:
+        raise ConfigError("dynamic_shapes_config.evaluate_guards", True, "False with type unbacked (it adds no guards)")
+    return result
 
 
 def custom_op_enabled(rules: tuple[str, ...] | list[str], name: str) -> bool:

@@ -585,13 +585,26 @@ def graph_pass_uuid(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def custom_passes(passes: dict[str, Any]) -> Iterator[None]:
-    """Inductor's pass slots set for every compile inside (slots the running torch lacks
-    were refused when the passes were resolved)."""
-    if not passes:
+def inductor_settings(settings: dict[str, Any]) -> Iterator[None]:
+    """Inductor settings (pass slots among them) for every compile inside; a setting the
+    running torch lacks was refused before (inductor_setting)."""
+    if not settings:
         yield
         return
     from torch._inductor import config
 
-    with config.patch(passes):
+    with config.patch(settings):
+        yield
+
+
+@contextlib.contextmanager
+def backed_size_oblivious(enabled: bool) -> Iterator[None]:
+    """Backed sizes reasoned about as unbacked where torch can (no 0/1 specialisation
+    where the code allows): for the trace only, as vLLM sets it."""
+    if not enabled:
+        yield
+        return
+    from torch.fx.experimental import _config
+
+    with _config.patch(backed_size_oblivious=True):
         yield

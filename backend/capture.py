@@ -60,13 +60,23 @@ def capture(
     dynamic_arg_dims: DynamicDims | None,
     splitting_ops: list[str],
     mark_unbacked_dims: dict[str, Any] | None = None,
+    dynamic_type: str = "backed",
 ) -> Capture:
+    """One trace of forward. `dynamic_type` (dynamic_shapes_config.type): "backed" marks
+    the dynamic dims dynamic (Dynamo specialises sizes 0 and 1, so a range starting at 1
+    gets a guard 2 <= size), "unbacked" marks them unbacked (no such guard: the range
+    serves size 1 too), "backed_size_oblivious" traces backed sizes as if unbacked where
+    torch can."""
     start = time.perf_counter()  # the trace's cost includes importing Dynamo
     forward = type(model).forward
     dims = normalize_dynamic_dims(dynamic_arg_dims, inspect.signature(forward), type(model).__qualname__)
     input_spec = InputSpec.from_arguments(arguments, dims)
-    _mark_dynamic(arguments, dims, mark_unbacked_dims or {})
-    graph, example_inputs, traced_files, output = _trace(model, arguments, _dynamic_dims(arguments, dims))
+    unbacked = dict(mark_unbacked_dims or {})
+    if dynamic_type == "unbacked":
+        unbacked.update({name: list(dim_ids) for name, dim_ids in dims.items()})
+    _mark_dynamic(arguments, {} if dynamic_type == "unbacked" else dims, unbacked)
+    with compat.backed_size_oblivious(dynamic_type == "backed_size_oblivious"):
+        graph, example_inputs, traced_files, output = _trace(model, arguments, _dynamic_dims(arguments, dims))
     seconds = time.perf_counter() - start
     op_files, unfound = compat.splitting_op_files(splitting_ops)
     traced_files |= op_files

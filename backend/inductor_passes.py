@@ -1,5 +1,6 @@
-"""The config's inductor_passes: each named pass imported and set in its Inductor slot
-for the build's compiles.
+"""The Inductor settings a build's compiles run with beyond inductor_compile_config:
+the config's inductor_passes, each imported and set in its slot, and
+dynamic_shapes_config.assume_32_bit_indexing.
 
 A pass is a torch CustomGraphPass (its own uuid()) or a plain function taking the
 torch.fx.Graph (its uuid: the sha256 of its source file). Its source file becomes a
@@ -25,13 +26,18 @@ from . import _torch_compat as compat
 
 @dataclass
 class InductorPasses:
-    slots: dict[str, Any] = field(default_factory=dict)  # slot -> the pass object Inductor runs
+    settings: dict[str, Any] = field(default_factory=dict)  # Inductor setting -> value (a slot -> its pass)
     uuids: dict[str, str] = field(default_factory=dict)  # slot -> the pass's uuid
     files: set[str] = field(default_factory=set)  # the passes' source files
 
 
 def resolve(config: CompilationConfig) -> InductorPasses:
     passes = InductorPasses()
+    if config.dynamic_shapes_config["assume_32_bit_indexing"]:
+        if not compat.inductor_setting("assume_32bit_indexing")[0]:
+            name = "dynamic_shapes_config.assume_32_bit_indexing"
+            raise ConfigError(name, True, "False: this torch's Inductor has no assume_32bit_indexing")
+        passes.settings["assume_32bit_indexing"] = True
     for slot, target in config.inductor_passes.items():
         name = f"inductor_passes.{slot}"
         if not compat.inductor_setting(slot)[0]:
@@ -48,7 +54,7 @@ def resolve(config: CompilationConfig) -> InductorPasses:
             passes.uuids[slot] = compat.graph_pass_uuid(pass_object)
         except ValueError as exc:
             raise ConfigError(name, target, f"a pass with a uuid: {exc}") from None
-        passes.slots[slot] = pass_object
+        passes.settings[slot] = pass_object
         passes.files.add(source)
     return passes
 

@@ -161,7 +161,7 @@ def precompile(
         return PrecompileResult(same.entry_id, same.path, True, same.manifest, {"total": time.perf_counter() - started})
     # CustomOp layers take the config's rules in the trace and in every eager run beside
     # it; every compile runs the config's Inductor passes.
-    with tracing_rules(config), compat.custom_passes(passes.slots):
+    with tracing_rules(config), compat.inductor_settings(passes.settings):
         captured, traced, key = _trace(model, config, arguments, mark_unbacked_dims, progress, passes.files)
         _check_splitting_ops(captured, config, strict)
         seconds = {"trace": captured.seconds}
@@ -295,7 +295,8 @@ def _trace(
     progress.stage("trace")
     failpoint("before-trace")
     dims = arguments.dynamic_arg_dims
-    captured = capture(model, arguments.arguments, dims, config.splitting_ops, mark_unbacked_dims)
+    dynamic_type = config.dynamic_shapes_config["type"]
+    captured = capture(model, arguments.arguments, dims, config.splitting_ops, mark_unbacked_dims, dynamic_type)
     counters.traces += 1
     failpoint("after-trace")
     captured.traced_files |= pass_files

@@ -422,8 +422,8 @@ SABOTAGES = [
         (
             (
                 "backend/precompile.py",
-                "    with tracing_rules(config), compat.custom_passes",
-                "    with compat.custom_passes",
+                "    with tracing_rules(config), compat.inductor_settings",
+                "    with compat.inductor_settings",
             ),
         ),
         ("tests/test_custom_compile.py::test_custom_ops_make_two_entries_whose_miss_names_the_rules",),

@@ -231,7 +231,6 @@ def test_level_is_vllms_old_name_for_mode() -> None:
         ("pass_config", {}, {"fuse_norm_quant": True}),
         ("use_inductor_graph_partition", False, True),
         ("compile_mm_encoder", False, True),
-        ("dynamic_shapes_config", None, {"type": "unbacked"}),
         ("compilation_time", 0.0, 12.5),
     ],
 )
@@ -309,3 +308,32 @@ def test_spec_decode_rounds_capture_sizes_up_to_the_query_length_as_vllm_does() 
         ).adjust_cudagraph_sizes_for_spec_decode(4, 1)
     with pytest.raises(ConfigError, match="tensor_parallel_size"):
         from_dict({}).adjust_cudagraph_sizes_for_spec_decode(2, 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "allowed"),
+    [
+        ({"type": "dynamic"}, "dynamic_shapes_config.type", "one of backed, unbacked, backed_size_oblivious"),
+        ({"evaluate_guards": "yes"}, "dynamic_shapes_config.evaluate_guards", "true or false"),
+        ({"size": 3}, "dynamic_shapes_config.size", "unknown field"),
+        ({"type": "unbacked", "evaluate_guards": True}, "dynamic_shapes_config.evaluate_guards", "it adds no guards"),
+        ([1], "dynamic_shapes_config", "a table"),
+    ],
+)
+def test_dynamic_shapes_config_takes_vllms_fields(value: Any, field: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        from_dict({"dynamic_shapes_config": value})
+    assert raised.value.field == field and allowed in str(raised.value)
+
+
+def test_dynamic_shapes_config_is_filled_in_and_keyed() -> None:
+    defaults = {"type": "backed", "evaluate_guards": False, "assume_32_bit_indexing": False}
+    assert (
+        from_dict({}).dynamic_shapes_config
+        == defaults
+        == from_dict({"dynamic_shapes_config": None}).dynamic_shapes_config
+    )
+    assert from_dict({"dynamic_shapes_config": {"type": "UNBACKED"}}).dynamic_shapes_config["type"] == "unbacked"
+    unbacked = from_dict({"dynamic_shapes_config": {"type": "unbacked"}})
+    assert unbacked.compute_hash() != from_dict({}).compute_hash()
+    assert from_dict(unbacked.to_dict()) == unbacked

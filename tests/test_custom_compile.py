@@ -188,3 +188,25 @@ def test_a_pass_that_cannot_be_used_is_a_config_error_naming_the_slot(tmp_path: 
         with pytest.raises(ConfigError, match=f"inductor_passes.{PASS_SLOT}") as info:
             resolve(config)
         assert allowed in str(info.value), str(info.value)
+
+
+def test_an_unbacked_trace_serves_size_1_from_its_range(tmp_path: Path) -> None:
+    """dynamic_shapes_config.type: a backed trace specialises sizes 0 and 1, so the range
+    [1, 16] gets the guard 2 <= size and size 1 a compile of its own; traced unbacked,
+    the one range unit serves size 1 too. The type is in the key."""
+    cache = tmp_path / "cache"
+    built = {}
+    for kind in ("backed", "unbacked", "backed_size_oblivious"):
+        config = {**CONFIG, "dynamic_shapes_config": {"type": kind}}
+        built[kind] = (config, aotcache.precompile(SPEC, config, cache_dir=cache))
+    backed, unbacked = built["backed"][1], built["unbacked"][1]
+    assert backed.summary["added_sizes"] == [1] and backed.summary["units"] == 2
+    assert unbacked.summary["added_sizes"] == [] and unbacked.summary["units"] == 1
+    assert len({result.entry_id for _, result in built.values()}) == 3
+    for config, result in built.values():
+        report = _load(config, cache)
+        assert report["entry"] == result.entry_id and report["worst"] <= 1e-5, report
+    only_unbacked = tmp_path / "only-unbacked"
+    shutil.copytree(unbacked.path, only_unbacked / "entries" / unbacked.entry_id)
+    report = _load(built["backed"][0], only_unbacked)
+    assert report["factors"] == ["config.dynamic_shapes_config"], report
