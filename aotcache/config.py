@@ -231,6 +231,7 @@ class CompilationConfig:
             )
         self.cudagraph_capture_sizes = rounded
         self.max_cudagraph_capture_size = rounded[-1]
+        self.uniform_decode_query_len = multiple  # what the dispatcher's uniform-decode batches hold
         self._given.update(cudagraph_capture_sizes=rounded, max_cudagraph_capture_size=rounded[-1])
         if self._given.get("compile_sizes") == CAPTURE_SIZES_ALIAS:
             self.compile_sizes = list(rounded)
@@ -490,11 +491,24 @@ def _inductor_passes(value: Any) -> dict[str, str]:
         if slot not in INDUCTOR_PASS_SLOTS:
             allowed = "an Inductor pass slot: one of " + ", ".join(INDUCTOR_PASS_SLOTS)
             raise ConfigError(f"inductor_passes.{slot}", target, allowed)
-        module, sep, attr = target.rpartition(":") if isinstance(target, str) else ("", "", "")
-        if not (module and sep and attr):
-            allowed = 'the pass as "pkg.module:attr" or "path/to/file.py:attr"'
+        if not isinstance(target, str) or not _pass_target(target):
+            allowed = 'the pass as "pkg.module:attr", "path/to/file.py:attr" or vLLM\'s "pkg.module.attr"'
             raise ConfigError(f"inductor_passes.{slot}", target, allowed)
     return dict(sorted(value.items()))
+
+
+def pass_target(target: str) -> str:
+    """An inductor_passes value as a TARGET: vLLM's qualified name "pkg.module.attr"
+    becomes "pkg.module:attr"; a TARGET is kept."""
+    return _pass_target(target) or target
+
+
+def _pass_target(target: str) -> str | None:
+    module, sep, attr = target.rpartition(":")
+    if module and sep and attr:
+        return target
+    module, sep, attr = target.rpartition(".")
+    return f"{module}:{attr}" if module and sep and attr.isidentifier() else None
 
 
 def _custom_op_rules(value: Any) -> list[str]:
@@ -513,7 +527,7 @@ def _custom_op_rules(value: Any) -> list[str]:
         raise ConfigError("custom_ops", value, f"{both[0]} enabled (+) or disabled (-), not both")
     if len(set(value)) != len(value):
         raise ConfigError("custom_ops", value, "each rule once")
-    return list(value)
+    return sorted(value)  # the order means nothing: one key for any order
 
 
 DYNAMIC_SHAPE_TYPES = ("backed", "unbacked", "backed_size_oblivious")

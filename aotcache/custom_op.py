@@ -1,23 +1,22 @@
 """CustomOp: a layer with a native PyTorch forward and kernels of its own per device,
 enabled or disabled by the config's `custom_ops` rules (vLLM's grammar and precedence).
 
-The choice is made while precompile traces the model (`tracing_rules`): the traced graph
-holds either the custom kernel's ops or the native ones, never a branch, and the rules
-are part of the config's key, so a change of rules is a miss naming `config.custom_ops`.
-Outside a precompile the config's default applies (native under Inductor).
+As in vLLM, the choice is bound to each layer of a model before it runs
+(`bind_custom_ops`: at a decorated model's construction, and by precompile before its
+trace), so the traced graph holds either the kernel's ops or the native ones, never a
+branch, and the choice belongs to the model, not to a thread or a process. The rules are
+part of the config's key, and the choices a build factor of the entry. A layer never
+bound runs `forward_native`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 
 from aotcache.config import CompilationConfig, custom_op_enabled
-
-_rules: tuple[str, ...] = ("none",)  # the rules of the precompile now tracing
 
 
 class CustomOp(torch.nn.Module):
@@ -27,6 +26,7 @@ class CustomOp(torch.nn.Module):
     `forward_native`; on CUDA it needs `forward_cuda`, as in vLLM."""
 
     name: ClassVar[str] = ""
+    _aotcache_enabled: bool = False  # bound by bind_custom_ops
 
     @staticmethod
     def register(name: str) -> Callable[[type[CustomOp]], type[CustomOp]]:
@@ -36,12 +36,8 @@ class CustomOp(torch.nn.Module):
 
         return decorate
 
-    @classmethod
-    def enabled(cls) -> bool:
-        return custom_op_enabled(_rules, cls.name)
-
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.enabled():
+        if not self._aotcache_enabled:
             return self.forward_native(*args, **kwargs)
         device = _device_type(args, kwargs, self)
         if device == "cuda":
@@ -69,18 +65,16 @@ def _device_type(args: tuple[Any, ...], kwargs: dict[str, Any], module: torch.nn
     return "cpu"
 
 
-@contextlib.contextmanager
-def tracing_rules(config: CompilationConfig) -> Iterator[None]:
-    """The config's custom_ops rules for the trace (and the eager runs beside it)."""
-    global _rules
-    previous, _rules = _rules, config.effective_custom_ops()
-    try:
-        yield
-    finally:
-        _rules = previous
+def bind_custom_ops(model: torch.nn.Module, config: CompilationConfig) -> dict[str, bool]:
+    """Bind every CustomOp layer of the model to the config's rules; returns what each
+    named op runs (name -> its own kernel)."""
+    rules = config.effective_custom_ops()
+    for module in model.modules():
+        if isinstance(module, CustomOp):
+            module._aotcache_enabled = custom_op_enabled(rules, type(module).name)
+    return custom_op_choices(model)
 
 
 def custom_op_choices(model: torch.nn.Module) -> dict[str, bool]:
-    """Which CustomOp layers of the model the rules in effect enable (name -> enabled):
-    a build factor of the entry, so an entry says which kernels it was traced with."""
-    return {type(m).name: type(m).enabled() for m in model.modules() if isinstance(m, CustomOp) and type(m).name}
+    """What each named CustomOp layer of the model is bound to run (name -> its kernel)."""
+    return {type(m).name: m._aotcache_enabled for m in model.modules() if isinstance(m, CustomOp) and type(m).name}

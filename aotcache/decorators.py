@@ -36,6 +36,7 @@ import torch
 
 from aotcache.config import CompilationConfig, current_config, from_dict
 from aotcache.counters import counters
+from aotcache.custom_op import bind_custom_ops
 from aotcache.errors import ConfigError
 from aotcache.modes import CompilationMode
 from aotcache.serve.inputs import DynamicDims, bind_call, infer_dynamic_dims, normalize_dynamic_dims
@@ -124,6 +125,7 @@ def _wrap_init(cls: type) -> None:
         else:
             config = current_config(getattr(type(self), "_aotcache_config", None))
         self._aotcache = _State(config, aotcache_strict)
+        bind_custom_ops(self, config)  # as vLLM chooses a CustomOp's forward: when it is built
         if not _compiles(self):
             return
         counters.models_seen += 1

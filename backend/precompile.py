@@ -16,7 +16,7 @@ import torch
 
 from aotcache.config import CompilationConfig
 from aotcache.counters import counters
-from aotcache.custom_op import custom_op_choices, tracing_rules
+from aotcache.custom_op import bind_custom_ops
 from aotcache.errors import CacheDirError, CacheMiss, ConfigError
 from aotcache.key import sources as sources_mod
 from aotcache.key.factors import EntryKey, Factor, digest
@@ -109,9 +109,9 @@ class _Build:
     inputs_at: Callable[[int], dict[str, Any]]
     sign_key: signing.Key | None
     progress: Progress
-    origin: str | None
-    started: float
-    seconds: dict[str, float]
+    origin: str | None = None
+    started: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
     force: bool = False
     jobs: int = 1
     remote: RemoteArtifacts | None = None
@@ -156,32 +156,18 @@ def precompile(
     remote_artifacts = _remote_artifacts(remote, insecure, key_for_signing)
     progress = progress if progress is not None else logged_progress()
     passes = inductor_passes.resolve(config)
+    # CustomOp layers run what the config's rules choose, in the trace and in every eager
+    # run beside it; every compile runs with the config's Inductor passes.
+    extra = _extra_build_factors(passes, bind_custom_ops(model, config))
     arguments = _TraceArguments.of(model, config, example_inputs, dynamic_arg_dims)
-    if not force and (same := _unchanged(root, model, config, arguments, key_for_signing, remote_artifacts)):
+    if not force and (same := _unchanged(root, model, config, arguments, extra, key_for_signing, remote_artifacts)):
         return PrecompileResult(same.entry_id, same.path, True, same.manifest, {"total": time.perf_counter() - started})
-    # CustomOp layers take the config's rules in the trace and in every eager run beside
-    # it; every compile runs the config's Inductor passes.
-    with tracing_rules(config), compat.inductor_settings(passes.settings):
-        captured, traced, key = _trace(model, config, arguments, mark_unbacked_dims, progress, passes.files)
+    with compat.inductor_settings(passes.settings):
+        captured, traced, key = _trace(model, config, arguments, mark_unbacked_dims, progress, passes.files, extra)
         _check_splitting_ops(captured, config, strict)
-        seconds = {"trace": captured.seconds}
-        build = _Build(
-            model,
-            config,
-            root,
-            captured,
-            traced,
-            key,
-            arguments.inputs_at,
-            key_for_signing,
-            progress,
-            origin,
-            started,
-            seconds,
-            force,
-            jobs or available_cores(),
-            remote_artifacts,
-        )
+        build = _Build(model, config, root, captured, traced, key, arguments.inputs_at, key_for_signing, progress)
+        build.origin, build.started, build.seconds = origin, started, {"trace": captured.seconds}
+        build.force, build.jobs, build.remote = force, jobs or available_cores(), remote_artifacts
         return _build_unless_present(build)
 
 
@@ -269,11 +255,12 @@ def _unchanged(
     model: torch.nn.Module,
     config: CompilationConfig,
     arguments: _TraceArguments,
+    extra: list[Factor],
     sign_key: signing.Key | None,
     remote: RemoteArtifacts | None,
 ) -> OpenedEntry | None:
     """The entry this build would make, found before the trace (backend/unchanged.py)."""
-    probe = unchanged.Probe.of(model, config, arguments.spec.to_json(), compat.cpp_march_unimported())
+    probe = unchanged.Probe.of(model, config, arguments.spec.to_json(), compat.cpp_march_unimported(), extra)
     found = unchanged.local_entry(root, probe, sign_key)
     if found is None and remote is not None:
         found = unchanged.remote_entry(root, remote, probe)
@@ -289,6 +276,7 @@ def _trace(
     mark_unbacked_dims: dict[str, Any] | None,
     progress: Progress,
     pass_files: set[str],
+    extra: list[Factor],
 ) -> tuple[Capture, list[sources_mod.SourceFile], EntryKey]:
     """Trace the model once and compute the entry's key (the config's Inductor passes
     are traced sources too: an edit to one makes the entry stale)."""
@@ -306,9 +294,16 @@ def _trace(
         Factor("input_spec", digest(captured.input_spec.to_json())),
         Factor("march", march()),
     ]
-    if choices := custom_op_choices(model):  # which CustomOp layers the rules enabled in the trace
-        build.append(Factor("custom_ops", choices))
+    build += extra
     return captured, traced, EntryKey(lookup_factors(config, model), build)
+
+
+def _extra_build_factors(passes: inductor_passes.InductorPasses, custom_ops: dict[str, bool]) -> list[Factor]:
+    """What a build with Inductor passes or CustomOp layers also depends on: the passes'
+    uuids (which may depend on more than their files) and what each layer ran in the
+    trace. Known before the trace, so the no-change path checks them too."""
+    extra = [Factor("inductor_passes", passes.uuids)] if passes.uuids else []
+    return extra + ([Factor("custom_ops", custom_ops)] if custom_ops else [])
 
 
 def _check_splitting_ops(captured: Capture, config: CompilationConfig, strict: bool) -> None:

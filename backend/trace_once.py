@@ -14,12 +14,14 @@ import torch
 
 from aotcache.config import CompilationConfig, Range
 from aotcache.counters import counters
+from aotcache.custom_op import bind_custom_ops
 from aotcache.serve.binding import GraphBinder, load_treespec, unflatten
 from aotcache.serve.inputs import DEFAULT_TRACE_SIZE, InputSpec, normalize_dynamic_dims, resize
 
 from . import _torch_compat as compat
 from .capture import capture
 from .compile import compile_unit, guard_holds
+from .inductor_passes import resolve
 
 
 class TraceOnceRunner:
@@ -31,14 +33,16 @@ class TraceOnceRunner:
         )
         if arguments[spec.size_arg].shape[spec.size_dim] < 2:  # Dynamo specialises sizes 0 and 1
             arguments = resize(arguments, spec, DEFAULT_TRACE_SIZE)
-        self.captured = capture(model, arguments, dims, [])
+        bind_custom_ops(model, config)
+        self._settings = resolve(config).settings  # the config's Inductor passes, for every compile
+        self.captured = capture(model, arguments, dims, [], None, config.dynamic_shapes_config["type"])
         counters.traces += 1
         self.config = config
         graph_inputs = [item.to_json() for item in self.captured.inputs]
         self.binder = GraphBinder(model, graph_inputs, self.captured.input_spec)
         self._treespec = load_treespec(self.captured.output_spec)
         inputs = [n.meta["example_value"] for n in self.captured.graph.graph.nodes if n.op == "placeholder"]
-        with torch.no_grad():
+        with torch.no_grad(), compat.inductor_settings(self._settings):
             self._artifact = compat.standalone_compile(
                 self.captured.graph, inputs, "from_graph", config.inductor_compile_config
             )
@@ -60,9 +64,10 @@ class TraceOnceRunner:
         if guard_holds(self._guards, size):
             return self._artifact
         # The graph's inputs are exactly this call's values: compile for them.
-        unit = compile_unit(
-            self.captured.graph, "whole", Range(size, size), values, self.config.inductor_compile_config
-        )
+        with compat.inductor_settings(self._settings):
+            unit = compile_unit(
+                self.captured.graph, "whole", Range(size, size), values, self.config.inductor_compile_config
+            )
         counters.compiles += 1
         self._special[size] = unit.artifact
         return unit.artifact

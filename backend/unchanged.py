@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aotcache.errors import AotCacheError, CacheMiss, printable
-from aotcache.key.factors import EntryKey
+from aotcache.key.factors import EntryKey, Factor
 from aotcache.key.lookup import lookup_factors
 from aotcache.store import signing
 from aotcache.store.checks import OpenedEntry, check_sources, environment_problems, open_entry, read_manifest
@@ -35,16 +35,21 @@ class Probe:
     lookup: str  # the lookup key's hash: the first half of the entry id
     input_spec: dict[str, Any]
     march: str
+    extra: dict[str, Any]  # the Inductor passes' uuids and the CustomOp choices, where any
 
     @classmethod
-    def of(cls, model: Any, config: Any, input_spec: dict[str, Any], march: str) -> Probe:
-        return cls(EntryKey(lookup_factors(config, model), []).lookup_hash, input_spec, march)
+    def of(cls, model: Any, config: Any, input_spec: dict[str, Any], march: str, extra: list[Factor]) -> Probe:
+        lookup = EntryKey(lookup_factors(config, model), []).lookup_hash
+        return cls(lookup, input_spec, march, {f.name: f.value for f in extra})
 
     def matches(self, manifest: Manifest) -> bool:
         """The manifest's build factors are what this build's would be: the same input
-        spec and -march, and every traced source found here, unchanged."""
+        spec, -march, passes and CustomOp choices, and every traced source found here,
+        unchanged."""
         build = {factor.name: factor.value for factor in manifest.build}
         if manifest.input_spec != self.input_spec or build.get("march") != self.march:
+            return False
+        if any(build.get(name) != self.extra.get(name) for name in ("inductor_passes", "custom_ops")):
             return False
         sources = check_sources(manifest)
         return not sources.changed and not sources.unknown

@@ -418,12 +418,12 @@ SABOTAGES = [
     Sabotage(
         "custom-op-rules-not-traced",
         "custom_ops decide what a CustomOp layer runs in the trace",
-        "the config's rules not in effect while precompile traces",
+        "the layers not bound to the config's rules before the trace (the choices still recorded)",
         (
             (
                 "backend/precompile.py",
-                "    with tracing_rules(config), compat.inductor_settings",
-                "    with compat.inductor_settings",
+                "    extra = _extra_build_factors(passes, bind_custom_ops(model, config))",
+                "    extra = _extra_build_factors(passes, {'rms_norm': config.is_custom_op_enabled('rms_norm')})",
             ),
         ),
         ("tests/test_custom_compile.py::test_custom_ops_make_two_entries_whose_miss_names_the_rules",),

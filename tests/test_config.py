@@ -277,7 +277,7 @@ def test_custom_ops_default_and_precedence_are_vllms() -> None:
     ("passes", "field", "allowed"),
     [
         ({"post_grad_pass": "pkg:p"}, "inductor_passes.post_grad_pass", "an Inductor pass slot: one of"),
-        ({"post_grad_custom_post_pass": "pkg.p"}, "inductor_passes.post_grad_custom_post_pass", '"pkg.module:attr"'),
+        ({"post_grad_custom_post_pass": "fuse"}, "inductor_passes.post_grad_custom_post_pass", '"pkg.module:attr"'),
         ({"post_grad_custom_post_pass": 3}, "inductor_passes.post_grad_custom_post_pass", '"pkg.module:attr"'),
         (["pkg:p"], "inductor_passes", "a table of Inductor pass slot"),
     ],
@@ -288,10 +288,20 @@ def test_inductor_passes_name_a_slot_and_a_target(passes: Any, field: str, allow
     assert raised.value.field == field and allowed in str(raised.value)
 
 
+def test_an_inductor_pass_may_be_named_as_vllm_names_it() -> None:
+    from aotcache.config import pass_target
+
+    config = from_dict({"inductor_passes": {"post_grad_custom_post_pass": "pkg.passes.fuse"}})
+    assert pass_target(config.inductor_passes["post_grad_custom_post_pass"]) == "pkg.passes:fuse"
+    assert pass_target("src/passes.py:fuse") == "src/passes.py:fuse"
+    assert from_dict({"custom_ops": ["+b", "-a"]}) == from_dict({"custom_ops": ["-a", "+b"]})  # order means nothing
+
+
 def test_spec_decode_rounds_capture_sizes_up_to_the_query_length_as_vllm_does() -> None:
     config = from_dict({"cudagraph_capture_sizes": [1, 2, 4, 8, 16], "max_num_batched_tokens": 64})
     config.adjust_cudagraph_sizes_for_spec_decode(3, 1)
     assert config.cudagraph_capture_sizes == [3, 6, 9] and config.max_cudagraph_capture_size == 9  # 18 > 16: dropped
+    assert config.uniform_decode_query_len == 3  # what the dispatcher's uniform-decode batches hold
     assert config.replace(max_num_batched_tokens=64).cudagraph_capture_sizes == [3, 6, 9]
     unchanged = from_dict({"cudagraph_capture_sizes": [1, 2, 4], "max_num_batched_tokens": 64})
     unchanged.adjust_cudagraph_sizes_for_spec_decode(1, 8)  # no speculative tokens: nothing to round

@@ -22,7 +22,7 @@ from aotcache.backend.precompile import PrecompileResult
 from custom_compile_models import CONFIG, SPEC, RMSNorm
 
 import aotcache
-from aotcache.custom_op import CustomOp, custom_op_choices, tracing_rules
+from aotcache.custom_op import CustomOp, bind_custom_ops, custom_op_choices
 from aotcache.errors import EntryNotFound
 
 ENABLED = {**CONFIG, "custom_ops": ["+rms_norm"]}
@@ -33,11 +33,12 @@ LOAD = """
 import json, sys
 sys.path.insert(0, "tests")
 import torch, aotcache
-from aotcache.custom_op import tracing_rules
+from aotcache.custom_op import bind_custom_ops
 from aotcache.config import from_dict
 from custom_compile_models import SPEC, example_inputs
 config, cache = json.loads(sys.argv[1]), sys.argv[2]
 model = SPEC.build_model()
+bind_custom_ops(model, from_dict(config))  # eager runs what the trace ran
 try:
     loaded = aotcache.load(model, config, cache_dir=cache, strict=True)
 except aotcache.CacheMiss as exc:
@@ -46,7 +47,7 @@ except aotcache.CacheMiss as exc:
 worst = 0.0
 for n in (1, 5, 16):
     (x,) = example_inputs(n)
-    with torch.no_grad(), tracing_rules(from_dict(config)):
+    with torch.no_grad():
         expected = model.forward(x)
     worst = max(worst, float((loaded(x) - expected).abs().max()))
 modules = sorted(m for m in sys.modules if "addmm_pass" in m)
@@ -112,6 +113,8 @@ def test_custom_op_rules_follow_vllm_precedence_in_eager() -> None:
             return super().forward_cpu(x)
 
     layer, x = Spy(8), torch.randn(3, 8)
+    layer(x)
+    assert ran == ["native"]  # never bound: the native forward
     cases = [
         ({}, "native"),
         ({"backend": "eager"}, "cpu"),
@@ -122,9 +125,10 @@ def test_custom_op_rules_follow_vllm_precedence_in_eager() -> None:
     ]
     for fields, expected in cases:
         ran.clear()
-        with tracing_rules(aotcache.CompilationConfig(**fields)):
-            layer(x)
-            assert custom_op_choices(torch.nn.Sequential(layer)) == {"rms_norm": expected == "cpu"}
+        model = torch.nn.Sequential(layer)
+        assert bind_custom_ops(model, aotcache.CompilationConfig(**fields)) == {"rms_norm": expected == "cpu"}
+        assert custom_op_choices(model) == {"rms_norm": expected == "cpu"}
+        layer(x)
         assert ran == [expected], fields
     assert torch.allclose(layer.forward_native(x), layer.forward_cpu(x), atol=1e-6)
     assert issubclass(Spy, CustomOp) and Spy.name == "rms_norm"
@@ -135,6 +139,8 @@ def test_custom_ops_make_two_entries_whose_miss_names_the_rules(built: Built, tm
     assert enabled.entry_id != disabled.entry_id and not enabled.hit and not disabled.hit
     assert {f.name: f.value for f in enabled.manifest.build}["custom_ops"] == {"rms_norm": True}
     assert {f.name: f.value for f in disabled.manifest.build}["custom_ops"] == {"rms_norm": False}
+    # what each trace ran is in its kernels: forward_cpu divides by sqrt, forward_native uses rsqrt
+    assert "rsqrt" not in _wrappers(enabled) and "rsqrt" in _wrappers(disabled)
     for config, result in ((ENABLED, enabled), (DISABLED, disabled)):
         report = _load(config, built.cache)
         assert report["entry"] == result.entry_id and report["worst"] <= 1e-5, report

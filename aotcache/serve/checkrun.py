@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from aotcache.config import CompilationConfig, from_dict
-from aotcache.custom_op import tracing_rules
+from aotcache.custom_op import bind_custom_ops
 from aotcache.errors import AotCacheError
 from aotcache.store.report import report_for
 from aotcache.store.root import CacheRoot, resolve_cache_dir
@@ -140,11 +140,12 @@ def compare_with_eager(
     model: torch.nn.Module, example_inputs: Any, loaded: Any, config: CompilationConfig
 ) -> dict[str, Any]:
     """Outputs of the loaded entry against eager at every compile size and both ends of
-    every range (CustomOp layers take the config's rules, as in the trace)."""
+    every range (CustomOp layers bound to the config's rules, as in the trace)."""
+    bind_custom_ops(model, config)
     results = []
     for size in check_sizes([u["range"] for u in loaded.manifest.units if "refused" not in u]):
         arguments = example_arguments(model, example_inputs, size, loaded.spec)
-        with torch.no_grad(), tracing_rules(config):
+        with torch.no_grad():
             expected = model.forward(**arguments)  # eager: a decorated __call__ would load
         got = loaded(**arguments)
         expected_leaves = torch.utils._pytree.tree_leaves(expected)
