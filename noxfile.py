@@ -162,6 +162,9 @@ def matrix_table(session: nox.Session) -> None:
         )
     crossed = sorted(p.stem.removeprefix("cross-") for p in RESULTS.glob("cross-*.xml"))
     table = "\n".join(rows) + (f"\n\nCross-version loads (a clean miss naming torch.version): {', '.join(crossed)}.\n")
+    # A record's "note" says what was done to it after its run (e.g. a test re-run alone).
+    notes = [f"- torch {r['torch_installed']}: {r['note']}" for r in records if r.get("note")]
+    table += ("\n" + "\n".join(notes) + "\n") if notes else ""
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "torch-matrix.json").write_text(json.dumps(records, indent=2) + "\n")
