@@ -80,8 +80,19 @@ def import_target(target: str) -> Any:
     return value
 
 
+def target_module_file(target: str) -> str | None:
+    """The source file of the module an imported TARGET was taken from."""
+    name = target.rpartition(":")[0]
+    module = sys.modules.get(_module_name_for_file(Path(name), target) if _is_file(name) else name)
+    return getattr(module, "__file__", None)
+
+
+def _is_file(name: str) -> bool:
+    return name.endswith(".py") or "/" in name or os.sep in name
+
+
 def _import_module(name: str, target: str) -> Any:
-    if name.endswith(".py") or "/" in name or os.sep in name:
+    if _is_file(name):
         name = _module_name_for_file(Path(name), target)
     elif "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

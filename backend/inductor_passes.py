@@ -13,15 +13,13 @@ imports a pass: its effect is in the compiled code.
 from __future__ import annotations
 
 import inspect
-import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from aotcache.config import CompilationConfig, pass_target
 from aotcache.errors import ConfigError, TargetError
 from aotcache.key.sources import file_sha256
-from aotcache.target import import_target
+from aotcache.target import import_target, target_module_file
 
 from . import _torch_compat as compat
 
@@ -44,15 +42,17 @@ def resolve(config: CompilationConfig) -> InductorPasses:
         name = f"inductor_passes.{slot}"
         if not compat.inductor_setting(slot)[0]:
             raise ConfigError(name, target, "a slot this torch's Inductor has (it has no such setting)")
+        as_target = pass_target(target)
         try:
-            value = import_target(pass_target(target))
+            value = import_target(as_target)
         except TargetError as exc:
             raise ConfigError(name, target, f"a pass that imports: {exc}") from None
-        if not (compat.is_graph_pass(value) or inspect.isfunction(value)):
+        is_pass_object = compat.is_graph_pass(value)
+        if not (is_pass_object or inspect.isfunction(value)):
             raise ConfigError(name, target, "a torch CustomGraphPass, or a function taking the torch.fx.Graph")
         source = _source_file(value, name, target)
-        pass_object = value if compat.is_graph_pass(value) else compat.graph_pass(value, file_sha256(source))
-        passes.files.add(_target_module_file(pass_target(target)))  # where an instance is made and configured
+        pass_object = value if is_pass_object else compat.graph_pass(value, file_sha256(source))
+        passes.files.add(target_module_file(as_target) or "")  # where an instance is made and configured
         try:
             passes.uuids[slot] = compat.graph_pass_uuid(pass_object)
         except ValueError as exc:
@@ -60,13 +60,6 @@ def resolve(config: CompilationConfig) -> InductorPasses:
         passes.settings[slot] = pass_object
         passes.files.add(source)
     return passes
-
-
-def _target_module_file(target: str) -> str:
-    module = target.rpartition(":")[0]
-    if module.endswith(".py") or os.sep in module or "/" in module:
-        return os.path.abspath(module)
-    return getattr(sys.modules.get(module), "__file__", None) or ""
 
 
 def _source_file(value: Any, name: str, target: str) -> str:
