@@ -36,10 +36,11 @@ from aotcache.version import __version__
 if TYPE_CHECKING:
     from aotcache import hf as hf
     from aotcache.custom_op import CustomOp
-    from aotcache.decorators import ignore_compile, support_compile
+    from aotcache.decorators import ignore_compile, should_compile_mm_encoder, support_compile
     from aotcache.serve.loader import LoadedModel, load
     from aotcache.target import ModelSpec
 
+    from .backend.parts import PartsResult
     from .backend.precompile import PrecompileResult
 
 # Imported on first use (PEP 562), so that `import aotcache` (and `aotcache --help`)
@@ -52,6 +53,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "ModelSpec": ("aotcache.target", "ModelSpec"),
     "support_compile": ("aotcache.decorators", "support_compile"),
     "ignore_compile": ("aotcache.decorators", "ignore_compile"),
+    "should_compile_mm_encoder": ("aotcache.decorators", "should_compile_mm_encoder"),
 }
 
 
@@ -77,12 +79,16 @@ def config(
     return use_config(config, **fields)
 
 
-def precompile(model: Any, config: Any = None, example_inputs: Any = None, **kwargs: Any) -> PrecompileResult:
+def precompile(
+    model: Any, config: Any = None, example_inputs: Any = None, **kwargs: Any
+) -> PrecompileResult | PartsResult:
     """Trace, compile and publish an entry for `model` (see aotcache.backend.precompile).
 
     `model` is an nn.Module or a TARGET string ("pkg.module:attr", "path/file.py:attr");
     `config` a CompilationConfig or dict; `example_inputs` a tuple, a dict of forward
-    arguments, or a function size -> inputs."""
+    arguments, or a function size -> inputs. A model that is not decorated but holds
+    @support_compile submodules (vLLM's multimodal models) is served as parts: one entry
+    per part, a PartsResult (see aotcache.backend.parts)."""
     from aotcache.api import precompile as run
 
     return run(model, config, example_inputs, **kwargs)
@@ -117,5 +123,6 @@ __all__ = [
     "load",
     "load_config",
     "precompile",
+    "should_compile_mm_encoder",
     "support_compile",
 ]

@@ -41,9 +41,9 @@ def precompile(
         from aotcache.errors import TargetError
 
         raise TargetError("no example inputs: pass example_inputs=... or give the model an example_inputs method")
-    from .backend.precompile import precompile as run
+    from .backend.parts import precompile_model
 
-    return run(
+    return precompile_model(
         spec.build_model(),
         resolved,
         spec.example_inputs,

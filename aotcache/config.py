@@ -92,6 +92,9 @@ class CompilationConfig:
     # vLLM's DynamicShapesConfig as a table: type, evaluate_guards, assume_32_bit_indexing
     dynamic_shapes_config: dict[str, Any] = field(default_factory=dict)
     artifact_format: str = "auto"
+    # vLLM's: a submodule decorated with enable_if=should_compile_mm_encoder (a vision
+    # encoder) compiles as an entry of its own; otherwise it runs eagerly
+    compile_mm_encoder: bool = False
     cudagraph_mode: CUDAGraphMode = CUDAGraphMode.NONE
     cudagraph_capture_sizes: list[int] | None = None
     max_cudagraph_capture_size: int | None = None
@@ -112,6 +115,7 @@ class CompilationConfig:
         self.uniform_decode_query_len = _positive_int("uniform_decode_query_len", self.uniform_decode_query_len)
         self.cudagraph_num_of_warmups = _int("cudagraph_num_of_warmups", self.cudagraph_num_of_warmups, minimum=0)
         self.cudagraph_copy_inputs = _bool("cudagraph_copy_inputs", self.cudagraph_copy_inputs)
+        self.compile_mm_encoder = _bool("compile_mm_encoder", self.compile_mm_encoder)
         if self.backend not in ("inductor", "eager"):
             raise ConfigError("backend", self.backend, 'one of "inductor", "eager"')
         if self.artifact_format not in ARTIFACT_FORMATS:
@@ -305,7 +309,6 @@ FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CompilationConfig) if f.i
 NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "pass_config": ({}, None),  # vLLM's own fusion passes: aotcache has none (inductor_passes takes yours)
     "use_inductor_graph_partition": (False, None),
-    "compile_mm_encoder": (False, None),
     "cudagraph_specialize_lora": (True, False, None),  # no LoRA in aotcache: either is the same
     "local_cache_dir": (None,),  # vLLM fills it in at run time; here `cache_dir` is the one dir
     "compilation_time": (0, 0.0, None),  # measured, never given: `precompile --json` reports `seconds`

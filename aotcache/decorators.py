@@ -22,13 +22,15 @@ compile is really needed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,6 +50,8 @@ T = TypeVar("T", bound=type)
 IGNORE_KEY = "_aotcache_ignore_compile"
 DISABLE_CACHE_ENV = "AOTCACHE_DISABLE_CACHE"
 _WRAPPED = "_aotcache_wrapped"
+# id(module) -> its first call's arguments, while recording_calls() is active
+_RECORDED_CALLS: ContextVar[dict[int, dict[str, Any]] | None] = ContextVar("aotcache_recorded_calls", default=None)
 
 
 @dataclass
@@ -99,6 +103,40 @@ def support_compile(
     return decorate(cls) if cls is not None else decorate
 
 
+def should_compile_mm_encoder(config: CompilationConfig) -> bool:
+    """enable_if for a multimodal encoder, as vLLM's: it compiles (as an entry of its
+    own) only with compile_mm_encoder set."""
+    return config.compile_mm_encoder
+
+
+def is_decorated(cls: type) -> bool:
+    return hasattr(cls, "_aotcache_dynamic_arg_dims")
+
+
+def compiles_under(cls: type, config: CompilationConfig) -> bool:
+    """Whether a decorated class compiles under `config` (its mode, ignore_compile and
+    enable_if), rather than running eagerly."""
+    enable_if = getattr(cls, "_aotcache_enable_if", None)
+    return not (
+        config.mode in (CompilationMode.NONE, CompilationMode.STOCK_TORCH_COMPILE)
+        or getattr(cls, IGNORE_KEY, False)
+        or (enable_if is not None and not enable_if(config))
+    )
+
+
+@contextlib.contextmanager
+def recording_calls() -> Iterator[dict[int, dict[str, Any]]]:
+    """Within the block decorated models run eagerly, and each one's first call's
+    arguments are recorded by id(module): how precompile finds what a model's parts
+    (backend/parts.py) are called with."""
+    calls: dict[int, dict[str, Any]] = {}
+    token = _RECORDED_CALLS.set(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDED_CALLS.reset(token)
+
+
 def ignore_compile(cls: T) -> T:
     """Turn compilation off for this class (and subclasses that do not re-decorate)."""
     setattr(cls, IGNORE_KEY, True)
@@ -135,14 +173,7 @@ def _wrap_init(cls: type) -> None:
 
 
 def _compiles(module: Any) -> bool:
-    state: _State = module._aotcache
-    cls = type(module)
-    enable_if = getattr(cls, "_aotcache_enable_if", None)
-    return not (
-        state.config.mode in (CompilationMode.NONE, CompilationMode.STOCK_TORCH_COMPILE)
-        or getattr(cls, IGNORE_KEY, False)
-        or (enable_if is not None and not enable_if(state.config))
-    )
+    return compiles_under(type(module), module._aotcache.config)
 
 
 def _wrap_call(cls: type) -> None:
@@ -150,6 +181,9 @@ def _wrap_call(cls: type) -> None:
         return
 
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if (recorded := _RECORDED_CALLS.get()) is not None:
+            recorded.setdefault(id(self), _call_arguments(self, args, kwargs))
+            return torch.nn.Module.__call__(self, *args, **kwargs)
         state: _State | None = getattr(self, "_aotcache", None)
         if state is None or torch.compiler.is_compiling() or not _compiles(self):
             return torch.nn.Module.__call__(self, *args, **kwargs)

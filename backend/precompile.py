@@ -115,6 +115,7 @@ class _Build:
     force: bool = False
     jobs: int = 1
     remote: RemoteArtifacts | None = None
+    part_of: str | None = None
 
     def result(
         self, path: Path, hit: bool, manifest: Manifest, build: dict[str, Any] | None = None
@@ -139,13 +140,15 @@ def precompile(
     jobs: int | None = None,
     remote: str | Remote | None = None,
     insecure: bool = False,
+    part_of: str | None = None,
 ) -> PrecompileResult:
     """Build (or reuse) the entry for `model` and `config`. `origin` is the TARGET it
     came from, recorded so that `verify KEY --run` can rebuild the model. `strict` turns
     warnings about the input (a splitting op the graph never calls) into ConfigError.
     `jobs`: processes compiling units (default: the cores available; the artifacts are
     the same bytes whatever it is). `remote` (a URL or an open remote): where units this
-    cache dir lacks are looked up before they are compiled (see fleet/unit_reuse.py)."""
+    cache dir lacks are looked up before they are compiled (see fleet/unit_reuse.py).
+    `part_of`: "Model.path" of a model served as parts (backend/parts.py), recorded."""
     if jobs is not None and jobs < 1:
         raise ConfigError("jobs", jobs, "a positive number of worker processes")
     started = time.perf_counter()
@@ -168,6 +171,7 @@ def precompile(
         build = _Build(model, config, root, captured, traced, key, arguments.inputs_at, key_for_signing, progress)
         build.origin, build.started, build.seconds = origin, started, {"trace": captured.seconds}
         build.force, build.jobs, build.remote = force, jobs or available_cores(), remote_artifacts
+        build.part_of = part_of
         return _build_unless_present(build)
 
 
@@ -343,6 +347,8 @@ def _build_and_publish(build: _Build) -> tuple[Path, Manifest, dict[str, Any]]:
                     build.jobs,
                 )
             manifest.recorded["target"] = build.origin
+            if build.part_of:
+                manifest.recorded["part_of"] = build.part_of
             manifest_bytes = manifest.to_bytes()
             write_file(staging / MANIFEST_NAME, manifest_bytes, point="manifest-write")
             if build.sign_key is not None:

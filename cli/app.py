@@ -222,10 +222,10 @@ def precompile(
 
 
 def _run_precompile(spec: Any, config: Any, options: dict[str, Any], *, show_progress: bool) -> dict[str, Any]:
-    from aotcache.backend.precompile import precompile as run
+    from aotcache.backend.parts import precompile_model
 
     with render.precompile_progress(enabled=show_progress) as progress:
-        result = run(
+        result = precompile_model(
             spec.build_model(),
             config,
             spec.example_inputs,

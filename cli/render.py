@@ -142,6 +142,11 @@ def _count(number: int, one: str, many: str) -> str:
 
 
 def precompile_summary(out: Output, summary: dict[str, Any]) -> None:
+    if "parts" in summary:  # a model served as parts: one entry each (backend/parts.py)
+        for path, part in summary["parts"].items():
+            out.print(f"[bold]{summary['model']}.{path}[/]")
+            precompile_summary(out, part)
+        return
     seconds = summary["seconds"]
     if summary["hit"]:
         after = seconds.get("total", 0.0) - seconds.get("trace", 0.0)

@@ -230,7 +230,6 @@ def test_level_is_vllms_old_name_for_mode() -> None:
     [
         ("pass_config", {}, {"fuse_norm_quant": True}),
         ("use_inductor_graph_partition", False, True),
-        ("compile_mm_encoder", False, True),
         ("compilation_time", 0.0, 12.5),
     ],
 )
@@ -243,6 +242,14 @@ def test_a_vllm_field_not_implemented_yet_loads_at_its_unused_value_and_is_refus
     with pytest.raises(ConfigError) as raised:
         from_dict({name: used})
     assert name in str(raised.value) and "does not implement" in str(raised.value)
+
+
+def test_compile_mm_encoder_is_a_bool_left_out_of_the_key() -> None:
+    """It decides whether an encoder part compiles at all, never what a part compiles to."""
+    assert from_dict({"compile_mm_encoder": True}).compile_mm_encoder is True
+    assert "compile_mm_encoder" not in from_dict({}).graph_factors()
+    with pytest.raises(ConfigError, match="compile_mm_encoder"):
+        from_dict({"compile_mm_encoder": "yes"})
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,11 @@ class EntryReport:
 
     @property
     def model(self) -> str:
-        return self.manifest.model_class if self.manifest else "?"
+        """The model's class; for a part of a model served as parts, "Model.path (Class)"."""
+        if self.manifest is None:
+            return "?"
+        part_of = self.manifest.recorded.get("part_of")
+        return f"{part_of} ({self.manifest.model_class})" if part_of else self.manifest.model_class
 
     @property
     def load_needs(self) -> list[str]:

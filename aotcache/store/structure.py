@@ -98,7 +98,8 @@ RECORDED = record(
         "runtime_versions": mapping(items(TEXT), TEXT),
         "target": optional(TEXT),
     },
-    {"compiler": TEXT, "torch_key": TEXT, "inductor_config": TEXT},
+    # part_of: "Model.path" of an entry precompiled as a part of a model (backend/parts.py)
+    {"compiler": TEXT, "torch_key": TEXT, "inductor_config": TEXT, "part_of": TEXT},
 )
 ARG = record(
     {
