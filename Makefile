@@ -63,12 +63,14 @@ demo: $(STAMP)
 	$(VENV)/bin/aotcache precompile examples/tiny_llama.py:spec --cache-dir $(DEMO_CACHE)
 	$(PY) examples/serve.py --cache-dir $(DEMO_CACHE)
 
-# CI cost (precompile vs torch.compile, rebuilds, --jobs) and serve-time start-up, side
-# by side; both write their section of benchmarks/results/latest.json (~40 min on 2 cores).
+# CI cost (precompile vs torch.compile, rebuilds, --jobs), serve-time start-up, and FX
+# splitting vs Inductor graph partition, side by side; each writes its section of
+# benchmarks/results/latest.json (~45 min on 2 cores).
 bench: $(STAMP)
 	$(PY) benchmarks/bench_precompile.py
 	$(PY) benchmarks/bench_ci.py
 	$(PY) benchmarks/bench_load.py
+	$(PY) benchmarks/bench_partition.py
 
 clean:
 	rm -rf $(VENV) .aotcache .pytest_cache .nox .matrix .wheelhouse gpu-report

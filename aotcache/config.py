@@ -51,6 +51,7 @@ GRAPH_FIELDS = (
     "inductor_passes",
     "custom_ops",
     "dynamic_shapes_config",
+    "use_inductor_graph_partition",
     "artifact_format",
 )
 # How compiled pieces are stored (see aotcache.formats): "native" is compiler-free and
@@ -95,6 +96,9 @@ class CompilationConfig:
     # vLLM's: a submodule decorated with enable_if=should_compile_mm_encoder (a vision
     # encoder) compiles as an entry of its own; otherwise it runs eagerly
     compile_mm_encoder: bool = False
+    # vLLM's: the graph is not cut before Inductor; Inductor compiles it whole, with the
+    # splitting ops as its partition points (graph_partition, custom_should_partition_ops)
+    use_inductor_graph_partition: bool = False
     cudagraph_mode: CUDAGraphMode = CUDAGraphMode.NONE
     cudagraph_capture_sizes: list[int] | None = None
     max_cudagraph_capture_size: int | None = None
@@ -116,6 +120,7 @@ class CompilationConfig:
         self.cudagraph_num_of_warmups = _int("cudagraph_num_of_warmups", self.cudagraph_num_of_warmups, minimum=0)
         self.cudagraph_copy_inputs = _bool("cudagraph_copy_inputs", self.cudagraph_copy_inputs)
         self.compile_mm_encoder = _bool("compile_mm_encoder", self.compile_mm_encoder)
+        self.use_inductor_graph_partition = _bool("use_inductor_graph_partition", self.use_inductor_graph_partition)
         if self.backend not in ("inductor", "eager"):
             raise ConfigError("backend", self.backend, 'one of "inductor", "eager"')
         if self.artifact_format not in ARTIFACT_FORMATS:
@@ -199,6 +204,15 @@ class CompilationConfig:
                     self.cudagraph_mode.name,
                     "piecewise CUDA graphs need splitting_ops to split the graph at; set splitting_ops or use FULL",
                 )
+            if self.use_inductor_graph_partition:
+                raise ConfigError(
+                    "use_inductor_graph_partition",
+                    True,
+                    f"False with cudagraph_mode {self.cudagraph_mode.name}: aotcache does not yet capture a CUDA "
+                    "graph per Inductor partition; use FX splitting, or cudagraph_mode FULL or NONE",
+                )
+        if self.use_inductor_graph_partition and self.backend != "inductor":
+            raise ConfigError("use_inductor_graph_partition", True, 'False with backend "eager" (Inductor partitions)')
 
     # -- derived values -----------------------------------------------------------------
 
@@ -308,7 +322,6 @@ FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CompilationConfig) if f.i
 # any other value is a ConfigError, never silently dropped (docs/configuration.md).
 NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "pass_config": ({}, None),  # vLLM's own fusion passes: aotcache has none (inductor_passes takes yours)
-    "use_inductor_graph_partition": (False, None),
     "cudagraph_specialize_lora": (True, False, None),  # no LoRA in aotcache: either is the same
     "local_cache_dir": (None,),  # vLLM fills it in at run time; here `cache_dir` is the one dir
     "compilation_time": (0, 0.0, None),  # measured, never given: `precompile --json` reports `seconds`

@@ -17,6 +17,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -536,6 +537,16 @@ def inductor_config_digest() -> str:
         if name in values and values[name] != entry.default and name not in _NOT_IN_THE_CODE
     )
     return hashlib.sha256(repr(changed).encode()).hexdigest()[:16]
+
+
+def inductor_partition_count(wrapper_source: str) -> int | None:
+    """How many graph partitions an Inductor CPU wrapper runs (its `Runner(partitions=
+    [...])`; the CPU never has one: every CPU op is outside CUDA-graph partitions), None
+    where the wrapper names none."""
+    found = re.search(r"Runner\(partitions=\[([^\]]*)\]\)", wrapper_source)
+    if found is None:
+        return None
+    return len([name for name in found.group(1).split(",") if name.strip()])
 
 
 def _setting_repr(value: Any) -> str:

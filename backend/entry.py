@@ -55,7 +55,8 @@ def build_entry(
     """Compile (or reuse, through `index`) everything the entry holds, write its files
     into `staging`, and return its manifest (not yet written) and the facts of this
     build (see build_facts), which stay out of the entry's bytes."""
-    split = split_graph(captured.graph, config.splitting_ops)
+    # Under use_inductor_graph_partition the graph stays whole: Inductor partitions it.
+    split = split_graph(captured.graph, [] if config.use_inductor_graph_partition else config.splitting_ops)
     start = time.perf_counter()
     jobs = usable_jobs(jobs, model_device_type(model))
     build = _EntryBuild(model, config, captured, split, inputs_at, progress, index, jobs)

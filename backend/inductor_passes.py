@@ -1,6 +1,7 @@
 """The Inductor settings a build's compiles run with beyond inductor_compile_config:
-the config's inductor_passes, each imported and set in its slot, and
-dynamic_shapes_config.assume_32_bit_indexing.
+the config's inductor_passes, each imported and set in its slot,
+dynamic_shapes_config.assume_32_bit_indexing, and use_inductor_graph_partition's
+graph_partition with the splitting ops as the ops Inductor partitions at.
 
 A pass is a torch CustomGraphPass (its own uuid()) or a plain function taking the
 torch.fx.Graph (its uuid: the sha256 of its source file). Its source file becomes a
@@ -38,6 +39,14 @@ def resolve(config: CompilationConfig) -> InductorPasses:
             name = "dynamic_shapes_config.assume_32_bit_indexing"
             raise ConfigError(name, True, "False: this torch's Inductor has no assume_32bit_indexing")
         passes.settings["assume_32bit_indexing"] = True
+    if config.use_inductor_graph_partition:
+        for setting in ("graph_partition", "custom_should_partition_ops"):
+            if not compat.inductor_setting(setting)[0]:
+                raise ConfigError(
+                    "use_inductor_graph_partition", True, f"False: this torch's Inductor has no {setting}"
+                )
+        passes.settings["graph_partition"] = True
+        passes.settings["custom_should_partition_ops"] = list(config.splitting_ops)
     for slot, target in config.inductor_passes.items():
         name = f"inductor_passes.{slot}"
         if not compat.inductor_setting(slot)[0]:

@@ -93,7 +93,20 @@ class PrecompileResult:
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "added_sizes": stats.get("added_sizes", []),
             "refused_sizes": stats.get("refused_sizes", []),
+            **self._graph_partitions(),
         }
+
+    def _graph_partitions(self) -> dict[str, Any]:
+        """Under use_inductor_graph_partition: the partitions of each artifact's Inductor
+        graph, in artifact order (None where the format keeps no readable wrapper)."""
+        if not self.manifest.config.get("use_inductor_graph_partition"):
+            return {}
+        counts = []
+        for name in sorted(self.manifest.artifacts):
+            wrapper = self.manifest.artifacts[name].get("wrapper")
+            source = (self.path / wrapper).read_text() if wrapper else ""
+            counts.append(compat.inductor_partition_count(source))
+        return {"inductor_partitions": counts}
 
 
 @dataclass

@@ -229,7 +229,6 @@ def test_level_is_vllms_old_name_for_mode() -> None:
     ("name", "unused", "used"),
     [
         ("pass_config", {}, {"fuse_norm_quant": True}),
-        ("use_inductor_graph_partition", False, True),
         ("compilation_time", 0.0, 12.5),
     ],
 )
