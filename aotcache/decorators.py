@@ -22,15 +22,13 @@ compile is really needed.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,6 +41,7 @@ from aotcache.errors import ConfigError
 from aotcache.modes import CompilationMode
 from aotcache.serve.inputs import DynamicDims, bind_call, infer_dynamic_dims, normalize_dynamic_dims
 from aotcache.serve.loader import load, strict_from_env
+from aotcache.serve.parts import record_call
 
 log = logging.getLogger("aotcache")
 
@@ -50,8 +49,6 @@ T = TypeVar("T", bound=type)
 IGNORE_KEY = "_aotcache_ignore_compile"
 DISABLE_CACHE_ENV = "AOTCACHE_DISABLE_CACHE"
 _WRAPPED = "_aotcache_wrapped"
-# id(module) -> its first call's arguments, while recording_calls() is active
-_RECORDED_CALLS: ContextVar[dict[int, dict[str, Any]] | None] = ContextVar("aotcache_recorded_calls", default=None)
 
 
 @dataclass
@@ -124,17 +121,19 @@ def compiles_under(cls: type, config: CompilationConfig) -> bool:
     )
 
 
-@contextlib.contextmanager
-def recording_calls() -> Iterator[dict[int, dict[str, Any]]]:
-    """Within the block decorated models run eagerly, and each one's first call's
-    arguments are recorded by id(module): how precompile finds what a model's parts
-    (backend/parts.py) are called with."""
-    calls: dict[int, dict[str, Any]] = {}
-    token = _RECORDED_CALLS.set(calls)
-    try:
-        yield calls
-    finally:
-        _RECORDED_CALLS.reset(token)
+def compiled_parts(model: torch.nn.Module, config: CompilationConfig) -> list[tuple[str, torch.nn.Module]]:
+    """The parts of a model served as parts (backend/parts.py): for an undecorated model,
+    its outermost decorated submodules that compile under `config` (mode,
+    ignore_compile, enable_if); [] for a decorated model, whose own trace holds them."""
+    if is_decorated(type(model)):
+        return []
+    parts: list[tuple[str, torch.nn.Module]] = []
+    for path, module in model.named_modules():
+        if not path or not is_decorated(type(module)) or any(path.startswith(f"{p}.") for p, _ in parts):
+            continue
+        if compiles_under(type(module), config):
+            parts.append((path, module))
+    return parts
 
 
 def ignore_compile(cls: T) -> T:
@@ -181,8 +180,7 @@ def _wrap_call(cls: type) -> None:
         return
 
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if (recorded := _RECORDED_CALLS.get()) is not None:
-            recorded.setdefault(id(self), _call_arguments(self, args, kwargs))
+        if record_call(self, args, kwargs):  # precompile finding a part's inputs: eager
             return torch.nn.Module.__call__(self, *args, **kwargs)
         state: _State | None = getattr(self, "_aotcache", None)
         if state is None or torch.compiler.is_compiling() or not _compiles(self):

@@ -6,21 +6,19 @@ language model is, and its vision encoder is too, with enable_if=should_compile_
 which the part loads on its first call in a serving process; the model's glue code runs
 eagerly. The entries record "Model.path" (`part_of`), so inspect-cache lists them under
 the model. What a part is called with comes from running the whole model eagerly on its
-example inputs (decorators.recording_calls), at every size the build asks for.
+example inputs (serve/parts.py), at every size the build asks for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from aotcache.config import CompilationConfig
-from aotcache.decorators import compiles_under, is_decorated, recording_calls
-from aotcache.errors import TargetError
-from aotcache.serve.inputs import example_arguments
+from aotcache.decorators import compiled_parts
+from aotcache.serve.parts import part_inputs
 
 from .precompile import PrecompileResult, precompile
 
@@ -37,47 +35,6 @@ class PartsResult:
         """`precompile --json` of a model served as parts: its class and, per part path,
         the part's own summary (see PrecompileResult.summary)."""
         return {"model": self.model, "parts": {path: result.summary for path, result in self.parts.items()}}
-
-
-def compiled_parts(model: torch.nn.Module, config: CompilationConfig) -> list[tuple[str, torch.nn.Module]]:
-    """The parts of an undecorated model that compile under `config`: its outermost
-    decorated submodules whose mode, ignore_compile and enable_if let them compile
-    (a decorated model's own trace holds its decorated submodules: [] then)."""
-    if is_decorated(type(model)):
-        return []
-    parts: list[tuple[str, torch.nn.Module]] = []
-    for path, module in model.named_modules():
-        if not path or not is_decorated(type(module)) or any(path.startswith(f"{p}.") for p, _ in parts):
-            continue
-        if compiles_under(type(module), config):
-            parts.append((path, module))
-    return parts
-
-
-def part_inputs(
-    model: torch.nn.Module, example_inputs: Any, path: str, part: torch.nn.Module
-) -> Callable[[int], dict[str, Any]]:
-    """size -> the arguments `part` is called with when the model runs on its example
-    inputs of that size."""
-    if not callable(example_inputs):
-        raise TargetError(
-            f"{type(model).__qualname__} is served as parts ({path}, ...), whose inputs come from running it: "
-            "its example inputs must be a function of the size",
-            hint="give example_inputs(num_tokens)",
-        )
-
-    def at(size: int) -> dict[str, Any]:
-        arguments = example_arguments(model, example_inputs, size, None)
-        with recording_calls() as calls, torch.no_grad():
-            model(**arguments)
-        if id(part) not in calls:
-            raise TargetError(
-                f"{type(model).__qualname__}.forward did not call its part {path!r} on example_inputs({size})",
-                hint="make the example inputs reach every compiled part",
-            )
-        return calls[id(part)]
-
-    return at
 
 
 def precompile_parts(

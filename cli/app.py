@@ -357,26 +357,23 @@ def verify(
     verbose: Verbose = 0,
 ) -> None:
     """Check an entry before rollout: manifest, checksums, signature, environment, sources."""
-    from aotcache.store.report import verify_entry, verify_target
+    from aotcache.store.report import verify_entry
     from aotcache.store.signing import signature_checker
 
     out = Output(json_out, quiet, verbose)
     import_cwd()
     checker = signature_checker(trusted_key)
+    model = ""
     if ":" in target_or_key:
-        target_or_key = _with_hf_options(target_or_key, hf_class, no_split)
-        spec = _spec(target_or_key)
-        resolved = _config(spec.config_dict(), config, compilation_config, {})
-        root = cache_root(cache_dir, resolved.cache_dir)
-        report = verify_target(root, spec.build_model(), resolved, verify_signature=checker, strict=strict)
-        target = target_or_key
+        target = _with_hf_options(target_or_key, hf_class, no_split)
+        root, model, reports = _target_reports(target, cache_dir, config, compilation_config, checker, strict)
     else:
         root = cache_root(cache_dir, must_exist=True)
-        report = verify_entry(root, target_or_key, verify_signature=checker, strict=strict)
-        target = report.get("target")
-    if run_check and report.get("entry"):
-        report["run"] = _checked_run(report, target, root.path, trusted_key, strict, not (json_out or quiet))
-        report["ok"] = report["ok"] and report["run"].get("ok", False)
+        reports = {"": verify_entry(root, target_or_key, verify_signature=checker, strict=strict)}
+        target = reports[""].get("target")
+    if run_check:
+        _run_each(reports, target, root.path, trusted_key, strict, not (json_out or quiet))
+    report = reports[""] if "" in reports else _parts_report(model, reports, strict)
     report["schema"] = "aotcache.verify/1"
     if json_out:
         out.emit_json(report)
@@ -385,8 +382,56 @@ def verify(
     raise typer.Exit(EXIT_OK if report["ok"] else EXIT_CHECK_FAILED)
 
 
+def _target_reports(
+    target: str, cache_dir: Path | None, config: Path | None, compilation_config: str | None, checker: Any, strict: bool
+) -> tuple[Any, str, dict[str, dict[str, Any]]]:
+    """The cache root, the model's class and the report of each entry TARGET loads: its
+    own ("") or, for a model served as parts, each part's (by path)."""
+    from aotcache.decorators import compiled_parts
+    from aotcache.store.report import verify_target
+
+    spec = _spec(target)
+    resolved = _config(spec.config_dict(), config, compilation_config, {})
+    root = cache_root(cache_dir, resolved.cache_dir)
+    model = spec.build_model()
+    parts = dict(compiled_parts(model, resolved))
+    reports = {
+        path: verify_target(root, part, resolved, verify_signature=checker, strict=strict)
+        for path, part in (parts or {"": model}).items()
+    }
+    return root, type(model).__qualname__, reports
+
+
+def _run_each(
+    reports: dict[str, dict[str, Any]],
+    target: str | None,
+    cache_dir: Path,
+    trusted_key: Path | None,
+    strict: bool,
+    bar: bool,
+) -> None:
+    """`verify --run` of each report's entry (by part path; "" for a whole model, whose
+    entry may still be a part: its part_of says which)."""
+    for path, one in reports.items():
+        if one.get("entry"):
+            part = path or (one.get("part_of") or "").partition(".")[2] or None
+            one["run"] = _checked_run(one, target, cache_dir, trusted_key, strict, bar, part)
+            one["ok"] = one["ok"] and one["run"].get("ok", False)
+
+
+def _parts_report(model: str, reports: dict[str, dict[str, Any]], strict: bool) -> dict[str, Any]:
+    """verify of a model served as parts: each part's report, by its path."""
+    return {"model": model, "parts": reports, "strict": strict, "ok": all(r["ok"] for r in reports.values())}
+
+
 def _checked_run(
-    report: dict[str, Any], target: str | None, cache_dir: Path, trusted_key: Path | None, strict: bool, bar: bool
+    report: dict[str, Any],
+    target: str | None,
+    cache_dir: Path,
+    trusted_key: Path | None,
+    strict: bool,
+    bar: bool,
+    part: str | None = None,
 ) -> dict[str, Any]:
     """`verify --run`, started only when every check passed: nothing of an entry (nor a
     TARGET read from its manifest) runs before then. The child checks again itself,
@@ -399,11 +444,17 @@ def _checked_run(
             hint="pass the TARGET instead of the key",
         )
     with render.RunProgress(enabled=bar) as progress:
-        return _run_in_fresh_process(target, cache_dir, report, trusted_key, strict, progress)
+        return _run_in_fresh_process(target, cache_dir, report, trusted_key, strict, progress, part)
 
 
 def _run_in_fresh_process(
-    target: str, cache_dir: Path, report: dict[str, Any], trusted_key: Path | None, strict: bool, progress: Any
+    target: str,
+    cache_dir: Path,
+    report: dict[str, Any],
+    trusted_key: Path | None,
+    strict: bool,
+    progress: Any,
+    part: str | None,
 ) -> dict[str, Any]:
     """Run aotcache.serve.checkrun in a new interpreter; its progress lines (CUDA graph
     capture) drive the progress bar, its last stdout line is the result."""
@@ -420,6 +471,7 @@ def _run_in_fresh_process(
         report["entry"],
         *(["--trusted-key", str(trusted_key)] if trusted_key else []),
         *(["--strict"] if strict else []),
+        *(["--part", part] if part else []),
     ]
     with tempfile.TemporaryDirectory(prefix="aotcache-verify-") as caches:
         env = _cold_environment(caches, report.get("load_needs") or [])

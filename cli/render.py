@@ -316,6 +316,11 @@ def entry_detail(out: Output, report: Any) -> None:
 
 
 def verify_report(out: Output, report: dict[str, Any]) -> None:
+    if "parts" in report:  # a model served as parts: each part's entry
+        for path, part in report["parts"].items():
+            out.print(f"[bold]{report['model']}.{path}[/]")
+            verify_report(out, part)
+        return
     if report.get("entry"):
         out.print(f"entry [bold]{report['entry']}[/] ({report.get('model')})")
         needs = report.get("load_needs") or []

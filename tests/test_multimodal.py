@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from _support import last_json, run_argv, run_cli
-from aotcache.backend.parts import compiled_parts
 from multimodal_models import CONFIG, TinyVisionEncoder, TinyVLM
 
 import aotcache
 from aotcache.config import from_dict
+from aotcache.decorators import compiled_parts
 from aotcache.errors import TargetError
 
 TARGET = "tests/multimodal_models.py:TinyVLM"
@@ -92,6 +92,26 @@ def test_a_serving_process_loads_each_part_equal_to_eager(built: Built, encoder:
     assert report["worst"] < 1e-5
     assert report["loaded"] == (2 if encoder else 1)
     assert report["traces"] == 0 and report["compiles"] == 0 and report["compile_side"] == []
+
+
+def test_verify_checks_and_runs_every_part_and_a_part_entry_by_its_key(built: Built) -> None:
+    """verify TARGET --run checks each part's entry and compares each part with eager in
+    a fresh process, on the inputs the model gives it; verify KEY --run of a part's
+    entry finds the part through the entry's part_of."""
+    result = run_cli(
+        "verify", TARGET, "-O", json.dumps(WITH_ENCODER), "--cache-dir", str(built.cache), "--run", "--json"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] and set(report["parts"]) == {"vision", "language"}
+    for path, part in report["parts"].items():
+        assert part["entry"] == built.summary["parts"][path]["entry"]
+        assert part["run"]["ok"] and [r["size"] for r in part["run"]["results"]] == [1, 16]
+    vision = built.summary["parts"]["vision"]["entry"]
+    result = run_cli("verify", vision, "--cache-dir", str(built.cache), "--run", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["part_of"] == "TinyVLM.vision" and report["run"]["entry"] == vision
 
 
 def test_without_compile_mm_encoder_the_encoder_is_not_a_part(built: Built) -> None:

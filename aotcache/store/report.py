@@ -84,6 +84,7 @@ def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False
         "path": str(path),
         "model": manifest.model_class if manifest else None,
         "target": manifest.recorded.get("target") if manifest else None,
+        "part_of": manifest.recorded.get("part_of") if manifest else None,
         "config": manifest.config if manifest else None,
         "load_needs": load_needs(manifest.artifacts) if manifest else [],
         "checks": checks,
@@ -124,6 +125,7 @@ def verify_target(
         "path": None,
         "model": type(model).__qualname__,
         "target": None,
+        "part_of": None,
         "config": config.to_dict(),
         "checks": [
             {
