@@ -107,6 +107,11 @@ class CompilationConfig:
     uniform_decode_query_len: int = 1
     cache_dir: str | None = None
     debug_dump_path: str | None = None
+    # Filled in by aotcache, as vLLM does, never given (init=False: in no key, no manifest,
+    # no to_dict): the directory of the entry this config last built or loaded, and the
+    # seconds its builds spent tracing and compiling (a cache hit adds nothing).
+    local_cache_dir: str | None = field(default=None, init=False, compare=False)
+    compilation_time: float = field(default=0.0, init=False, compare=False)
     # The values given for fields that get derived defaults, so that replace() derives
     # them again instead of carrying stale ones (e.g. capture sizes past a new maximum).
     _given: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -323,9 +328,10 @@ FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CompilationConfig) if f.i
 NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "pass_config": ({}, None),  # vLLM's own fusion passes: aotcache has none (inductor_passes takes yours)
     "cudagraph_specialize_lora": (True, False, None),  # no LoRA in aotcache: either is the same
-    "local_cache_dir": (None,),  # vLLM fills it in at run time; here `cache_dir` is the one dir
-    "compilation_time": (0, 0.0, None),  # measured, never given: `precompile --json` reports `seconds`
 }
+# Fields aotcache fills in (as vLLM does), never given: a config copied from vLLM loads
+# with them at their initial value; any other value is a ConfigError.
+FILLED_IN: dict[str, tuple[Any, ...]] = {"local_cache_dir": (None,), "compilation_time": (0, 0.0, None)}
 
 
 def _vllm_only_fields(data: dict[str, Any]) -> dict[str, Any]:
@@ -337,12 +343,13 @@ def _vllm_only_fields(data: dict[str, Any]) -> dict[str, Any]:
         if "mode" in data and data["mode"] != level:
             raise ConfigError("level", level, f"the same as mode ({data['mode']!r}): level is vLLM's old name for mode")
         data["mode"] = level
-    for name, unused in NOT_IMPLEMENTED.items():
+    for name, unused in {**NOT_IMPLEMENTED, **FILLED_IN}.items():
         if name in data:
             value = data.pop(name)
             if not any(value == u and type(value) is type(u) for u in unused):
                 allowed = " or ".join(repr(u) for u in unused)
-                raise ConfigError(name, value, f"{allowed}: aotcache does not implement {name} yet")
+                why = "aotcache fills it in" if name in FILLED_IN else f"aotcache does not implement {name} yet"
+                raise ConfigError(name, value, f"{allowed}: {why}")
     return data
 
 

@@ -177,7 +177,8 @@ def precompile(
     extra = _extra_build_factors(passes, bind_custom_ops(model, config))
     arguments = _TraceArguments.of(model, config, example_inputs, dynamic_arg_dims)
     if not force and (same := _unchanged(root, model, config, arguments, extra, key_for_signing, remote_artifacts)):
-        return PrecompileResult(same.entry_id, same.path, True, same.manifest, {"total": time.perf_counter() - started})
+        seconds = {"total": time.perf_counter() - started}
+        return _filled_in(config, PrecompileResult(same.entry_id, same.path, True, same.manifest, seconds))
     with compat.inductor_settings(passes.settings):
         captured, traced, key = _trace(model, config, arguments, mark_unbacked_dims, progress, passes.files, extra)
         _check_splitting_ops(captured, config, strict)
@@ -185,7 +186,15 @@ def precompile(
         build.origin, build.started, build.seconds = origin, started, {"trace": captured.seconds}
         build.force, build.jobs, build.remote = force, jobs or available_cores(), remote_artifacts
         build.part_of = part_of
-        return _build_unless_present(build)
+        return _filled_in(config, _build_unless_present(build))
+
+
+def _filled_in(config: CompilationConfig, result: PrecompileResult) -> PrecompileResult:
+    """vLLM's run-time fields: the entry's directory, and the seconds spent tracing and
+    compiling added to compilation_time."""
+    config.local_cache_dir = str(result.path)
+    config.compilation_time += sum(result.seconds.get(stage, 0.0) for stage in ("trace", "compile"))
+    return result
 
 
 def _build_unless_present(build: _Build) -> PrecompileResult:

@@ -229,7 +229,6 @@ def test_level_is_vllms_old_name_for_mode() -> None:
     ("name", "unused", "used"),
     [
         ("pass_config", {}, {"fuse_norm_quant": True}),
-        ("compilation_time", 0.0, 12.5),
     ],
 )
 def test_a_vllm_field_not_implemented_yet_loads_at_its_unused_value_and_is_refused_otherwise(
@@ -241,6 +240,18 @@ def test_a_vllm_field_not_implemented_yet_loads_at_its_unused_value_and_is_refus
     with pytest.raises(ConfigError) as raised:
         from_dict({name: used})
     assert name in str(raised.value) and "does not implement" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "unused", "given"), [("local_cache_dir", None, "/x"), ("compilation_time", 0.0, 12.5)]
+)
+def test_fields_aotcache_fills_in_load_at_their_initial_value_and_are_refused_otherwise(
+    name: str, unused: Any, given: Any
+) -> None:
+    config = from_dict({name: unused})
+    assert config == from_dict({}) and name not in config.to_dict()  # never in a key or manifest
+    with pytest.raises(ConfigError, match=f"{name}.*fills it in"):
+        from_dict({name: given})
 
 
 def test_compile_mm_encoder_is_a_bool_left_out_of_the_key() -> None:

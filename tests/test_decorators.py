@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -172,6 +173,11 @@ def test_vllm_compile_compiles_saves_then_loads(tmp_path) -> None:
     second = type(first)(compilation_config=config)
     second(torch.randn(6, 4))
     assert aotcache.counters.traces == 1 and aotcache.counters.entries_loaded == 2
+    # vLLM's filled-in fields: the entry's directory, and the seconds spent compiling
+    built, loaded = first._aotcache.config, second._aotcache.config
+    assert built.local_cache_dir == loaded.local_cache_dir
+    assert Path(built.local_cache_dir).parent == tmp_path / "entries"
+    assert built.compilation_time > 0 and loaded.compilation_time == 0
 
 
 def test_disable_cache_compiles_without_reading_or_writing(tmp_path, monkeypatch) -> None:

@@ -318,6 +318,7 @@ def load(
         log.warning("aotcache miss (%s): %s", miss.reason, miss.one_line())
         return None
     _loaded(root, loaded, opened.warnings)
+    config.local_cache_dir = str(opened.path)  # vLLM's: the directory of what this config runs
     if capture_cudagraphs and loaded.enable_cudagraphs(config, copy_outputs=cudagraph_copy_outputs):
         loaded.capture_cudagraphs(progress)
     log.info("aotcache: loaded entry %s from %s", loaded.entry_id, root.path)
