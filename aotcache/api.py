@@ -33,10 +33,12 @@ def precompile(
     **kwargs: Any,
 ) -> Any:
     spec = resolve_spec(model, example_inputs, dynamic_arg_dims)
-    if isinstance(config, CompilationConfig):
-        resolved = config
-    else:
-        resolved = from_dict({**spec.config_dict(), **(config or {})})
+
+    def config_of(fields: dict[str, Any]) -> CompilationConfig:
+        """A class's (or the spec's) own fields under the config given; a
+        CompilationConfig given is used as it is."""
+        return config if isinstance(config, CompilationConfig) else from_dict({**fields, **(config or {})})
+
     if spec.example_inputs is None:
         from aotcache.errors import TargetError
 
@@ -45,7 +47,8 @@ def precompile(
 
     return precompile_model(
         spec.build_model(),
-        resolved,
+        config_of,
+        spec.config_dict(),
         spec.example_inputs,
         dynamic_arg_dims=spec.dynamic_arg_dims,
         **kwargs,

@@ -54,6 +54,8 @@ GRAPH_FIELDS = (
     "use_inductor_graph_partition",
     "artifact_format",
 )
+# Graph fields added after entries existed: in the key only away from this default.
+KEYED_WHEN_SET: dict[str, Any] = {"use_inductor_graph_partition": False}
 # How compiled pieces are stored (see aotcache.formats): "native" is compiler-free and
 # CPU-only; "inductor" is torch's own CompiledArtifact (any device; loading imports
 # Inductor and, on CPU, needs a C++ compiler); "auto" picks native where it can.
@@ -289,9 +291,15 @@ class CompilationConfig:
         return table
 
     def graph_factors(self) -> dict[str, Any]:
-        """The fields that change the compiled graph, as JSON-ready values."""
+        """The fields that change the compiled graph, as JSON-ready values. A field added
+        after entries exist is keyed only away from its default, so that those entries
+        keep their keys."""
         data = self.to_dict()
-        return {name: data[name] for name in GRAPH_FIELDS}
+        return {
+            name: data[name]
+            for name in GRAPH_FIELDS
+            if name not in KEYED_WHEN_SET or data[name] != KEYED_WHEN_SET[name]
+        }
 
     def compute_hash(self) -> str:
         payload = json.dumps(self.graph_factors(), sort_keys=True, separators=(",", ":"))

@@ -41,12 +41,11 @@ from aotcache.errors import ConfigError
 from aotcache.modes import CompilationMode
 from aotcache.serve.inputs import DynamicDims, bind_call, infer_dynamic_dims, normalize_dynamic_dims
 from aotcache.serve.loader import load, strict_from_env
-from aotcache.serve.parts import record_call
+from aotcache.serve.parts import IGNORE_KEY, compiles_under, record_call
 
 log = logging.getLogger("aotcache")
 
 T = TypeVar("T", bound=type)
-IGNORE_KEY = "_aotcache_ignore_compile"
 DISABLE_CACHE_ENV = "AOTCACHE_DISABLE_CACHE"
 _WRAPPED = "_aotcache_wrapped"
 
@@ -104,36 +103,6 @@ def should_compile_mm_encoder(config: CompilationConfig) -> bool:
     """enable_if for a multimodal encoder, as vLLM's: it compiles (as an entry of its
     own) only with compile_mm_encoder set."""
     return config.compile_mm_encoder
-
-
-def is_decorated(cls: type) -> bool:
-    return hasattr(cls, "_aotcache_dynamic_arg_dims")
-
-
-def compiles_under(cls: type, config: CompilationConfig) -> bool:
-    """Whether a decorated class compiles under `config` (its mode, ignore_compile and
-    enable_if), rather than running eagerly."""
-    enable_if = getattr(cls, "_aotcache_enable_if", None)
-    return not (
-        config.mode in (CompilationMode.NONE, CompilationMode.STOCK_TORCH_COMPILE)
-        or getattr(cls, IGNORE_KEY, False)
-        or (enable_if is not None and not enable_if(config))
-    )
-
-
-def compiled_parts(model: torch.nn.Module, config: CompilationConfig) -> list[tuple[str, torch.nn.Module]]:
-    """The parts of a model served as parts (backend/parts.py): for an undecorated model,
-    its outermost decorated submodules that compile under `config` (mode,
-    ignore_compile, enable_if); [] for a decorated model, whose own trace holds them."""
-    if is_decorated(type(model)):
-        return []
-    parts: list[tuple[str, torch.nn.Module]] = []
-    for path, module in model.named_modules():
-        if not path or not is_decorated(type(module)) or any(path.startswith(f"{p}.") for p, _ in parts):
-            continue
-        if compiles_under(type(module), config):
-            parts.append((path, module))
-    return parts
 
 
 def ignore_compile(cls: T) -> T:
@@ -227,6 +196,7 @@ def _load_or_compile(
         try:
             precompile(module, config, example, dynamic_arg_dims=dims, mark_unbacked_dims=unbacked, cache_dir=scratch)
             loaded = load(module, config, cache_dir=scratch, strict=True)
+            config.local_cache_dir = None  # the scratch dir goes now
         finally:
             # The loader keeps what it needs in memory; a leftover temp dir is only litter.
             shutil.rmtree(

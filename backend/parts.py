@@ -1,26 +1,25 @@
-"""A model served as parts: the @support_compile submodules of an undecorated model.
-
-vLLM compiles a multimodal model this way: the model class itself is not decorated, its
-language model is, and its vision encoder is too, with enable_if=should_compile_mm_encoder
-(compile_mm_encoder). Each part compiles as an entry of its own, keyed by the part alone,
-which the part loads on its first call in a serving process; the model's glue code runs
-eagerly. The entries record "Model.path" (`part_of`), so inspect-cache lists them under
-the model. What a part is called with comes from running the whole model eagerly on its
-example inputs (serve/parts.py), at every size the build asks for.
+"""Precompile a model served as parts (see aotcache/serve/parts.py): each part, with
+its own config and dynamic dims, as an entry of its own, keyed by the part alone, which
+the part loads on its first call in a serving process; the model's glue code runs
+eagerly. The entries record "Model.path" (`part_of`), so inspect-cache lists them
+under the model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from aotcache.config import CompilationConfig
-from aotcache.decorators import compiled_parts
-from aotcache.serve.parts import part_inputs
+from aotcache.errors import ConfigError
+from aotcache.serve.parts import compiled_parts, part_examples
 
 from .precompile import PrecompileResult, precompile
+
+ConfigOf = Callable[[dict[str, Any]], CompilationConfig]  # a class's own fields -> its config
 
 
 @dataclass
@@ -32,45 +31,42 @@ class PartsResult:
 
     @property
     def summary(self) -> dict[str, Any]:
-        """`precompile --json` of a model served as parts: its class and, per part path,
-        the part's own summary (see PrecompileResult.summary)."""
+        """`precompile --json` of a model served as parts (schema
+        aotcache.precompile-parts/1): its class and each part's summary by path."""
         return {"model": self.model, "parts": {path: result.summary for path, result in self.parts.items()}}
-
-
-def precompile_parts(
-    model: torch.nn.Module,
-    config: CompilationConfig,
-    example_inputs: Any,
-    parts: list[tuple[str, torch.nn.Module]],
-    **options: Any,
-) -> PartsResult:
-    """Each part precompiled as its own entry, with its class's dynamic dims."""
-    name = type(model).__qualname__
-    results = {}
-    for path, part in parts:
-        cls = type(part)
-        results[path] = precompile(
-            part,
-            config,
-            part_inputs(model, example_inputs, path, part),
-            dynamic_arg_dims=cls._aotcache_dynamic_arg_dims,  # type: ignore[attr-defined]
-            mark_unbacked_dims=cls._aotcache_mark_unbacked_dims,  # type: ignore[attr-defined]
-            part_of=f"{name}.{path}",
-            **options,
-        )
-    return PartsResult(name, results)
 
 
 def precompile_model(
     model: torch.nn.Module,
-    config: CompilationConfig,
+    config_of: ConfigOf,
+    spec_fields: dict[str, Any],
     example_inputs: Any,
     *,
     dynamic_arg_dims: dict[str, Any] | None = None,
     **options: Any,
 ) -> PrecompileResult | PartsResult:
-    """The model's entry, or, for a model served as parts, one entry per part."""
-    parts = compiled_parts(model, config)
-    if parts:
-        return precompile_parts(model, config, example_inputs, parts, **options)
-    return precompile(model, config, example_inputs, dynamic_arg_dims=dynamic_arg_dims, **options)
+    """The model's entry, with config_of(spec_fields); or, for a model served as parts,
+    one entry per part, each with config_of(its class's fields), as it is served."""
+    parts = compiled_parts(model, config_of)
+    if not parts:
+        return precompile(model, config_of(spec_fields), example_inputs, dynamic_arg_dims=dynamic_arg_dims, **options)
+    name = type(model).__qualname__
+    for field_name, given in (("config", spec_fields), ("dynamic_arg_dims", dynamic_arg_dims)):
+        if given:
+            raise ConfigError(
+                field_name, given, f"none for {name}, served as parts: each part takes its own from its class"
+            )
+    examples = part_examples(model, example_inputs, [part.path for part in parts])
+    results = {}
+    for part in parts:
+        cls = type(part.module)
+        results[part.path] = precompile(
+            part.module,
+            part.config,
+            examples[part.path],
+            dynamic_arg_dims=cls._aotcache_dynamic_arg_dims,  # type: ignore[attr-defined]
+            mark_unbacked_dims=cls._aotcache_mark_unbacked_dims,  # type: ignore[attr-defined]
+            part_of=f"{name}.{part.path}",
+            **options,
+        )
+    return PartsResult(name, results)

@@ -14,14 +14,16 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import CONFIG, REPO, run_child, write_section
+from _common import CONFIG, REPO, run_child, run_rows
 
-MODELS = {"tiny_llama 8 layers": 8}
+MODELS = {  # name: (layers, use_inductor_graph_partition)
+    "tiny_llama 8 layers, FX split": (8, False),
+    "tiny_llama 8 layers, graph partition": (8, True),
+}
 SIZES = (1, 5, 64)
 CALLS = 200
 
@@ -63,40 +65,22 @@ def spawn(mode: str, layers: int, cache: Path, partition: bool, inductor: Path) 
     return run_child(command, env, mode, timeout=1800)
 
 
-def main() -> int:
-    import torch
+def bench_model(name: str, reps: int, scratch: Path) -> dict[str, Any]:
+    layers, partition = MODELS[name]
+    cache = scratch / f"cache-{partition}"
+    built = spawn("precompile", layers, cache, partition, scratch / "inductor")
+    return {"model": name, **built, **spawn("load", layers, cache, partition, scratch / "inductor")}
 
-    scratch = Path(tempfile.mkdtemp(prefix="aotcache-bench-partition-"))
-    rows = []
-    try:
-        for name, layers in MODELS.items():
-            for partition in (False, True):
-                cache = scratch / f"cache-{partition}"
-                built = spawn("precompile", layers, cache, partition, scratch / "inductor")
-                served = spawn("load", layers, cache, partition, scratch / "inductor")
-                how = "Inductor graph partition" if partition else "FX split"
-                rows.append({"model": name, "how": how, **built, **served})
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    report = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{len(os.sched_getaffinity(0))} cores, torch {torch.__version__}",
-        "config": CONFIG,
-        "rows": rows,
-    }
-    path = write_section("graph_partition", report)
-    print(
-        f"{'model':22} {'how':26} {'pieces':>6} {'units':>6} {'precompile s':>13} "
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'model':40} {'pieces':>6} {'units':>6} {'precompile s':>13} "
         + " ".join(f"{'us@' + str(s):>8}" for s in SIZES)
-    )
+    ]
     for row in rows:
         latency = " ".join(f"{row['latency_us'][str(s)]:8.1f}" for s in SIZES)
-        print(
-            f"{row['model']:22} {row['how']:26} {row['pieces']:6} {row['units_compiled']:6} "
-            f"{row['seconds']:13.1f} {latency}"
-        )
-    print(f"\nwrote {path}")
-    return 0
+        lines.append(f"{row['model']:40} {row['pieces']:6} {row['units_compiled']:6} {row['seconds']:13.1f} {latency}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
@@ -109,4 +93,4 @@ if __name__ == "__main__":
     if args.child:
         print(json.dumps(child(args.child, args.layers, args.cache, args.partition)))
         raise SystemExit(0)
-    raise SystemExit(main())
+    raise SystemExit(run_rows("graph_partition", list(MODELS), 1, {}, bench_model, table))

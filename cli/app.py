@@ -7,6 +7,7 @@ The CLI parses, calls library functions and renders their results (rich for peop
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -205,12 +206,13 @@ def precompile(
     target = _with_hf_options(target, hf_class, no_split)
     spec = _spec(target)
     overrides = _precompile_overrides(compile_sizes, split_points, max_num_batched_tokens, splitting_ops, backend)
-    resolved = _config(spec.config_dict(), config, compilation_config, overrides)
+    _config(spec.config_dict(), config, compilation_config, overrides)  # a bad field fails before the build
     if spec.example_inputs is None:
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
     options = {"cache_dir": cache_dir, "force": force, "strict": strict, "sign_key": sign_key, "origin": target}
     options.update(jobs=jobs, remote=remote, insecure=insecure)
-    summary = _run_precompile(spec, resolved, options, show_progress=not quiet)
+    config_of = functools.partial(_config, config_file=config, json_text=compilation_config, overrides=overrides)
+    summary = _run_precompile(spec, config_of, options, show_progress=not quiet)
     if verbose:
         from aotcache.counters import counters
 
@@ -221,19 +223,21 @@ def precompile(
         render.precompile_summary(out, summary)
 
 
-def _run_precompile(spec: Any, config: Any, options: dict[str, Any], *, show_progress: bool) -> dict[str, Any]:
-    from aotcache.backend.parts import precompile_model
+def _run_precompile(spec: Any, config_of: Any, options: dict[str, Any], *, show_progress: bool) -> dict[str, Any]:
+    from aotcache.backend.parts import PartsResult, precompile_model
 
     with render.precompile_progress(enabled=show_progress) as progress:
         result = precompile_model(
             spec.build_model(),
-            config,
+            config_of,
+            spec.config_dict(),
             spec.example_inputs,
             dynamic_arg_dims=spec.dynamic_arg_dims,
             progress=progress,
             **options,
         )
-    return {"schema": "aotcache.precompile/2", **result.summary}
+    schema = "aotcache.precompile-parts/1" if isinstance(result, PartsResult) else "aotcache.precompile/2"
+    return {"schema": schema, **result.summary}
 
 
 def _precompile_overrides(
@@ -297,7 +301,7 @@ def inspect_cache(
     reports = scan(root)
     if filter_text:
         needle = filter_text.lower()
-        reports = [r for r in reports if needle in f"{r.entry_id} {r.model} {r.status}".lower()]
+        reports = [r for r in reports if needle in f"{r.entry_id} {r.model} {r.part_of or ''} {r.status}".lower()]
     if sort == "size":
         reports.sort(key=lambda r: r.bytes, reverse=True)
     else:
@@ -363,18 +367,19 @@ def verify(
     out = Output(json_out, quiet, verbose)
     import_cwd()
     checker = signature_checker(trusted_key)
-    model = ""
     if ":" in target_or_key:
         target = _with_hf_options(target_or_key, hf_class, no_split)
         root, model, reports = _target_reports(target, cache_dir, config, compilation_config, checker, strict)
     else:
-        root = cache_root(cache_dir, must_exist=True)
+        root, model = cache_root(cache_dir, must_exist=True), None
         reports = {"": verify_entry(root, target_or_key, verify_signature=checker, strict=strict)}
         target = reports[""].get("target")
     if run_check:
-        _run_each(reports, target, root.path, trusted_key, strict, not (json_out or quiet))
-    report = reports[""] if "" in reports else _parts_report(model, reports, strict)
-    report["schema"] = "aotcache.verify/1"
+        _run_each(reports, model, target, root.path, trusted_key, strict, not (json_out or quiet))
+    if "" in reports:
+        report = {**reports[""], "schema": "aotcache.verify/1"}
+    else:
+        report = {"schema": "aotcache.verify-parts/1", **_parts_report(str(model), reports, strict)}
     if json_out:
         out.emit_json(report)
     else:
@@ -386,24 +391,26 @@ def _target_reports(
     target: str, cache_dir: Path | None, config: Path | None, compilation_config: str | None, checker: Any, strict: bool
 ) -> tuple[Any, str, dict[str, dict[str, Any]]]:
     """The cache root, the model's class and the report of each entry TARGET loads: its
-    own ("") or, for a model served as parts, each part's (by path)."""
-    from aotcache.decorators import compiled_parts
+    own ("") or, for a model served as parts, each part's (by path), with its config."""
+    from aotcache.serve.parts import compiled_parts
     from aotcache.store.report import verify_target
 
     spec = _spec(target)
     resolved = _config(spec.config_dict(), config, compilation_config, {})
     root = cache_root(cache_dir, resolved.cache_dir)
     model = spec.build_model()
-    parts = dict(compiled_parts(model, resolved))
+    parts = compiled_parts(model, lambda fields: _config(fields, config, compilation_config, {}))
+    checked = [(p.path, p.module, p.config) for p in parts] or [("", model, resolved)]
     reports = {
-        path: verify_target(root, part, resolved, verify_signature=checker, strict=strict)
-        for path, part in (parts or {"": model}).items()
+        path: verify_target(root, module, part_config, verify_signature=checker, strict=strict)
+        for path, module, part_config in checked
     }
     return root, type(model).__qualname__, reports
 
 
 def _run_each(
     reports: dict[str, dict[str, Any]],
+    model: str | None,
     target: str | None,
     cache_dir: Path,
     trusted_key: Path | None,
@@ -414,8 +421,8 @@ def _run_each(
     entry may still be a part: its part_of says which)."""
     for path, one in reports.items():
         if one.get("entry"):
-            part = path or (one.get("part_of") or "").partition(".")[2] or None
-            one["run"] = _checked_run(one, target, cache_dir, trusted_key, strict, bar, part)
+            part_of = f"{model}.{path}" if path else one.get("part_of")
+            one["run"] = _checked_run(one, target, cache_dir, trusted_key, strict, bar, part_of)
             one["ok"] = one["ok"] and one["run"].get("ok", False)
 
 
@@ -431,7 +438,7 @@ def _checked_run(
     trusted_key: Path | None,
     strict: bool,
     bar: bool,
-    part: str | None = None,
+    part_of: str | None = None,
 ) -> dict[str, Any]:
     """`verify --run`, started only when every check passed: nothing of an entry (nor a
     TARGET read from its manifest) runs before then. The child checks again itself,
@@ -444,7 +451,7 @@ def _checked_run(
             hint="pass the TARGET instead of the key",
         )
     with render.RunProgress(enabled=bar) as progress:
-        return _run_in_fresh_process(target, cache_dir, report, trusted_key, strict, progress, part)
+        return _run_in_fresh_process(target, cache_dir, report, trusted_key, strict, progress, part_of)
 
 
 def _run_in_fresh_process(
@@ -454,7 +461,7 @@ def _run_in_fresh_process(
     trusted_key: Path | None,
     strict: bool,
     progress: Any,
-    part: str | None,
+    part_of: str | None,
 ) -> dict[str, Any]:
     """Run aotcache.serve.checkrun in a new interpreter; its progress lines (CUDA graph
     capture) drive the progress bar, its last stdout line is the result."""
@@ -471,7 +478,7 @@ def _run_in_fresh_process(
         report["entry"],
         *(["--trusted-key", str(trusted_key)] if trusted_key else []),
         *(["--strict"] if strict else []),
-        *(["--part", part] if part else []),
+        *(["--part-of", part_of] if part_of else []),
     ]
     with tempfile.TemporaryDirectory(prefix="aotcache-verify-") as caches:
         env = _cold_environment(caches, report.get("load_needs") or [])

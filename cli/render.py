@@ -212,7 +212,7 @@ def _cells(r: Any, key_width: int) -> dict[str, str]:
     style = STATUS_STYLE.get(r.status, "")
     return {
         "KEY": r.entry_id[:key_width],
-        "MODEL": r.model,
+        "MODEL": f"{r.part_of} ({r.model})" if r.part_of else r.model,  # a part: under its model
         "SIZES / RANGES": _sizes(r),
         "SIZE": human_bytes(r.bytes),
         "STATUS": f"[{style}]{r.status}[/]" if style else r.status,
@@ -288,7 +288,8 @@ def entry_detail(out: Output, report: Any) -> None:
             out.print(f"  {p.status}: {p.message}")
         return
     m = report.manifest
-    out.print(f"  model    {m.model_class}   created {m.created}   last used {_ago(report.last_used)}")
+    part = f" (part {report.part_of})" if report.part_of else ""
+    out.print(f"  model    {m.model_class}{part}   created {m.created}   last used {_ago(report.last_used)}")
     out.print(f"  loading needs {', '.join(report.load_needs) or 'nothing but torch (compiler-free)'}")
     factors = _table("KEY FACTOR", "VALUE")
     for factor in m.lookup + m.build:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,19 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
 
 def last_json(text: str) -> Any:
     return json.loads(text.strip().splitlines()[-1])
+
+
+@dataclass
+class CliBuild:
+    cache: Path
+    summary: dict[str, Any]  # precompile --json
+
+
+def cli_precompile(target: str, config: dict[str, Any], cache: Path) -> CliBuild:
+    """`aotcache precompile TARGET -O CONFIG --json` into `cache`, which must succeed."""
+    result = run_cli("precompile", target, "-O", json.dumps(config), "--cache-dir", str(cache), "--json")
+    assert result.returncode == 0, result.stderr
+    return CliBuild(cache, json.loads(result.stdout))
 
 
 LOAD_AND_COMPARE = """

@@ -1,6 +1,8 @@
 """A tiny vision-language model served as parts, as vLLM's multimodal models are: the
 model class is not decorated; its language model is, and its vision encoder is too,
-compiled only with compile_mm_encoder (enable_if=should_compile_mm_encoder)."""
+compiled only with compile_mm_encoder (enable_if=should_compile_mm_encoder). The
+encoder's dynamic size (patches) is not the model's (tokens), and the encoder class has
+config fields of its own (a split point), which its entry must be built with."""
 
 from __future__ import annotations
 
@@ -14,7 +16,12 @@ PATCH = 12
 VOCAB = 32
 
 
-@aotcache.support_compile(dynamic_arg_dims={"patches": 0}, enable_if=aotcache.should_compile_mm_encoder)
+ENCODER_CONFIG = {"compile_ranges_split_points": [8]}
+
+
+@aotcache.support_compile(
+    dynamic_arg_dims={"patches": 0}, enable_if=aotcache.should_compile_mm_encoder, config=ENCODER_CONFIG
+)
 class TinyVisionEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -45,12 +52,16 @@ class TinyVLM(nn.Module):
         self.language = TinyLanguageModel()
 
     def forward(self, input_ids: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        # one image patch per token, added to its embedding (the glue runs eagerly)
-        return self.language(self.embed(input_ids) + self.vision(patches))
+        # the image, pooled over its patches, added to every token's embedding (the glue
+        # runs eagerly)
+        image = self.vision(patches).mean(0)
+        return self.language(self.embed(input_ids) + image)
 
     def example_inputs(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n tokens and an image of n // 2 + 1 patches."""
         generator = torch.Generator().manual_seed(n)
-        return torch.randint(0, VOCAB, (n,), generator=generator), torch.randn(n, PATCH, generator=generator)
+        ids = torch.randint(0, VOCAB, (n,), generator=generator)
+        return ids, torch.randn(n // 2 + 1, PATCH, generator=generator)
 
 
 CONFIG = {"compile_sizes": [], "max_num_batched_tokens": 16}

@@ -9,11 +9,10 @@ One module fixture precompiles the 2-layer tiny Llama with it through the CLI.""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _support import LOAD_AND_COMPARE, last_json, run_cli, run_python
+from _support import LOAD_AND_COMPARE, CliBuild, cli_precompile, last_json, run_cli, run_python
 
 from aotcache.config import from_dict
 from aotcache.errors import ConfigError
@@ -27,23 +26,12 @@ CONFIG = {
 }
 
 
-@dataclass
-class Built:
-    cache: Path
-    summary: dict
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    cache = tmp_path_factory.mktemp("graph-partition") / "cache"
-    result = run_cli(
-        "precompile", "examples/tiny_llama.py:spec", "-O", json.dumps(CONFIG), "--cache-dir", str(cache), "--json"
-    )
-    assert result.returncode == 0, result.stderr
-    return Built(cache, json.loads(result.stdout))
+def built(tmp_path_factory: pytest.TempPathFactory) -> CliBuild:
+    return cli_precompile("examples/tiny_llama.py:spec", CONFIG, tmp_path_factory.mktemp("graph-partition") / "cache")
 
 
-def test_inductor_compiles_the_whole_graph_once_per_size_or_range(built: Built) -> None:
+def test_inductor_compiles_the_whole_graph_once_per_size_or_range(built: CliBuild) -> None:
     """One piece: the graph is not cut; the range [1, 64], size 1 (compiled apart: the
     range's guard is 2 <= s0) and size 4 are one unit each, and no unit has an Inductor
     partition on the CPU."""
@@ -57,7 +45,7 @@ def test_inductor_compiles_the_whole_graph_once_per_size_or_range(built: Built) 
         assert wrapper.read_text().count("= torch.ops.tinyllama.attention.default(") == 2
 
 
-def test_a_fresh_process_loads_it_equal_to_eager(built: Built) -> None:
+def test_a_fresh_process_loads_it_equal_to_eager(built: CliBuild) -> None:
     code = LOAD_AND_COMPARE.format(layers=2, config=CONFIG, cache=str(built.cache), sizes=[1, 3, 4, 64], too_big=65)
     result = run_python(code)
     assert result.returncode == 0, result.stderr
@@ -68,7 +56,7 @@ def test_a_fresh_process_loads_it_equal_to_eager(built: Built) -> None:
     assert max(worst for worst, _ in report["results"].values()) < 1e-5
 
 
-def test_the_same_model_split_before_inductor_is_a_miss_naming_the_field(built: Built) -> None:
+def test_the_same_model_split_before_inductor_is_a_miss_naming_the_field(built: CliBuild) -> None:
     fx_split = {**CONFIG, "use_inductor_graph_partition": False}
     result = run_cli(
         "verify", "examples/tiny_llama.py:spec", "-O", json.dumps(fx_split), "--cache-dir", str(built.cache), "--json"

@@ -19,7 +19,6 @@ import torch
 from aotcache.config import CompilationConfig, from_dict
 from aotcache.custom_op import bind_custom_ops
 from aotcache.errors import AotCacheError
-from aotcache.key.identity import resolve
 from aotcache.store.report import report_for
 from aotcache.store.root import CacheRoot, resolve_cache_dir
 from aotcache.store.signing import signature_checker
@@ -27,7 +26,7 @@ from aotcache.target import as_spec, import_target
 
 from .inputs import example_arguments
 from .loader import load
-from .parts import part_inputs
+from .parts import find_part, part_examples, part_path
 
 TOLERANCE = 1e-4
 
@@ -105,19 +104,19 @@ def run(
     entry: str | None,
     trusted_key: str | None = None,
     strict: bool = False,
-    part: str | None = None,
+    part_of: str | None = None,
 ) -> dict[str, Any]:
-    """`part`: the path of a part of a model served as parts (its entry's part_of after
-    the class name): that submodule is loaded and compared, on the inputs the model
-    gives it."""
+    """`part_of`: "Model.path" of a part of a model served as parts (its entry's
+    part_of): that submodule is loaded and compared, on the example the model gives it."""
     needs = check_entry(cache_dir, entry, trusted_key, strict)["load_needs"] if entry else []
     attempts = forbid_compiles(needs)
     spec = as_spec(import_target(target), origin=target)
     model = spec.build_model().eval()
     example_inputs = spec.example_inputs
-    if part:
-        whole, model = model, resolve(model, part)
-        example_inputs = part_inputs(whole, example_inputs, part, model)
+    if part_of:
+        path = part_path(model, part_of)
+        example_inputs = part_examples(model, example_inputs, [path])[path]
+        model = find_part(model, path)
     resolved = from_dict(config)
     capture = torch.cuda.is_available() and resolved.cudagraph_mode.name != "NONE"
     started = time.perf_counter()
@@ -177,13 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entry")
     parser.add_argument("--trusted-key")
     parser.add_argument("--strict", action="store_true")
-    parser.add_argument("--part")
+    parser.add_argument("--part-of")
     args = parser.parse_args(argv)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         config = json.loads(args.config_json)
-        report = run(args.target, args.cache_dir, config, args.entry, args.trusted_key, args.strict, args.part)
+        report = run(args.target, args.cache_dir, config, args.entry, args.trusted_key, args.strict, args.part_of)
     except AotCacheError as exc:
         print(json.dumps({"ok": False, "error": exc.one_line(), "reason": getattr(exc, "reason", None)}))
         return 1

@@ -36,11 +36,12 @@ class EntryReport:
 
     @property
     def model(self) -> str:
-        """The model's class; for a part of a model served as parts, "Model.path (Class)"."""
-        if self.manifest is None:
-            return "?"
-        part_of = self.manifest.recorded.get("part_of")
-        return f"{part_of} ({self.manifest.model_class})" if part_of else self.manifest.model_class
+        return self.manifest.model_class if self.manifest else "?"
+
+    @property
+    def part_of(self) -> str | None:
+        """ "Model.path" for a part of a model served as parts (backend/parts.py)."""
+        return self.manifest.recorded.get("part_of") if self.manifest else None
 
     @property
     def load_needs(self) -> list[str]:
@@ -61,6 +62,7 @@ class EntryReport:
             "path": str(self.path),
             "status": self.status,
             "model": self.model,
+            "part_of": self.part_of,
             "bytes": self.bytes,
             "created": self.created,
             "last_used": self.last_used,
