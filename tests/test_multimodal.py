@@ -151,6 +151,12 @@ def test_a_part_class_s_own_config_fields_apply_under_the_config_given() -> None
     assert parts["language"].compile_ranges_split_points == []
 
 
+def test_loading_the_model_itself_says_it_is_served_as_parts(built: CliBuild) -> None:
+    with pytest.raises(aotcache.CacheMiss) as missed:
+        aotcache.load(TinyVLM(), WITH_ENCODER, cache_dir=built.cache, strict=True)
+    assert "served as parts (vision, language)" in missed.value.one_line()
+
+
 def test_a_part_the_example_inputs_never_reach_is_a_target_error(tmp_path: Path) -> None:
     class Unreached(TinyVLM):
         def forward(self, input_ids, patches):  # type: ignore[no-untyped-def, override]

@@ -33,6 +33,7 @@ from aotcache.store.scan import candidate_entries, nearest_entry
 from .binding import GraphBinder, load_treespec, unflatten
 from .dispatch import SizeDispatcher
 from .inputs import InputSpec
+from .parts import compiled_parts
 from .runtime import build_variants, fx_forward
 
 log = logging.getLogger("aotcache")
@@ -44,6 +45,17 @@ def strict_from_env(strict: bool | None) -> bool:
     if strict is not None:
         return strict
     return os.environ.get(FORCE_LOAD_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _hint_parts(miss: CacheMiss, model: torch.nn.Module, config: CompilationConfig) -> None:
+    """A model served as parts has no entry of its own: its parts load theirs."""
+    parts = compiled_parts(model, lambda fields: config)
+    if parts:
+        names = ", ".join(part.path for part in parts)
+        miss.hint = (
+            f"{type(model).__qualname__} is served as parts ({names}): each loads its own entry on its first "
+            "call; call the model, or load a part"
+        )
 
 
 def as_config(config: CompilationConfig | dict[str, Any] | None) -> CompilationConfig:
@@ -313,6 +325,7 @@ def load(
         loaded = _build(opened, model)
     except CacheMiss as miss:
         counters.misses[miss.reason] += 1
+        _hint_parts(miss, model, config)
         if strict:
             raise
         log.warning("aotcache miss (%s): %s", miss.reason, miss.one_line())
