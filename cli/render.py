@@ -321,6 +321,8 @@ def verify_report(out: Output, report: dict[str, Any]) -> None:
         for path, part in report["parts"].items():
             out.print(f"[bold]{report['model']}.{path}[/]")
             verify_report(out, part)
+        verdict = "[green]PASS[/]" if report["ok"] else "[red]FAIL[/]"
+        out.print(f"{verdict}: {report['model']}, {len(report['parts'])} parts")
         return
     if report.get("entry"):
         out.print(f"entry [bold]{report['entry']}[/] ({report.get('model')})")
