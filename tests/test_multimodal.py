@@ -73,8 +73,11 @@ def test_inspect_cache_lists_the_parts_under_the_model(built: CliBuild) -> None:
     assert result.returncode == 0, result.stderr
     rows = sorted((row["part_of"], row["model"]) for row in json.loads(result.stdout)["entries"])
     assert rows == [("TinyVLM.language", "TinyLanguageModel"), ("TinyVLM.vision", "TinyVisionEncoder")]
-    table = run_cli("inspect-cache", "--cache-dir", str(built.cache), "--filter", "TinyVLM")
-    assert "TinyVLM.vision (TinyVisionEncoder)" in table.stdout
+    # The MODEL column wraps on a narrow terminal; the width is pinned so the row reads the same anywhere.
+    wide = run_cli("inspect-cache", "--cache-dir", str(built.cache), "--filter", "TinyVLM", env={"COLUMNS": "200"})
+    assert "TinyVLM.vision (TinyVisionEncoder)" in wide.stdout
+    narrow = run_cli("inspect-cache", "--cache-dir", str(built.cache), "--filter", "TinyVLM", env={"COLUMNS": "80"})
+    assert narrow.returncode == 0 and "TinyVLM.vision" in narrow.stdout and "(TinyVisionEncoder)" in narrow.stdout
 
 
 @pytest.mark.parametrize("encoder", [True, False], ids=["compile_mm_encoder", "eager-encoder"])
