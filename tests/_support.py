@@ -28,6 +28,7 @@ def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("AOTCACHE_FORCE_LOAD", None)
+    env.pop("COLUMNS", None)  # the runner's terminal width (CI sets 80) must not shape a table a test reads
     env.update(extra or {})
     return env
 
