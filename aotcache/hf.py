@@ -196,7 +196,8 @@ def attention_forward(
     shapes). `sliding_window` is honoured by the mask transformers builds for each
     layer (as for sdpa); anything the op would drop is an error naming the model."""
     _check_kwargs(module, dropout, kwargs)
-    _calls.append(1)
+    if not torch.compiler.is_compiling():  # counted in eager runs only: a trace would bake the count in
+        _calls.append(1)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     causal = bool(query.shape[2] > 1 and attention_mask is None and causal)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from aotcache.errors import CompileError
+
 log = logging.getLogger("aotcache.precompile")
 
 # -- Dynamo ------------------------------------------------------------------------------
@@ -619,3 +621,32 @@ def backed_size_oblivious(enabled: bool) -> Iterator[None]:
 
     with _config.patch(backed_size_oblivious=True):
         yield
+
+
+def guard_source(entry: Any) -> Any:
+    """The Source a guard of `guard_filter_fn`'s list is about (how Dynamo reached it)."""
+    return entry.orig_guard.originating_source
+
+
+def guard_keyword(entry: Any, name: str) -> Any:
+    """A guard's own argument (the attribute of HASATTR, the key of DICT_CONTAINS, the
+    other source of DUPLICATE_INPUT), which Dynamo keeps in the guard's create_fn."""
+    keywords = getattr(entry.orig_guard.create_fn, "keywords", None) or {}
+    if name not in keywords:
+        raise CompileError(f"Dynamo's {entry.guard_type} guard on {entry.name!r} carries no {name!r}")
+    return keywords[name]
+
+
+def compile_recording_guards(
+    function: Callable[..., Any], backend: Callable[..., Any], on_guards: Callable[[list[Any]], None]
+) -> Callable[..., Any]:
+    """torch.compile of `function` (one full graph, static unless marked dynamic) that
+    hands every guard Dynamo installs to `on_guards` and keeps them all."""
+
+    def keep_all(entries: Any) -> list[bool]:
+        on_guards(list(entries))
+        return [True] * len(entries)
+
+    return torch.compile(
+        function, backend=backend, fullgraph=True, dynamic=False, options={"guard_filter_fn": keep_all}
+    )

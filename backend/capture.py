@@ -1,8 +1,9 @@
 """Capture: one Dynamo trace of `forward`, with the dynamic dimensions marked.
 
 Records the FX graph, which model tensor or call argument feeds every graph input,
-and every source file Dynamo traced through (plus the files that define the splitting
-ops, which Dynamo does not trace into).
+every source file Dynamo traced through (plus the files that define the splitting ops,
+which Dynamo does not trace into), and every plain setting the trace read, from
+Dynamo's own guards (guards.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +22,11 @@ from torch import fx
 from aotcache.errors import AotCacheError, CompileError, TargetError
 from aotcache.key.identity import dtype_name, tensor_attributes
 from aotcache.serve.inputs import DynamicDims, InputSpec, normalize_dynamic_dims
+from aotcache.store.traced_state import TracedState
+from aotcache.store.traced_state import problems as state_problems
 
 from . import _torch_compat as compat
+from . import guards, hf_state
 
 log = logging.getLogger("aotcache.capture")
 
@@ -52,6 +57,7 @@ class Capture:
     output_spec: str | None = None
     output_dims: list[list[int]] | None = None  # per graph output, the dims of the dynamic size
     model_name: str = ""
+    state: TracedState = field(default_factory=TracedState)  # what the trace read beyond tensors
 
 
 def capture(
@@ -76,7 +82,8 @@ def capture(
         unbacked.update({name: list(dim_ids) for name, dim_ids in dims.items()})
     _mark_dynamic(arguments, {} if dynamic_type == "unbacked" else dims, unbacked)
     with compat.backed_size_oblivious(dynamic_type == "backed_size_oblivious"):
-        graph, example_inputs, traced_files, output = _trace(model, arguments, _dynamic_dims(arguments, dims))
+        graph, example_inputs, traced_files, output, state = _trace(model, arguments, _dynamic_dims(arguments, dims))
+    check_state(state, model)
     seconds = time.perf_counter() - start
     op_files, unfound = compat.splitting_op_files(splitting_ops)
     traced_files |= op_files
@@ -99,7 +106,20 @@ def capture(
         _output_spec(graph, output),
         _output_dims(graph, symbol),
         type(model).__qualname__,
+        state,
     )
+
+
+def check_state(state: TracedState, model: torch.nn.Module) -> None:
+    """The recorded state must hold on the model it was read from, in this process: a
+    check that fails here would make the entry unloadable (a bug, said now)."""
+    failed = state_problems(state, model)
+    if failed:
+        raise CompileError(
+            f"the state recorded from the trace of {type(model).__qualname__} does not hold on the model itself: "
+            + "; ".join(str(d) for d in failed[:3]),
+            hint="report this as a bug of aotcache, with the model",
+        )
 
 
 def _mark_dynamic(arguments: dict[str, Any], dims: dict[str, dict[int, Any]], unbacked: dict[str, Any]) -> None:
@@ -124,27 +144,36 @@ def _dynamic_dims(arguments: dict[str, Any], dims: dict[str, dict[int, Any]]) ->
     return found
 
 
-def _sharing_one_size(model: torch.nn.Module, dynamic: list[tuple[str, int]]) -> Callable[..., Any]:
-    """forward, telling Dynamo that every dynamic dimension is the same size (input_ids
-    and attention_mask along the sequence); otherwise each gets a symbol of its own."""
+def _forward_of(model: torch.nn.Module, arguments: dict[str, Any]) -> Any:
+    """Where every trace starts: the model and the call are its two locals, so that each
+    guard Dynamo installs is reached from one of them or from a module (guards.py)."""
+    return model.forward(**arguments)
 
-    def forward_with_one_size(**kwargs: Any) -> Any:
-        first, first_dim = dynamic[0]
-        for name, dim in dynamic[1:]:
-            torch._check(kwargs[name].shape[dim] == kwargs[first].shape[first_dim])
-        return model.forward(**kwargs)
 
-    return forward_with_one_size
+def _forward_of_one_size(model: torch.nn.Module, arguments: dict[str, Any], dynamic: tuple[Any, ...]) -> Any:
+    """_forward_of, telling Dynamo that every dynamic dimension is the same size
+    (input_ids and attention_mask along the sequence); otherwise each gets a symbol."""
+    first, first_dim = dynamic[0]
+    for name, dim in dynamic[1:]:
+        torch._check(arguments[name].shape[dim] == arguments[first].shape[first_dim])
+    return model.forward(**arguments)
 
 
 def _trace(
     model: torch.nn.Module, arguments: dict[str, Any], dynamic: list[tuple[str, int]]
-) -> tuple[fx.GraphModule, list[Any], set[str], Any]:
+) -> tuple[fx.GraphModule, list[Any], set[str], Any, TracedState]:
     """One Dynamo trace of forward: the graph, its example inputs, the files traced
-    through (forward's own, never this module's), and forward's output."""
+    through (forward's own, never this module's), forward's output, and what the trace
+    read of the model's and the process's state (from Dynamo's guards)."""
     forward = type(model).forward
-    entry = _sharing_one_size(model, dynamic) if len(dynamic) > 1 else model.forward
+    globals_ = guards.frame_globals()  # nothing of the user's: see guards.py
+    root = _forward_of_one_size if len(dynamic) > 1 else _forward_of
+    entry = types.FunctionType(root.__code__, globals_, root.__name__)
+    call_arguments: tuple[Any, ...] = (model, arguments)
+    if len(dynamic) > 1:
+        call_arguments += (tuple(dynamic),)
     captured: dict[str, Any] = {}
+    recorder = guards.StateRecorder(model, globals_)
 
     def backend(gm: fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
         captured["graph"] = gm
@@ -155,7 +184,8 @@ def _trace(
     traced_files: set[str] = {inspect.getsourcefile(forward) or ""}
     try:
         with torch.no_grad(), compat.recording_inlined_files(traced_files):
-            output = torch.compile(entry, backend=backend, fullgraph=True, dynamic=False)(**arguments)
+            compiled = compat.compile_recording_guards(entry, backend, recorder.add_guards)
+            output = compiled(*call_arguments)
     except Exception as exc:  # Dynamo raises many unrelated types; report them as one.
         _raise_if_forward_fails(model, arguments)
         first_line = (str(exc).strip().splitlines() or [""])[0]
@@ -170,7 +200,8 @@ def _trace(
         raise CompileError(f"Dynamo produced no graph for {type(model).__qualname__}.forward")
     traced_files |= set(captured["traced_code"])
     traced_files.discard(__file__)
-    return captured["graph"], captured["example_inputs"], traced_files, output
+    hf_state.add_config_fields(recorder, model)
+    return captured["graph"], captured["example_inputs"], traced_files, output, recorder.state()
 
 
 def _raise_if_forward_fails(model: torch.nn.Module, arguments: dict[str, Any]) -> None:

@@ -90,6 +90,7 @@ def build_entry(
         files={rel: FileRecord(hashlib.sha256(data).hexdigest(), len(data)) for rel, data in files.items()},
         stats=_stats(split, result),
         unit_keys=result.unit_keys,
+        traced_state=captured.state,
     )
     return manifest, build_facts(result, seconds)
 

@@ -319,6 +319,7 @@ def _trace(
         Factor("sources", sources_mod.sources_digest(traced)),
         Factor("input_spec", digest(captured.input_spec.to_json())),
         Factor("march", march()),
+        Factor("traced_state", captured.state.digest),  # a model with another setting: another entry
     ]
     build += extra
     return captured, traced, EntryKey(lookup_factors(config, model), build)

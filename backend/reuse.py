@@ -26,7 +26,6 @@ from aotcache.config import CompilationConfig, Range
 from aotcache.errors import CacheMiss
 from aotcache.formats import artifact_paths
 from aotcache.key.factors import digest
-from aotcache.key.lookup import FORMAT_VERSION
 from aotcache.store import signing
 from aotcache.store.checks import OpenedEntry, open_entry
 from aotcache.store.root import CacheRoot
@@ -51,11 +50,16 @@ class ReusedUnit:
     bytes_fetched: int = 0  # downloaded for it
 
 
+# The format of a unit's artifact, in its key. Manifest format 3 (traced state) left
+# units as they were, so the units of format-2 entries are still taken.
+UNIT_FORMAT_VERSION = 2
+
+
 def unit_key(piece_digest: str, unit: Range, config: CompilationConfig, environment: dict[str, Any]) -> str:
     """Everything a compiled unit depends on, hashed."""
     return digest(
         {
-            "aotcache.format": FORMAT_VERSION,
+            "aotcache.format": UNIT_FORMAT_VERSION,
             "piece": piece_digest,
             "unit": [unit.start, unit.end],
             "inductor_compile_config": config.inductor_compile_config,

@@ -1,11 +1,12 @@
 """The no-change path: the entry a precompile would build again, found before any trace.
 
 An entry's id is its lookup key (config, environment, model identity) and its build
-factors: the input spec, the -march its kernels are built for, and the digest of the
-source files its trace went through, each recorded in its manifest. Where every recorded
-source is found here with the same content, a trace would go through the same files and
-reach the same id, so that entry is a hit without one: no Dynamo, no Inductor, which are
-nearly all of a precompile that changes nothing. Looked for in the cache dir, then
+factors: the input spec, the -march its kernels are built for, the digest of the source
+files its trace went through, and the state the trace read (store/traced_state.py), each recorded
+in its manifest. Where every recorded source is found here with the same content and
+every recorded setting holds on this model, a trace would go through the same files,
+read the same values and reach the same id, so that entry is a hit without one: no
+Dynamo, no Inductor, which are nearly all of a precompile that changes nothing. Looked for in the cache dir, then
 (precompile --remote) on the remote, where a match is pulled as `aotcache pull` pulls it
 (manifest first, every file checked) — a fresh CI runner then builds nothing.
 """
@@ -24,6 +25,7 @@ from aotcache.store.checks import OpenedEntry, check_sources, environment_proble
 from aotcache.store.manifest import Manifest
 from aotcache.store.root import CacheRoot
 from aotcache.store.scan import candidate_entries
+from aotcache.store.traced_state import problems as state_problems
 
 log = logging.getLogger("aotcache.precompile")
 
@@ -36,20 +38,23 @@ class Probe:
     input_spec: dict[str, Any]
     march: str
     extra: dict[str, Any]  # the Inductor passes' uuids and the CustomOp choices, where any
+    model: Any  # the model being precompiled: every setting the entry's trace read must hold on it
 
     @classmethod
     def of(cls, model: Any, config: Any, input_spec: dict[str, Any], march: str, extra: list[Factor]) -> Probe:
         lookup = EntryKey(lookup_factors(config, model), []).lookup_hash
-        return cls(lookup, input_spec, march, {f.name: f.value for f in extra})
+        return cls(lookup, input_spec, march, {f.name: f.value for f in extra}, model)
 
     def matches(self, manifest: Manifest) -> bool:
         """The manifest's build factors are what this build's would be: the same input
-        spec, -march, passes and CustomOp choices, and every traced source found here,
-        unchanged."""
+        spec, -march, passes and CustomOp choices, every traced source found here,
+        unchanged, and every setting its trace read the same on this model."""
         build = {factor.name: factor.value for factor in manifest.build}
         if manifest.input_spec != self.input_spec or build.get("march") != self.march:
             return False
         if any(build.get(name) != self.extra.get(name) for name in ("inductor_passes", "custom_ops")):
+            return False
+        if state_problems(manifest.traced_state, self.model):
             return False
         sources = check_sources(manifest)
         return not sources.changed and not sources.unknown

@@ -48,13 +48,13 @@ class RMSNorm(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, hidden: int, heads: int) -> None:
+    def __init__(self, hidden: int, heads: int, norm_eps: float = 1e-6) -> None:
         super().__init__()
         self.hidden, self.heads = hidden, heads
-        self.input_norm = RMSNorm(hidden)
+        self.input_norm = RMSNorm(hidden, norm_eps)
         self.qkv = nn.Linear(hidden, 3 * hidden, bias=False)
         self.out = nn.Linear(hidden, hidden, bias=False)
-        self.post_norm = RMSNorm(hidden)
+        self.post_norm = RMSNorm(hidden, norm_eps)
         self.gate_up = nn.Linear(hidden, 4 * hidden, bias=False)
         self.down = nn.Linear(2 * hidden, hidden, bias=False)
 
@@ -69,11 +69,13 @@ class DecoderLayer(nn.Module):
 
 
 class TinyLlama(nn.Module):
-    def __init__(self, layers: int = 2, vocab: int = VOCAB, hidden: int = HIDDEN, heads: int = HEADS) -> None:
+    def __init__(
+        self, layers: int = 2, vocab: int = VOCAB, hidden: int = HIDDEN, heads: int = HEADS, norm_eps: float = 1e-6
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, hidden)
-        self.layers = nn.ModuleList(DecoderLayer(hidden, heads) for _ in range(layers))
-        self.norm = RMSNorm(hidden)
+        self.layers = nn.ModuleList(DecoderLayer(hidden, heads, norm_eps) for _ in range(layers))
+        self.norm = RMSNorm(hidden, norm_eps)
         self.lm_head = nn.Linear(hidden, vocab, bias=False)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -96,9 +98,11 @@ CONFIG = {
 }
 
 
-def build(layers: int = 2, seed: int = 0) -> TinyLlama:
+def build(layers: int = 2, seed: int = 0, norm_eps: float = 1e-6) -> TinyLlama:
+    """`norm_eps`, a plain setting the trace bakes into the graph: an entry built with one
+    value never serves a model with another (the load is a miss naming it)."""
     torch.manual_seed(seed)
-    return TinyLlama(layers=layers).eval()
+    return TinyLlama(layers=layers, norm_eps=norm_eps).eval()
 
 
 spec = ModelSpec(

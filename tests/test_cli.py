@@ -183,7 +183,8 @@ def test_verify_key_and_target_with_run(tiny_entry) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["schema"] == "aotcache.verify/1" and report["ok"] and report["entry"] == tiny_entry.entry_id
-    assert [c["check"] for c in report["checks"]] == ["manifest", "files", "environment", "sources"]
+    assert [c["check"] for c in report["checks"]] == ["manifest", "files", "environment", "sources", "state"]
+    assert report["checks"][-1]["status"] == "ok"  # the model's settings, checked: verify TARGET has one
     sizes = [r["size"] for r in report["run"]["results"]]
     assert sizes == [1, 2, 4, 8, 9, 32]  # every compile size and both ends of every range
     assert all(r["ok"] and r["max_abs_diff"] <= 1e-4 for r in report["run"]["results"])

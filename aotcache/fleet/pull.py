@@ -21,6 +21,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aotcache.errors import (
     AotCacheError,
@@ -45,6 +46,7 @@ from aotcache.store.checks import (
 from aotcache.store.failpoints import failpoint
 from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, parse
 from aotcache.store.root import CacheRoot
+from aotcache.store.traced_state import problems as traced_state_problems
 
 from .remote import ENTRY_ID, Blob, EntryRecord, Remote, considered
 from .staging import Staging, append
@@ -332,11 +334,12 @@ def pull(
 
 
 def pull_for_lookup(
-    root: CacheRoot, remote: Remote, lookup: str, verify_signature: SignatureCheck | None = None
+    root: CacheRoot, remote: Remote, lookup: str, verify_signature: SignatureCheck | None = None, model: Any = None
 ) -> Transfer:
     """For a load that missed locally: pull the newest entry of this lookup key that this
-    host can run with the sources it has (judged from the manifest alone, before any
-    other byte is fetched). Raises why none fits (the first entry's reason)."""
+    host can run with the sources it has, and (given `model`) whose traced settings hold
+    on that model, judged from the manifest alone, before any other byte is fetched.
+    Raises why none fits (the first entry's reason)."""
     refusals: list[CacheMiss] = []
     for entry_id in considered(remote.entries_for_lookup(lookup), lookup):  # its own key only, capped
         record = remote.record(entry_id)
@@ -362,6 +365,14 @@ def pull_for_lookup(
                 StaleEntry(
                     f"{remote.url}: entry {entry_id} was built from other sources",
                     differences=sources,
+                    entry_id=entry_id,
+                )
+            )
+        elif model is not None and (settings := traced_state_problems(manifest.traced_state, model)):
+            refusals.append(
+                StaleEntry(
+                    f"{remote.url}: entry {entry_id} was traced from a model with other settings",
+                    differences=settings,
                     entry_id=entry_id,
                 )
             )

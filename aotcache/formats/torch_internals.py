@@ -88,3 +88,16 @@ def private_compile_caches(folder: str) -> Any:
                 os.environ["TRITON_CACHE_DIR"] = triton
 
     return scope()
+
+
+# -- process-wide state a trace bakes in (aotcache/store/traced_state.py) ---------------------------
+
+
+def torch_function_enabled() -> bool:
+    """Whether __torch_function__ dispatch is on (Dynamo's global state guard reads it)."""
+    return bool(torch._C._is_torch_function_enabled())
+
+
+def torch_function_modes() -> int:
+    """How many TorchFunctionModes are active (Dynamo guards the mode stack)."""
+    return len(torch.overrides._get_current_function_mode_stack())  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from .env import lookup_env_factors
 from .factors import Factor
 from .identity import model_device, model_device_type, model_factors
 
-FORMAT_VERSION = 2  # 2: artifacts name their format; wings moved the runtime module
+FORMAT_VERSION = 3  # 2: artifacts name their format; wings moved the runtime module; 3: traced state
 
 
 def tool_factors() -> list[Factor]:

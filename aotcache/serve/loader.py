@@ -177,14 +177,16 @@ def find_and_open(
     root: CacheRoot,
     verify_signature: Any = None,
 ) -> OpenedEntry:
-    """The newest entry for this model and config that passes every check."""
+    """The newest entry for this model and config that passes every check, the settings
+    its trace read included (an entry of the same lookup key traced from a model with
+    another eps is a miss naming it, and the next candidate is tried)."""
     factors = lookup_factors(config, model)
     key = lookup_hash(factors)
     failures: list[CacheMiss] = []
     for path in candidate_entries(root, key):
         identity = _identity(path)
         try:
-            return open_entry(path, verify_signature=verify_signature)
+            return open_entry(path, verify_signature=verify_signature, model=model)
         except (CacheMiss, FileNotFoundError) as exc:
             if _identity(path) != identity:  # removed or replaced while we read it: a clean miss
                 failures.append(EntryNotFound(f"entry {path.name} was removed while loading", entry_id=path.name))
@@ -241,7 +243,7 @@ def _pull_and_open(
                 return find_and_open(model, config, root, verify_signature=checker)
             except CacheMiss:
                 pass
-            done = pull_for_lookup(root, open_remote(remote, deadline=deadline), key, checker)
+            done = pull_for_lookup(root, open_remote(remote, deadline=deadline), key, checker, model)
             counters.remote_pulls += 1
             counters.bytes_downloaded += done.bytes_transferred
     except CacheMiss:

@@ -1,4 +1,5 @@
-"""Checking an entry: structure, checksums, signature, environment, traced sources.
+"""Checking an entry: structure, checksums, signature, environment, traced sources, and
+(given the model) the state its trace read.
 
 There is one pipeline of checks, `entry_problems`, a generator of typed problems.
 `open_entry` (the loader's way in) reads every file of an entry exactly once into memory,
@@ -34,6 +35,7 @@ from aotcache.key.factors import Factor, explain
 from aotcache.key.lookup import tool_factors
 from aotcache.key.sources import SourceCheck, SourceFile
 from aotcache.key.sources import check as check_source_files
+from aotcache.store.traced_state import problems as traced_state_problems
 
 from . import manifest as manifest_mod
 from . import safefs
@@ -180,7 +182,7 @@ _ERRORS: dict[str, type[CacheMiss]] = {
     for error in (CorruptEntry, StaleEntry, IncompatibleEnvironment, SignatureError, UnsupportedFormat, EntryNotFound)
 }
 
-CHECKS = ("manifest", "signature", "files", "environment", "sources")
+CHECKS = ("manifest", "signature", "files", "environment", "sources", "state")
 
 
 @dataclass
@@ -214,6 +216,24 @@ class Problem:
         return cls(check, exc.reason, exc.summary, exc.differences, exc.hint)
 
 
+def state_problem(manifest: Manifest, model: Any) -> Problem | None:
+    """The settings the entry's trace read (a norm's eps, a flag, a module's class...)
+    that differ on this model or in this process, as one problem; None when all hold."""
+    differences = traced_state_problems(manifest.traced_state, model)
+    if not differences:
+        return None
+    hint = "precompile this model: a setting its trace read has another value here"
+    if any(d.name.endswith(".training") or d.name == "training" for d in differences):
+        hint = "call model.eval() before loading (the entry was traced in eval mode), or precompile this model"
+    return Problem(
+        "state",
+        StaleEntry.reason,
+        "the model differs from the one the entry was traced from (in the entry -> here)",
+        sorted(differences, key=lambda d: d.name),
+        hint,
+    )
+
+
 def entry_problems(
     fd: int,
     manifest: Manifest,
@@ -224,17 +244,23 @@ def entry_problems(
     check_env: bool = True,
     with_sources: bool = True,
     warnings: list[str] | None = None,
+    model: Any = None,
 ) -> Iterator[Problem]:
-    """The one pipeline of checks after the manifest parsed: signature, files,
-    environment (recorded factors, then what this host lacks to run the kernels),
-    sources. Lazy, so that a load stops at the first problem; `blobs` receives the
-    verified bytes of every file, `warnings` what is not a problem but worth saying
+    """The one pipeline of checks after the manifest parsed: signature, the traced
+    state (given the model: cheap, and what tells one entry of a lookup key from
+    another), files, environment (recorded factors, then what this host lacks to run the
+    kernels), sources. Lazy, so that a load stops at the first problem; `blobs` receives
+    the verified bytes of every file, `warnings` what is not a problem but worth saying
     (traced sources that cannot be found from this process)."""
     if verify_signature is not None:
         try:
             verify_signature(manifest.entry_id, raw, _signature_bytes(fd))
         except CacheMiss as exc:
             yield Problem.from_error("signature", exc)
+    if model is not None:
+        problem = state_problem(manifest, model)
+        if problem is not None:
+            yield problem
     diffs = file_problems(fd, manifest, blobs)
     if diffs:
         yield Problem("files", CorruptEntry.reason, "files differ from the manifest", diffs, _HINT_CORRUPT)
@@ -278,9 +304,11 @@ def open_entry(
     check_env: bool = True,
     check_sources: bool = True,
     verify_signature: SignatureCheck | None = None,
+    model: Any = None,
 ) -> OpenedEntry:
     """Read and check a whole entry; raise the typed error of the first problem found.
-    Nothing of the entry has run when this returns or raises."""
+    With `model`, the settings its trace read must hold on that model. Nothing of the
+    entry has run when this returns or raises."""
     with entry_dir(path) as fd:
         manifest, raw = _read_manifest_at(path, fd)
         blobs: dict[str, bytes] = {}
@@ -294,6 +322,7 @@ def open_entry(
             check_env=check_env,
             with_sources=check_sources,
             warnings=warnings,
+            model=model,
         )
         first = next(checks, None)
         signature = _signature_bytes(fd) if first is None else None
@@ -308,14 +337,21 @@ def problems(
     verify_signature: SignatureCheck | None = None,
     check_sources: bool = True,
     warnings: list[str] | None = None,
+    model: Any = None,
 ) -> tuple[Manifest | None, list[Problem]]:
     """Run every check and collect every failure (and into `warnings`, what is worth
-    saying but no failure), for reports."""
+    saying but no failure), for reports. The state check needs the model."""
     try:
         with entry_dir(path) as fd:
             manifest, raw = _read_manifest_at(path, fd)
             found = entry_problems(
-                fd, manifest, raw, verify_signature=verify_signature, with_sources=check_sources, warnings=warnings
+                fd,
+                manifest,
+                raw,
+                verify_signature=verify_signature,
+                with_sources=check_sources,
+                warnings=warnings,
+                model=model,
             )
             return manifest, list(found)
     except CacheMiss as exc:

@@ -17,6 +17,7 @@ from typing import Any
 from aotcache.errors import CorruptEntry, UnsupportedFormat
 from aotcache.key.factors import Factor, factors_from_json
 from aotcache.key.lookup import FORMAT_VERSION
+from aotcache.store.traced_state import TracedState
 
 from .schema import SchemaError
 from .structure import check_structure
@@ -53,12 +54,14 @@ class Manifest:
     stats: dict[str, Any] = field(default_factory=dict)
     output_dims: list[list[int]] = field(default_factory=list)
     unit_keys: dict[str, str] = field(default_factory=dict)  # unit key -> artifact name (remote reuse)
+    traced_state: TracedState = field(default_factory=TracedState)  # what the trace read (store/traced_state.py)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["lookup"] = [f.to_json() for f in self.lookup]
         data["build"] = [f.to_json() for f in self.build]
+        data["traced_state"] = self.traced_state.to_json()
         return data
 
     def to_bytes(self) -> bytes:
@@ -151,5 +154,6 @@ def _from_body(body: dict[str, Any], version: int) -> Manifest:
         stats=body["stats"],
         output_dims=body["output_dims"],
         unit_keys=body.get("unit_keys", {}),
+        traced_state=TracedState.from_json(body.get("traced_state", TracedState().to_json())),
         format_version=version,
     )

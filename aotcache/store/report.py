@@ -1,8 +1,10 @@
 """`aotcache verify`: every check of an entry against this host, as a report.
 
 Checks (each reported with the factor or file and its old -> new value): manifest,
-signature (when a trusted key is configured), files, environment, sources. Warnings
-(unsigned entry, another thread count, another aotcache version) fail only --strict.
+signature (when a trusted key is configured), state (the settings the trace read, on the
+model: `verify TARGET` has one, `verify KEY` does not and says so), files, environment,
+sources. Warnings (unsigned entry, another thread count, another aotcache version) fail
+only --strict.
 """
 
 from __future__ import annotations
@@ -44,9 +46,13 @@ def _warnings(path: Path, manifest: Manifest, signed_check: bool) -> list[str]:
     return warnings
 
 
-def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False) -> dict[str, Any]:
+NO_MODEL = "not checked: no model here (`verify TARGET`, or `verify KEY --run`, checks it on the model)"
+
+
+def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False, model: Any = None) -> dict[str, Any]:
+    """Every check of the entry at `path`; the traced state's on `model` where given."""
     unknown: list[str] = []
-    manifest, found = problems(path, verify_signature=verify_signature, warnings=unknown)
+    manifest, found = problems(path, verify_signature=verify_signature, warnings=unknown, model=model)
     by_check: dict[str, Problem] = {}
     for problem in found:  # a check may fail in several ways (environment: factors, then host)
         if problem.check in by_check:
@@ -73,6 +79,8 @@ def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False
         if problem is None and name == "sources" and unknown:
             message = "not checked: files not found from here (see the warning)"
             checks.append({"check": name, "ok": True, "status": "unknown", "message": message, "differences": []})
+        elif name == "state" and model is None:
+            checks.append({"check": name, "ok": True, "status": "unknown", "message": NO_MODEL, "differences": []})
         elif problem is None:
             checks.append({"check": name, "ok": True, "status": "ok", "message": "ok", "differences": []})
         else:
@@ -111,7 +119,7 @@ def verify_target(
     factors = lookup_factors(config, model)
     reports = []
     for path in candidate_entries(root, lookup_hash(factors)):
-        report = report_for(path, verify_signature=verify_signature, strict=strict)
+        report = report_for(path, verify_signature=verify_signature, strict=strict, model=model)
         if report["ok"]:
             return report
         reports.append(report)

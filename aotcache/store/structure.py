@@ -14,6 +14,7 @@ from aotcache.config import from_dict
 from aotcache.errors import ConfigError
 from aotcache.formats import INDUCTOR, KNOWN_FORMATS, NATIVE, artifact_paths
 from aotcache.key.sources import ROOT_KINDS
+from aotcache.store import traced_state as state_mod
 
 from .schema import (
     MAX_SIZE,
@@ -157,6 +158,60 @@ def ARTIFACT(value: Any, where: str) -> None:
 
 FILE = record({"sha256": HEX64, "bytes": integer(0, 1 << 40)})
 
+_KEY = either(TEXT, integer(-(1 << 53), 1 << 53), boolean)  # an item's key: a plain scalar
+_NODE_ARGS: dict[str, Check] = {
+    "model": optional(TEXT),
+    "builtins": optional(TEXT),
+    "type": optional(TEXT),
+    "module": TEXT,
+    "model_module": TEXT,
+    "attr": TEXT,
+    "item": optional(_KEY),
+    "dict_item": optional(_KEY),
+    "child": items(_KEY, length=2),
+}
+_CHECK_ARGS: dict[str, Check] = {
+    **{kind: optional(TEXT) for kind in state_mod.READS_ATTR},
+    "empty": items(TEXT),
+    "fields": items(TEXT),
+    "contains": optional(_KEY),
+    "hasattr": TEXT,
+    "no_own": TEXT,
+    "same": optional(TEXT),
+    "global": TEXT,
+}
+
+
+def traced_state(value: Any, where: str) -> None:
+    """The traced state's table (store/traced_state.py): every node read from an earlier one, a
+    root with no parent, every check on nodes that exist, with arguments of its kind."""
+    record(
+        {
+            "nodes": items(items(json_value, length=3)),
+            "checks": items(items(json_value, length=4)),
+            "not_checked": mapping(integer(0, 1 << 30), TEXT),
+        }
+    )(value, where)
+    for index, (parent, op, arg) in enumerate(value["nodes"]):
+        at = f"{where}.nodes[{index}]"
+        if op not in _NODE_ARGS:
+            raise SchemaError(at, f"{str(op)[:40]!r} is not a read aotcache makes")
+        is_root = op in state_mod.ROOTS
+        integer(-1, -1)(parent, at) if is_root else integer(0, index - 1)(parent, at)
+        _NODE_ARGS[op](arg, at)
+    count = len(value["nodes"])
+    for index, (kind, arg, expected, nodes) in enumerate(value["checks"]):
+        at = f"{where}.checks[{index}]"
+        if kind not in _CHECK_ARGS:
+            raise SchemaError(at, f"{str(kind)[:40]!r} is not a check aotcache makes")
+        _CHECK_ARGS[kind](arg, at)
+        items(integer(0, count - 1))(nodes, at)
+        if kind == "same":
+            integer(0, count - 1)(expected, at)
+        if kind == "fields":
+            items(json_value, length=len(arg))(expected, at)
+
+
 MANIFEST: Check = record(
     {
         "format_version": integer(1, 1 << 16),
@@ -181,14 +236,17 @@ MANIFEST: Check = record(
         "files": mapping(FILE, safe_path),
         "stats": mapping(json_value, TEXT),
     },
-    # unit key -> the artifact built for it: what a remote reuse trusts (backend/reuse.py)
-    {"unit_keys": mapping(HEX64, HEX64)},
+    # unit key -> the artifact built for it: what a remote reuse trusts (backend/reuse.py);
+    # traced_state: what the trace read of the model and the process (format 3 on)
+    {"unit_keys": mapping(HEX64, HEX64), "traced_state": traced_state},
 )
 
 
 def check_structure(body: dict[str, Any]) -> None:
     """Raise SchemaError unless the manifest body is whole and consistent."""
     MANIFEST(body, "")
+    if body["format_version"] >= 3 and "traced_state" not in body:
+        raise SchemaError("traced_state", "missing: an entry of this format records what its trace read")
     files = body["files"]
     paths = [body["stitch"], *(p["code"] for p in body["pieces"].values())]
     for artifact in body["artifacts"].values():
