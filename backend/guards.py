@@ -212,9 +212,8 @@ class StateRecorder:
     def state(self) -> TracedState:
         """The recorded state. Global settings are read now, after the trace: Dynamo builds
         its guards with __torch_function__ disabled."""
-        settings = state_mod.global_settings()
         for name in sorted(self._settings):
-            self.check(-1, "global", name, encode(settings[name]()))
+            self.check(-1, "global", name, encode(state_mod.GLOBAL_SETTINGS[name]()))
         self._registries()
         self._routing_and_own_ops()
         if self.refused:

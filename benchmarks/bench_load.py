@@ -11,7 +11,9 @@ Measured, for tiny_llama with 2 and 8 layers and a larger config (hidden 512, 8 
      aoti_compile_and_package), loaded with aoti_load_package, to its first output;
   6. the floor: import torch, read the entry's files and dlopen its kernels, nothing else;
   7. steady-state per-call latency at sizes 1 and 8: eager, aotcache, the compiled
-     pieces called directly (no binding, checks or dispatch), and torch.compile.
+     pieces called directly (no binding, checks or dispatch), and torch.compile;
+  8. the check of the entry's traced state on the model (part of every load): its
+     median in the load child, after the load, over 50 runs.
 Start-up times run from the parent's spawn of the child to the child's first output, so
 interpreter start-up and `import torch` are included everywhere.
 """
@@ -68,13 +70,19 @@ def child(mode: str, model_name: str, cache: str, spawned: float, extra: str | N
     if mode == "load":
         import aotcache
 
-        loaded = aotcache.load(build(), CONFIG, cache_dir=cache, strict=True)
+        model = build()
+        loaded = aotcache.load(model, CONFIG, cache_dir=cache, strict=True)
         out = loaded(ids)
         seconds = time.time() - spawned
         from aotcache.serve import COMPILE_SIDE_MODULES
 
         heavy = [m for m in sys.modules if m.startswith(COMPILE_SIDE_MODULES)]
-        return {"seconds": seconds, "shape": list(out.shape), "compile_side_modules": len(heavy)}
+        return {
+            "seconds": seconds,
+            "shape": list(out.shape),
+            "compile_side_modules": len(heavy),
+            "state_check_us": state_check_us(loaded.manifest.traced_state, model),
+        }
     if mode in ("torch_cold", "torch_warm", "mega_load"):
         if mode == "mega_load":
             torch.compiler.load_cache_artifacts(Path(extra or "").read_bytes())
@@ -113,6 +121,18 @@ def child(mode: str, model_name: str, cache: str, spawned: float, extra: str | N
     if mode == "steady":
         return steady_state(build, cache)
     raise SystemExit(f"unknown mode {mode}")
+
+
+def state_check_us(state: Any, model: Any) -> float:
+    """The median cost of checking the traced state on the model, as a load does."""
+    from aotcache.store.traced_state import problems
+
+    runs = []
+    for _ in range(50):
+        started = time.perf_counter()
+        assert not problems(state, model)
+        runs.append((time.perf_counter() - started) * 1e6)
+    return statistics.median(runs)
 
 
 def steady_state(build: Any, cache: str) -> dict[str, Any]:
@@ -249,6 +269,7 @@ def bench_model(model: str, reps: int, cold_reps: int, scratch: Path) -> dict[st
     loads = [spawn("load", model, cache, empty_inductor) for _ in range(reps)]
     assert all(r["compile_side_modules"] == 0 for r in loads)
     row["aotcache_load_s"] = median_of(loads)
+    row["state_check_us"] = statistics.median(r["state_check_us"] for r in loads)
     no_cc = {**empty_inductor, "PATH": no_compiler_path(scratch)}
     row["aotcache_load_no_compiler_s"] = median_of([spawn("load", model, cache, no_cc) for _ in range(reps)])
     row["floor_s"] = median_of([spawn("floor", model, cache, empty_inductor) for _ in range(reps)])
@@ -314,6 +335,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines += [
         f"binding, checks and dispatch alone (pieces stubbed), {r['model']}: "
         f"{r['ratios']['dispatch_python_cpu_us']:.1f} µs per call"
+        for r in rows
+    ]
+    lines += [
+        f"the traced state's check at load, {r['model']}: {r['state_check_us']:.0f} µs "
+        f"({r['state_check_us'] / 1e4 / r['aotcache_load_s']:.2f} % of the load)"
         for r in rows
     ]
     return "\n".join(lines)

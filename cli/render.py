@@ -291,6 +291,12 @@ def entry_detail(out: Output, report: Any) -> None:
     part = f" (part {report.part_of})" if report.part_of else ""
     out.print(f"  model    {m.model_class}{part}   created {m.created}   last used {_ago(report.last_used)}")
     out.print(f"  loading needs {', '.join(report.load_needs) or 'nothing but torch (compiler-free)'}")
+    state = m.traced_state
+    covered = sum(state.not_checked.values())
+    out.print(
+        f"  traced state: {state.count} checks on the model at load "
+        f"({covered} more of Dynamo's guards covered by other checks)"
+    )
     factors = _table("KEY FACTOR", "VALUE")
     for factor in m.lookup + m.build:
         value = factor.value if not isinstance(factor.value, (list, dict)) else str(factor.value)

@@ -428,6 +428,82 @@ SABOTAGES = [
         ),
         ("tests/test_custom_compile.py::test_custom_ops_make_two_entries_whose_miss_names_the_rules",),
     ),
+    Sabotage(
+        "state-not-checked",
+        "Never a wrong number: a setting the trace read is checked at load",
+        "an entry's traced state is not compared with the model (load, verify)",
+        (
+            (
+                "aotcache/store/checks.py",
+                "    if model is not None:\n        problem = state_problem(",
+                "    if False:\n        problem = state_problem(",
+            ),
+        ),
+        (
+            "tests/test_traced_state.py::test_each_changed_setting_is_a_miss_that_names_it",
+            "tests/test_traced_state.py::test_the_example_models_eps_is_checked",
+        ),
+    ),
+    Sabotage(
+        "guards-not-recorded",
+        "Never a wrong number: Dynamo's guards are what an entry records",
+        "the trace's guards are not handed to the recorder (only the transformers config fallback remains)",
+        (("backend/_torch_compat.py", "        on_guards(list(entries))\n", "        pass\n"),),
+        ("tests/test_traced_state.py::test_each_changed_setting_is_a_miss_that_names_it",),
+    ),
+    Sabotage(
+        "state-not-in-entry-id",
+        "Never a wrong number: models that differ in a setting get entries of their own",
+        "the traced state's digest left out of the build factors (the entry id)",
+        (
+            (
+                "backend/precompile.py",
+                '        Factor("traced_state", captured.state.digest),  # a model with another setting: another entry\n',
+                "",
+            ),
+        ),
+        ("tests/test_traced_state.py::test_precompiling_a_changed_model_builds_its_own_entry",),
+    ),
+    Sabotage(
+        "state-not-on-no-change-path",
+        "Never a wrong number: the no-change precompile path takes only this model's entry",
+        "the no-change path does not check the entry's traced state against the model",
+        (
+            (
+                "backend/unchanged.py",
+                "        if state_problems(manifest.traced_state, self.model):",
+                "        if False:",
+            ),
+        ),
+        ("tests/test_traced_state.py::test_the_no_change_path_takes_only_the_entry_of_this_model",),
+    ),
+    Sabotage(
+        "state-not-checked-before-a-pull",
+        "Never a wrong number: a load pulls only an entry whose settings hold",
+        "a load's pull does not judge the remote entries' traced state from their manifests",
+        (
+            (
+                "aotcache/fleet/pull.py",
+                "        elif model is not None and (settings := traced_state_problems(manifest.traced_state, model)):",
+                "        elif False and (settings := traced_state_problems(manifest.traced_state, model)):",
+            ),
+        ),
+        ("tests/test_traced_state.py::test_a_load_pulls_nothing_whose_settings_differ",),
+    ),
+    Sabotage(
+        "no-hf-config-fields",
+        "Never a wrong number: a transformers config's fields are checked (the fallback)",
+        "the config's fields are not recorded (Dynamo's guards only)",
+        (("backend/capture.py", "    hf_state.add_config_fields(recorder, model)\n", ""),),
+        ("tests/test_traced_state.py::test_a_checkpoint_whose_config_differs_in_one_number_is_a_miss_naming_it",),
+    ),
+    Sabotage(
+        "unchecked-guard-dropped",
+        "Never a wrong number: a guard with no plain check fails the precompile",
+        "guards with no plain check are dropped instead of refused",
+        (("backend/guards.py", "        if self.refused:\n", "        if False:\n"),),
+        ("tests/test_traced_state.py::test_state_an_entry_cannot_check_fails_the_precompile_by_name",),
+    ),
 ]
 
 

@@ -142,7 +142,13 @@ def test_inspect_one_entry_shows_factors_sources_and_files(tiny_entry) -> None:
     key = tiny_entry.entry_id[:10]
     human = invoke("inspect-cache", key, "--cache-dir", str(tiny_entry.cache_dir))
     assert human.exit_code == 0
-    for needle in ("config.compile_sizes", "torch.version", "examples/tiny_llama.py", "kernels/"):
+    for needle in (
+        "config.compile_sizes",
+        "torch.version",
+        "examples/tiny_llama.py",
+        "kernels/",
+        "checks on the model at load",
+    ):
         assert needle in human.output
     data = json.loads(invoke("inspect-cache", key, "--cache-dir", str(tiny_entry.cache_dir), "--json").stdout)
     assert data["schema"] == "aotcache.inspect-entry/1" and data["key"] == tiny_entry.entry_id
@@ -150,6 +156,7 @@ def test_inspect_one_entry_shows_factors_sources_and_files(tiny_entry) -> None:
     assert "cpu.capability" in names and "model.class" in names
     assert any(f["path"].startswith("kernels/") and f["bytes"] > 0 for f in data["artifact_files"])
     assert any(s["path"] == "examples/tiny_llama.py" for s in data["sources"])
+    assert data["traced_state"]["checks"] > 0 and "traced_state" in [f["name"] for f in data["factors"]["build"]]
 
 
 def test_inspect_never_crashes_on_damage(cache_copy) -> None:

@@ -262,3 +262,48 @@ def test_a_checkpoint_whose_config_differs_in_one_number_is_a_miss_naming_it(tmp
     assert any(name.endswith("sliding_window") and name != "config.sliding_window" for name in window["names"]), window
     unread = results["unread"]
     assert unread.get("miss") == StaleEntry.reason and unread["names"] == ["config.initializer_range"], unread
+
+
+def _perturbations() -> dict[str, Any]:
+    """Ways a live model can differ from the one an entry was traced from, each applied
+    to a fresh SettingsModel (what the load-time check must catch)."""
+    import torch
+
+    def hook(model: Any) -> None:
+        model.norm.register_forward_hook(lambda module, args, out: out * 2)
+
+    def own_forward(model: Any) -> None:
+        model.proj.forward = lambda x: x  # an instance-level override of forward
+
+    def other_class(model: Any) -> None:
+        model.norm = torch.nn.LayerNorm(sm.HIDDEN)
+
+    def attribute_gone(model: Any) -> None:
+        del model.scale
+
+    return {
+        "eps": lambda m: setattr(m.norm, "eps", 0.5),
+        "eps-type": lambda m: setattr(m.norm, "eps", 1),  # an int where the trace read a float
+        "act": lambda m: setattr(m, "act", "relu"),
+        "hook": hook,
+        "own-forward": own_forward,
+        "other-class": other_class,
+        "attribute-gone": attribute_gone,
+    }
+
+
+def test_the_fast_check_agrees_with_the_full_one(built) -> None:
+    """A load checks the state with a fast pass (map and attrgetter over the nodes) and
+    explains failures with a full one: every perturbation fails both; none, neither."""
+    from aotcache.store import traced_state
+
+    state = built.a.manifest.traced_state
+    model = sm.SettingsModel().eval()
+    assert not traced_state.problems(state, model)
+    assert traced_state._all_hold(state, traced_state.resolve(state, model))
+    for name, perturb in _perturbations().items():
+        model = sm.SettingsModel().eval()
+        perturb(model)
+        found = traced_state.problems(state, model)
+        assert found, name
+        assert not traced_state._all_hold(state, traced_state.resolve(state, model)), name

@@ -91,6 +91,10 @@ class EntryReport:
                     sources=self.manifest.sources,
                     units=self.manifest.units,
                     pieces=self.manifest.pieces,
+                    traced_state={
+                        "checks": self.manifest.traced_state.count,
+                        "not_checked": self.manifest.traced_state.not_checked,
+                    },
                     artifacts=self.manifest.artifacts,
                     artifact_files=[
                         {"path": rel, "bytes": rec.bytes, "sha256": rec.sha256}

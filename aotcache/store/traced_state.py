@@ -31,7 +31,7 @@ first (so that a model's hundreds of flags and hook dicts need no node each):
     hasattr   hasattr(value, arg) == expected
     no_own    `arg` is not in the object's own __dict__ (no per-instance override)
     same      the value is the very object node `expected` holds (tied tensors)
-    global    the process-wide setting `arg` (global_settings) is `expected`; no nodes
+    global    the process-wide setting `arg` (GLOBAL_SETTINGS) is `expected`; no nodes
 
 """
 
@@ -55,9 +55,7 @@ from aotcache.key.factors import digest
 
 from .plain import NotPlain, encode, identity, qualified, same, shown
 
-ROOTS = ("model", "module", "model_module", "builtins")
-STEPS = ("attr", "item", "dict_item", "child", "type")
-KINDS = ("equals", "type", "is", "len", "keys", "empty", "fields", "contains", "hasattr", "no_own", "same", "global")
+ROOTS = ("model", "module", "model_module", "builtins")  # the reads a path starts with
 READS_ATTR = ("equals", "type", "is", "len", "keys")  # the kinds whose `arg` is an attribute to read first
 _LISTS = ("empty", "fields")  # the kinds whose `arg` is a list of attribute names
 
@@ -95,14 +93,10 @@ class Missing:
         self.why = why
 
 
-def global_settings() -> dict[str, Callable[[], Any]]:
-    return _SETTINGS
-
-
 def _global_settings() -> dict[str, Callable[[], Any]]:
     """Process-wide settings a trace bakes in that no environment factor covers (the
     default dtype, deterministic algorithms and the matmul precision are lookup factors;
-    autograd is off in every loaded call). Each is read through a public torch API."""
+    autograd is off in every loaded call), by name, each with how to read it."""
     matmul = torch.backends.cuda.matmul
     return {
         "autocast.cpu": lambda: torch.is_autocast_enabled("cpu"),
@@ -115,7 +109,7 @@ def _global_settings() -> dict[str, Callable[[], Any]]:
     }
 
 
-_SETTINGS = _global_settings()
+GLOBAL_SETTINGS = _global_settings()
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -182,7 +176,7 @@ def problems(state: TracedState, model: Any) -> list[Difference]:
     found = []
     for kind, arg, expected, nodes in state.checks:
         if kind == "global":
-            read = _SETTINGS.get(arg)
+            read = GLOBAL_SETTINGS.get(arg)
             live = read() if read is not None else Missing("not a setting this aotcache reads")
             if not _holds("equals", None, expected, live, values):
                 found.append(Difference(f"torch setting {arg}", shown(expected), _live("equals", live)))
@@ -241,7 +235,7 @@ def _all_hold(state: TracedState, values: list[Any]) -> bool:
             elif kind != "global" and _failing(kind, arg, expected, nodes, values):
                 return False
             elif kind == "global":
-                read = _SETTINGS.get(arg)
+                read = GLOBAL_SETTINGS.get(arg)
                 if read is None or not same(read(), expected):
                     return False
     except Exception:  # an attribute the fast path could not read: the slow path says which
