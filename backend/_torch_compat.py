@@ -629,12 +629,36 @@ def guard_source(entry: Any) -> Any:
 
 
 def guard_keyword(entry: Any, name: str) -> Any:
-    """A guard's own argument (the attribute of HASATTR, the key of DICT_CONTAINS, the
-    other source of DUPLICATE_INPUT), which Dynamo keeps in the guard's create_fn."""
+    """A guard's own argument (the attribute of NOT_PRESENT_IN_GENERIC_DICT, the key of
+    DICT_CONTAINS, the other source of DUPLICATE_INPUT), which Dynamo keeps in the
+    guard's create_fn."""
     keywords = getattr(entry.orig_guard.create_fn, "keywords", None) or {}
     if name not in keywords:
         raise CompileError(f"Dynamo's {entry.guard_type} guard on {entry.name!r} carries no {name!r}")
     return keywords[name]
+
+
+def hasattr_guard(entry: Any) -> tuple[Any, str]:
+    """(source of the object, attribute name) of a HASATTR guard: newer torch keeps the
+    name as the guard's argument, the object being its source; 2.11 guards the attribute's
+    own source (object.name)."""
+    keywords = getattr(entry.orig_guard.create_fn, "keywords", None) or {}
+    source = guard_source(entry)
+    if "attr" in keywords:
+        return source, keywords["attr"]
+    while type(source).__name__.endswith("NNModuleSource"):  # what the guard builder unwraps
+        source = source.base
+    if not hasattr(source, "member"):
+        raise CompileError(f"Dynamo's HASATTR guard on {entry.name!r} names no attribute")
+    return source.base, source.member
+
+
+def contains_guard(entry: Any, present: bool) -> tuple[Any, bool]:
+    """(key, whether it must be present) of a DICT_/SET_(NOT_)CONTAINS guard: 2.11 has one
+    kind per container with an `invert` argument; newer torch a NOT_ kind of its own
+    (`present` says which of those `entry` is)."""
+    keywords = getattr(entry.orig_guard.create_fn, "keywords", None) or {}
+    return guard_keyword(entry, "key"), present != bool(keywords.get("invert", False))
 
 
 def compile_recording_guards(

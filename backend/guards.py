@@ -265,11 +265,11 @@ class StateRecorder:
         elif kind in _KEYS_KINDS:
             self._add_keys(entry.value, source)
         elif kind in _CONTAINS_KINDS:
-            key = _plain_key(compat.guard_keyword(entry, "key"))
-            self.check(self._path(source), "contains", key, _CONTAINS_KINDS[kind])
+            key, present = compat.contains_guard(entry, _CONTAINS_KINDS[kind])
+            self.check(self._path(source), "contains", _plain_key(key), present)
         elif kind == "HASATTR":
-            name = compat.guard_keyword(entry, "attr")
-            self.check(self._path(source), "hasattr", name, hasattr(entry.value, name))
+            holder, name = compat.hasattr_guard(entry)
+            self.check(self._path(holder), "hasattr", name, hasattr(self._value_at(holder), name))
         elif kind == "NOT_PRESENT_IN_GENERIC_DICT":
             self.check(self._path(source), "no_own", compat.guard_keyword(entry, "attr"), None)
         else:
