@@ -9,11 +9,9 @@ get a concrete compile of their own, because loaded artifacts do not check guard
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,9 @@ from aotcache.errors import CompileError
 from aotcache.formats import INDUCTOR, NATIVE, torch_internals
 
 from . import _torch_compat as compat
+from . import shape_guards
 from .native import NativeArtifact, UnsupportedWrapper, export
+from .shape_guards import UnreadableGuard
 
 log = logging.getLogger("aotcache.compile")
 
@@ -164,56 +164,32 @@ def _native_export(info: dict[str, Any], artifact_format: str) -> NativeArtifact
         return None
 
 
-class _AnySize(dict):  # type: ignore[type-arg]
-    """`L[...]` in a guard expression: every symbolic input is the size being tested."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def __missing__(self, key: str) -> int:
-        return self.size
-
-
-_GUARD_NAMES: dict[str, Callable[..., Any]] = {
-    "Eq": lambda a, b: a == b,
-    "Ne": lambda a, b: a != b,
-    "Mod": lambda a, b: a % b,
-    "FloorDiv": lambda a, b: a // b,
-    "CeilToInt": math.ceil,
-    "FloorToInt": math.floor,
-    "Max": max,
-    "Min": min,
-    "Abs": abs,
-    "And": lambda *a: all(a),
-    "Or": lambda *a: any(a),
-    "Not": lambda a: not a,
-    "math": math,
-}
-
-
-def _guard_code(guards: str) -> Any:
-    try:
-        return compile(guards, "<guards>", "eval")
-    except SyntaxError:
-        raise CompileError(f"cannot read the shape guards of a compiled piece: {guards!r}") from None
-
-
-def _holds(code: Any, guards: str, size: int) -> bool:
-    try:
-        return bool(eval(code, {"__builtins__": {}, **_GUARD_NAMES}, {"L": _AnySize(size)}))
-    except Exception:
-        raise CompileError(f"cannot evaluate the shape guards of a compiled piece: {guards!r}") from None
-
-
 def guard_holds(guards: str | None, size: int) -> bool:
     """Whether an artifact's recorded shape guards hold for this dynamic size."""
-    return not guards or _holds(_guard_code(guards), guards, size)
+    return not guards or _holds(guards, size)
 
 
 def sizes_failing_guards(guards: str | None, unit: Range) -> list[int]:
     """The sizes of a range for which an artifact's recorded shape guards do not hold."""
     if not guards or unit.is_single_size():
         return []
-    code = _guard_code(guards)
-    return [size for size in range(unit.start, unit.end + 1) if not _holds(code, guards, size)]
+    return [size for size in range(unit.start, unit.end + 1) if not _holds(guards, size)]
+
+
+def readable_guards(guards: str | None, unit: Range) -> str | None:
+    """Why the shape guards of a unit taken from another entry cannot be read over its
+    sizes (shape_guards.py), or None: such a unit is compiled here instead."""
+    try:
+        if guards:
+            for size in range(unit.start, unit.end + 1):
+                shape_guards.holds(guards, size)
+    except UnreadableGuard as exc:
+        return f"its shape guards {guards[:80]!r} are outside the grammar aotcache reads ({exc})"
+    return None
+
+
+def _holds(guards: str, size: int) -> bool:
+    try:
+        return shape_guards.holds(guards, size)
+    except UnreadableGuard as exc:
+        raise CompileError(f"cannot read the shape guards of a compiled piece: {guards[:200]!r} ({exc})") from None

@@ -17,7 +17,7 @@ import torch
 from aotcache.config import CompilationConfig
 from aotcache.counters import counters
 from aotcache.custom_op import bind_custom_ops
-from aotcache.errors import CacheDirError, CacheMiss, ConfigError
+from aotcache.errors import CacheDirError, CacheMiss, ConfigError, printable
 from aotcache.key import sources as sources_mod
 from aotcache.key.factors import EntryKey, Factor, digest
 from aotcache.key.lookup import lookup_factors
@@ -62,6 +62,7 @@ class PrecompileResult:
     manifest: Manifest
     seconds: dict[str, float] = field(default_factory=dict)
     build: dict[str, Any] = field(default_factory=dict)  # entry.build_facts of a build; empty on a hit
+    remote_trust: str | None = None  # what a remote was trusted with (None: no remote)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -93,6 +94,7 @@ class PrecompileResult:
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "added_sizes": stats.get("added_sizes", []),
             "refused_sizes": stats.get("refused_sizes", []),
+            "remote_trust": self.remote_trust,
             **self._graph_partitions(),
         }
 
@@ -154,14 +156,18 @@ def precompile(
     remote: str | Remote | None = None,
     insecure: bool = False,
     part_of: str | None = None,
+    trust_unsigned_remote: bool = False,
 ) -> PrecompileResult:
     """Build (or reuse) the entry for `model` and `config`. `origin` is the TARGET it
     came from, recorded so that `verify KEY --run` can rebuild the model. `strict` turns
     warnings about the input (a splitting op the graph never calls) into ConfigError.
     `jobs`: processes compiling units (default: the cores available; the artifacts are
-    the same bytes whatever it is). `remote` (a URL or an open remote): where units this
-    cache dir lacks are looked up before they are compiled (see fleet/unit_reuse.py).
-    `part_of`: "Model.path" of a model served as parts (backend/parts.py), recorded."""
+    the same bytes whatever it is). `remote` (a URL or an open remote): where the entry
+    (no source changed) and units this cache dir lacks are looked up before they are
+    built (see fleet/unit_reuse.py), but only from entries signed by `sign_key`, else by
+    the trusted key (AOTCACHE_TRUSTED_KEY); a build with neither takes nothing from it
+    unless `trust_unsigned_remote` (a warning says so either way). `part_of`:
+    "Model.path" of a model served as parts (backend/parts.py), recorded."""
     if jobs is not None and jobs < 1:
         raise ConfigError("jobs", jobs, "a positive number of worker processes")
     started = time.perf_counter()
@@ -169,16 +175,17 @@ def precompile(
     root = CacheRoot(resolve_cache_dir(cache_dir, config.cache_dir))
     root.ensure_writable()
     key_for_signing = signing.read_key(sign_key) if sign_key else None
-    remote_artifacts = _remote_artifacts(remote, insecure, key_for_signing)
+    remote_artifacts, remote_trust = _remote_artifacts(remote, insecure, key_for_signing, trust_unsigned_remote)
     progress = progress if progress is not None else logged_progress()
     passes = inductor_passes.resolve(config)
     # CustomOp layers run what the config's rules choose, in the trace and in every eager
     # run beside it; every compile runs with the config's Inductor passes.
-    extra = _extra_build_factors(passes, bind_custom_ops(model, config))
+    extra = _extra_build_factors(passes, bind_custom_ops(model, config), part_of)
     arguments = _TraceArguments.of(model, config, example_inputs, dynamic_arg_dims)
     if not force and (same := _unchanged(root, model, config, arguments, extra, key_for_signing, remote_artifacts)):
         seconds = {"total": time.perf_counter() - started}
-        return _filled_in(config, PrecompileResult(same.entry_id, same.path, True, same.manifest, seconds))
+        hit = PrecompileResult(same.entry_id, same.path, True, same.manifest, seconds, remote_trust=remote_trust)
+        return _filled_in(config, hit)
     with compat.inductor_settings(passes.settings):
         captured, traced, key = _trace(model, config, arguments, mark_unbacked_dims, progress, passes.files, extra)
         _check_splitting_ops(captured, config, strict)
@@ -186,7 +193,9 @@ def precompile(
         build.origin, build.started, build.seconds = origin, started, {"trace": captured.seconds}
         build.force, build.jobs, build.remote = force, jobs or available_cores(), remote_artifacts
         build.part_of = part_of
-        return _filled_in(config, _build_unless_present(build))
+        result = _build_unless_present(build)
+        result.remote_trust = remote_trust
+        return _filled_in(config, result)
 
 
 def _filled_in(config: CompilationConfig, result: PrecompileResult) -> PrecompileResult:
@@ -216,18 +225,41 @@ def _build_unless_present(build: _Build) -> PrecompileResult:
 
 
 def _remote_artifacts(
-    remote: str | Remote | None, insecure: bool, sign_key: signing.Key | None
-) -> RemoteArtifacts | None:
-    """The remote units are looked up in: a build that signs takes only artifacts of
-    entries signed by its own key; otherwise AOTCACHE_TRUSTED_KEY, where set, decides."""
+    remote: str | Remote | None, insecure: bool, sign_key: signing.Key | None, trust_unsigned: bool
+) -> tuple[RemoteArtifacts | None, str | None]:
+    """The remote entries and units are taken from, and what they are trusted with. A
+    build that signs takes only entries signed by its own key; otherwise one with a
+    trusted key (AOTCACHE_TRUSTED_KEY) only entries it signed. A build with neither
+    takes nothing: an unsigned remote entry is code that anyone who can write the remote
+    chose, and it would run in this build's self-check and in every replica, unless the
+    build says `trust_unsigned` (--trust-unsigned-remote)."""
     if remote is None or remote == "":
-        return None
+        return None, None
     from aotcache.fleet.remote import open_remote
     from aotcache.fleet.unit_reuse import RemoteArtifacts
 
+    url = printable(remote if isinstance(remote, str) else remote.url)
+    if sign_key is not None:
+        check, trust = signing.checker(sign_key), "signed by the build's key"
+    elif (trusted := signing.signature_checker()) is not None:
+        check, trust = trusted, "signed by the trusted key"
+    elif trust_unsigned:
+        check, trust = None, "unsigned (--trust-unsigned-remote)"
+        log.warning(
+            "remote %s: its entries and units are taken unsigned (--trust-unsigned-remote): whoever can write the "
+            "remote can put code into this build and every replica that loads it",
+            url,
+        )
+    else:
+        log.warning(
+            "remote %s is not used: this build neither signs (--sign-key) nor has a trusted key "
+            "(AOTCACHE_TRUSTED_KEY), and an unsigned remote entry is code anyone who can write the remote chose; "
+            "everything is built here (--trust-unsigned-remote takes unsigned entries anyway)",
+            url,
+        )
+        return None, "not used: unsigned build (--sign-key, AOTCACHE_TRUSTED_KEY or --trust-unsigned-remote)"
     opened = open_remote(remote, insecure=insecure) if isinstance(remote, str) else remote
-    check = signing.checker(sign_key) if sign_key is not None else signing.signature_checker()
-    return RemoteArtifacts(opened, check)
+    return RemoteArtifacts(opened, check), trust
 
 
 def _warn_refused(model_name: str, manifest: Manifest) -> None:
@@ -325,12 +357,17 @@ def _trace(
     return captured, traced, EntryKey(lookup_factors(config, model), build)
 
 
-def _extra_build_factors(passes: inductor_passes.InductorPasses, custom_ops: dict[str, bool]) -> list[Factor]:
+def _extra_build_factors(
+    passes: inductor_passes.InductorPasses, custom_ops: dict[str, bool], part_of: str | None
+) -> list[Factor]:
     """What a build with Inductor passes or CustomOp layers also depends on: the passes'
     uuids (which may depend on more than their files) and what each layer ran in the
-    trace. Known before the trace, so the no-change path checks them too."""
+    trace; and the model a part is served in (a model built alone and the same model
+    built as a part are two entries). Known before the trace, so the no-change path
+    checks them too."""
     extra = [Factor("inductor_passes", passes.uuids)] if passes.uuids else []
-    return extra + ([Factor("custom_ops", custom_ops)] if custom_ops else [])
+    extra += [Factor("custom_ops", custom_ops)] if custom_ops else []
+    return extra + ([Factor("part_of", part_of)] if part_of else [])
 
 
 def _check_splitting_ops(captured: Capture, config: CompilationConfig, strict: bool) -> None:

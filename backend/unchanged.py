@@ -17,8 +17,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aotcache.errors import AotCacheError, CacheMiss, printable
+from aotcache.errors import AotCacheError, CacheMiss, RemoteError, printable
 from aotcache.key.factors import EntryKey, Factor
+from aotcache.key.identity import forward_file
 from aotcache.key.lookup import lookup_factors
 from aotcache.store import signing
 from aotcache.store.checks import OpenedEntry, check_sources, environment_problems, open_entry, read_manifest
@@ -37,13 +38,17 @@ class Probe:
     lookup: str  # the lookup key's hash: the first half of the entry id
     input_spec: dict[str, Any]
     march: str
-    extra: dict[str, Any]  # the Inductor passes' uuids and the CustomOp choices, where any
+    extra: dict[str, Any]  # the Inductor passes' uuids, the CustomOp choices, part_of, where any
     model: Any  # the model being precompiled: every setting the entry's trace read must hold on it
 
     @classmethod
     def of(cls, model: Any, config: Any, input_spec: dict[str, Any], march: str, extra: list[Factor]) -> Probe:
         lookup = EntryKey(lookup_factors(config, model), []).lookup_hash
         return cls(lookup, input_spec, march, {f.name: f.value for f in extra}, model)
+
+    @property
+    def forward_file(self) -> str | None:
+        return forward_file(self.model)
 
     def matches(self, manifest: Manifest) -> bool:
         """The manifest's build factors are what this build's would be: the same input
@@ -52,8 +57,11 @@ class Probe:
         build = {factor.name: factor.value for factor in manifest.build}
         if manifest.input_spec != self.input_spec or build.get("march") != self.march:
             return False
-        if any(build.get(name) != self.extra.get(name) for name in ("inductor_passes", "custom_ops")):
+        if any(build.get(name) != self.extra.get(name) for name in ("inductor_passes", "custom_ops", "part_of")):
             return False
+        forward = self.forward_file
+        if forward is not None and forward not in {source["path"] for source in manifest.sources}:
+            return False  # every trace goes through forward's file: a list without it is no trace of this model
         if state_problems(manifest.traced_state, self.model):
             return False
         sources = check_sources(manifest)
@@ -77,34 +85,53 @@ def local_entry(root: CacheRoot, probe: Probe, sign_key: signing.Key | None) -> 
 def remote_entry(root: CacheRoot, remote: Any, probe: Probe) -> OpenedEntry | None:
     """The same on the remote (a fleet.unit_reuse.RemoteArtifacts): a match is pulled,
     checked with the remote's own signature check (the build's key when it signs), and
-    opened; anything the remote gets wrong is a warning, and the build goes on as if
-    there were none."""
-    from aotcache.fleet.pull import fetch_manifest, pull_entry
+    opened. Each candidate is tried on its own: a damaged, unsigned or stale one is
+    passed over with a warning; a remote that fails is a warning, and the build goes on
+    as if there were none."""
     from aotcache.fleet.remote import considered
 
     if remote.disabled is not None:
         return None
-    check = remote.verify_signature
+    url = printable(remote.remote.url)
     try:
         remote.remote.restart_deadline()
-        for entry_id in considered(remote.remote.entries_for_lookup(probe.lookup), probe.lookup):
-            record = remote.remote.record(entry_id)
-            if record is None:
-                continue
-            fetched = fetch_manifest(remote.remote, record, check)
-            if environment_problems(fetched[0]) or not probe.matches(fetched[0]):
-                continue
-            pull_entry(root, remote.remote, record, check, fetched=fetched)
-            return open_entry(root.entry_dir(entry_id), verify_signature=check)
-    except AotCacheError as exc:
-        log.warning(
-            "remote %s: no entry taken from it before the trace: %s", printable(remote.remote.url), exc.one_line()
-        )
+        candidates = considered(remote.remote.entries_for_lookup(probe.lookup), probe.lookup)
     except Exception as exc:  # whatever a hostile or broken remote makes a client raise
-        log.warning(
-            "remote %s: no entry taken from it before the trace: %s: %s",
-            printable(remote.remote.url),
-            type(exc).__name__,
-            printable(str(exc))[:200],
-        )
+        log.warning("remote %s: no entry taken from it before the trace: %s", url, _why(exc))
+        return None
+    for entry_id in candidates:
+        try:
+            found = _take(root, remote, probe, entry_id)
+        except RemoteError as exc:  # the remote itself fails: not asked again
+            log.warning("remote %s: no entry taken from it before the trace: %s", url, _why(exc))
+            return None
+        except CacheMiss as exc:  # this candidate only: the next one may do
+            log.warning("remote %s: entry %s is not taken before the trace: %s", url, entry_id, _why(exc))
+            continue
+        except Exception as exc:
+            log.warning("remote %s: no entry taken from it before the trace: %s", url, _why(exc))
+            return None
+        if found is not None:
+            return found
     return None
+
+
+def _take(root: CacheRoot, remote: Any, probe: Probe, entry_id: str) -> OpenedEntry | None:
+    """A remote candidate, pulled and opened if its manifest is what this build would make."""
+    from aotcache.fleet.pull import fetch_manifest, pull_entry
+
+    check = remote.verify_signature
+    record = remote.remote.record(entry_id)
+    if record is None:
+        return None
+    fetched = fetch_manifest(remote.remote, record, check)
+    if environment_problems(fetched[0]) or not probe.matches(fetched[0]):
+        return None
+    pull_entry(root, remote.remote, record, check, fetched=fetched)
+    return open_entry(root.entry_dir(entry_id), verify_signature=check)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, AotCacheError):
+        return exc.one_line()
+    return f"{type(exc).__name__}: {printable(str(exc))[:200]}"

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +27,20 @@ from aotcache.serve.runtime import artifact_call, piece_runner
 from aotcache.store.failpoints import failpoint
 
 from .capture import Capture
-from .compile import CompiledUnit, compile_unit, record_piece_inputs, save_artifact, sizes_failing_guards
+from .compile import (
+    CompiledUnit,
+    compile_unit,
+    readable_guards,
+    record_piece_inputs,
+    save_artifact,
+    sizes_failing_guards,
+)
 from .parallel import no_inductor_pool, run_in_workers
 from .reproducible import library_bytes
 from .reuse import ArtifactIndex, ReusedUnit, unit_key
 from .split import SplitGraph
+
+log = logging.getLogger("aotcache.reuse")
 
 MAX_GUARD_SIZES = 64  # sizes a range may lose to shape guards before we give up
 
@@ -202,6 +212,11 @@ class UnitCompiler:
         key = self.keys[unit, piece.digest] = unit_key(piece.digest, unit, self.config, self.environment)
         reused = self.index.find(key, unit)
         if reused is None:
+            return False
+        unreadable = readable_guards(reused.guards, unit)
+        if unreadable is not None:  # data from another entry (or a remote): never evaluated as code
+            where = "the remote's entry" if reused.remote else "entry"
+            log.warning("unit %s of %s %s is compiled here: %s", key[:12], where, reused.source_entry[:16], unreadable)
             return False
         self.done[unit][piece.digest] = reused
         self.counts["reused"] += 1

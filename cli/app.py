@@ -197,6 +197,7 @@ def precompile(
         ),
     ] = None,
     insecure: fleet.Insecure = False,
+    trust_unsigned_remote: fleet.TrustUnsignedRemote = False,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -210,7 +211,7 @@ def precompile(
     if spec.example_inputs is None:
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
     options = {"cache_dir": cache_dir, "force": force, "strict": strict, "sign_key": sign_key, "origin": target}
-    options.update(jobs=jobs, remote=remote, insecure=insecure)
+    options.update(jobs=jobs, remote=remote, insecure=insecure, trust_unsigned_remote=trust_unsigned_remote)
     config_of = functools.partial(_config, config_file=config, json_text=compilation_config, overrides=overrides)
     summary = _run_precompile(spec, config_of, options, show_progress=not quiet)
     if verbose:

@@ -38,6 +38,14 @@ Keys = Annotated[
     list[str] | None, typer.Argument(metavar="KEY", help="Entry keys (default: every entry).", show_default=False)
 ]
 Insecure = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to an OCI registry that is not on loopback.")]
+TrustUnsignedRemote = Annotated[
+    bool,
+    typer.Option(
+        "--trust-unsigned-remote",
+        help="Take unsigned entries and units from --remote (whoever can write it can put code into this build). "
+        "Without it, a build that neither signs nor has a trusted key takes nothing from the remote.",
+    ),
+]
 
 
 def _finish(out: Output, verb: str, remote: str, results: list[Any]) -> None:

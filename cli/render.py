@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -148,6 +149,9 @@ def precompile_summary(out: Output, summary: dict[str, Any]) -> None:
             precompile_summary(out, part)
         return
     seconds = summary["seconds"]
+    trust = summary.get("remote_trust") or ""
+    if trust.startswith(("not used", "unsigned")):
+        out.print(f"[yellow]![/] remote: {escape(trust)}")
     if summary["hit"]:
         after = seconds.get("total", 0.0) - seconds.get("trace", 0.0)
         how = (

@@ -108,6 +108,29 @@ def rewrite_manifest(entry: Path, mutate: Any) -> None:
     path.write_bytes(parsed.to_bytes())
 
 
+def rewrite_manifest_as_built(entry: Path, mutate: Any) -> Path:
+    """Edit an entry's manifest the way a build would have written it: the factors that
+    summarize its contents (traced sources, traced state) and the entry id follow the
+    edit, and the entry's directory is renamed to that id. Returns the new directory.
+    (What an entry built on another host, or from other sources, looks like.)"""
+    from aotcache.key.factors import EntryKey, Factor
+    from aotcache.key.sources import SourceFile, sources_digest
+    from aotcache.store import manifest as manifest_mod
+
+    parsed = manifest_mod.parse((entry / "manifest.json").read_bytes(), entry.name)
+    mutate(parsed)
+    summaries = {
+        "sources": sources_digest([SourceFile.from_json(s) for s in parsed.sources]),
+        "traced_state": parsed.traced_state.digest,
+    }
+    parsed.build = [Factor(f.name, summaries.get(f.name, f.value)) for f in parsed.build]
+    parsed.entry_id = EntryKey(parsed.lookup, parsed.build).entry_id
+    moved = entry.with_name(parsed.entry_id)
+    entry.rename(moved)
+    (moved / "manifest.json").write_bytes(parsed.to_bytes())
+    return moved
+
+
 def copy_cache(source: Path, target: Path) -> Path:
     import shutil
 

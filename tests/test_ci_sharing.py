@@ -114,7 +114,7 @@ def test_a_fresh_runner_after_a_comment_edit_fetches_every_unit_and_compiles_non
     remote = f"oci://{oci[0]}/aot/units"
     assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
     runner = Runner(tmp_path / "runner-c", edit=COMMENT)
-    summary, _ = runner.precompile("--remote", remote)
+    summary, _ = runner.precompile("--remote", remote, "--trust-unsigned-remote")
     assert summary["entry"] != tiny_entry.entry_id  # other sources: another entry
     assert summary["units_compiled"] == 0, summary
     assert summary["units_reused_remote"] == summary["units_reused"] == TINY_UNITS * 3
@@ -146,7 +146,7 @@ def test_a_tampered_unit_on_the_remote_is_compiled_here_with_a_warning(tiny_entr
         blob.write_bytes(bytes(data))
 
         runner = Runner(tmp_path / "runner-d", own_inductor_cache=False)
-        summary, stderr = runner.precompile("--remote", remote)
+        summary, stderr = runner.precompile("--remote", remote, "--trust-unsigned-remote")
     assert summary["units_compiled"] >= 1 and summary["units_reused_remote"] >= 1, summary
     assert summary["units_compiled"] + summary["units_shared"] + summary["units_reused"] == TINY_UNITS * 3
     warnings = [line for line in stderr.splitlines() if "is compiled here" in line]
@@ -197,7 +197,7 @@ def test_a_fresh_runner_with_nothing_changed_pulls_the_entry_and_traces_nothing(
     remote = f"oci://{oci[0]}/aot/unchanged"
     assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
     runner = Runner(tmp_path / "runner-e", own_inductor_cache=False)
-    summary, stderr = runner.precompile("--remote", remote)
+    summary, stderr = runner.precompile("--remote", remote, "--trust-unsigned-remote")
     assert summary["hit"] and summary["entry"] == tiny_entry.entry_id, summary
     assert "trace" not in summary["seconds"] and "tracing with Dynamo" not in stderr, stderr[-2000:]
     assert _files(runner.cache / "entries" / tiny_entry.entry_id) == _files(tiny_entry.path)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from _support import copy_cache, last_json, rewrite_manifest, run_cli, run_python
+from _support import copy_cache, last_json, rewrite_manifest_as_built, run_cli, run_python
 
 import aotcache
 from aotcache.errors import IncompatibleEnvironment
@@ -329,6 +329,6 @@ def test_an_entry_is_for_one_device_index(cuda_entry, tmp_path) -> None:
     def other_index(manifest: Any) -> None:
         manifest.lookup = [Factor(f.name, 7) if f.name == "cuda.device_index" else f for f in manifest.lookup]
 
-    rewrite_manifest(entry, other_index)
+    rewrite_manifest_as_built(entry, other_index)
     with pytest.raises(IncompatibleEnvironment, match=r"cuda\.device_index"):
         aotcache.load(_cuda_model(), CONFIG, cache_dir=copy, strict=True)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from _support import TINY_CONFIG, copy_cache, last_json, rewrite_manifest, run_python
+from _support import TINY_CONFIG, copy_cache, last_json, rewrite_manifest, rewrite_manifest_as_built, run_python
 
 import aotcache
 from aotcache.errors import IncompatibleEnvironment
@@ -96,7 +96,7 @@ def test_edited_environment_factor_is_refused(factor: str, value: str, tiny_entr
         if factor == "device.type":
             manifest.recorded["device_type"] = value
 
-    rewrite_manifest(entry, edit)
+    rewrite_manifest_as_built(entry, edit)
     with pytest.raises(IncompatibleEnvironment) as info:
         aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=cache, strict=True)
     assert [d.name for d in info.value.differences] == [factor]

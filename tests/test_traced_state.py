@@ -96,7 +96,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     a = aotcache.precompile(sm.spec(), sm.CONFIG, cache_dir=folder / "a")
     push(CacheRoot(folder / "a"), open_remote(remote))
     # B on a fresh runner whose remote holds A: nothing of A's may be taken for it.
-    b = aotcache.precompile(sm.spec(eps=B_EPS), sm.CONFIG, cache_dir=folder / "b", remote=remote)
+    b = aotcache.precompile(
+        sm.spec(eps=B_EPS), sm.CONFIG, cache_dir=folder / "b", remote=remote, trust_unsigned_remote=True
+    )
     push(CacheRoot(folder / "b"), open_remote(remote))
     both = shutil.copytree(folder / "a", folder / "both")
     shutil.copytree(b.path, both / "entries" / b.entry_id)
@@ -146,7 +148,9 @@ def test_the_no_change_path_takes_only_the_entry_of_this_model(built, tmp_path) 
     """With A's entry here and both on the remote, precompiling B traces nothing and
     takes B's entry from the remote, never A's; precompiling A takes A's."""
     cache = shutil.copytree(built.cache_a, tmp_path / "cache")
-    b = aotcache.precompile(sm.spec(eps=B_EPS), sm.CONFIG, cache_dir=cache, remote=built.remote)
+    b = aotcache.precompile(
+        sm.spec(eps=B_EPS), sm.CONFIG, cache_dir=cache, remote=built.remote, trust_unsigned_remote=True
+    )
     assert b.hit and b.entry_id == built.b.entry_id and "trace" not in b.seconds
     a = aotcache.precompile(sm.spec(), sm.CONFIG, cache_dir=cache)
     assert a.hit and a.entry_id == built.a.entry_id

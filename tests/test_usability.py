@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _support import REPO, TINY_CONFIG, python_env, rewrite_manifest, run_argv, run_cli
+from _support import REPO, TINY_CONFIG, python_env, rewrite_manifest_as_built, run_argv, run_cli
 from filelock import FileLock
 
 from aotcache.store.root import CacheRoot
@@ -72,11 +72,11 @@ def test_a_source_found_with_other_content_is_stale_and_cleared(tiny_entry, tmp_
             if source["path"] == "examples/tiny_llama.py":
                 source["sha256"] = "0" * 64
 
-    rewrite_manifest(entry, edit)
+    entry = rewrite_manifest_as_built(entry, edit)
     listed = json.loads(_cli_in(REPO, "inspect-cache", "--cache-dir", str(cache), "--json").stdout)
-    assert next(e for e in listed["entries"] if e["key"] == tiny_entry.entry_id)["status"] == "stale"
+    assert next(e for e in listed["entries"] if e["key"] == entry.name)["status"] == "stale"
     cleared = _cli_in(REPO, "clear", "--stale", "--yes", "--cache-dir", str(cache), "--json")
-    assert [r["key"] for r in json.loads(cleared.stdout)["removed"]] == [tiny_entry.entry_id]
+    assert [r["key"] for r in json.loads(cleared.stdout)["removed"]] == [entry.name]
 
 
 SITE_MODEL = """

@@ -13,8 +13,10 @@ import torch
 from aotcache.config import from_dict
 from aotcache.errors import ConfigError
 from aotcache.formats import INDUCTOR, KNOWN_FORMATS, NATIVE, artifact_paths
-from aotcache.key.sources import ROOT_KINDS
+from aotcache.key.factors import EntryKey, factors_from_json
+from aotcache.key.sources import ROOT_KINDS, SourceFile, sources_digest
 from aotcache.store import traced_state as state_mod
+from aotcache.store.traced_state import TracedState
 
 from .schema import (
     MAX_SIZE,
@@ -245,8 +247,8 @@ MANIFEST: Check = record(
 def check_structure(body: dict[str, Any]) -> None:
     """Raise SchemaError unless the manifest body is whole and consistent."""
     MANIFEST(body, "")
-    if body["format_version"] >= 3 and "traced_state" not in body:
-        raise SchemaError("traced_state", "missing: an entry of this format records what its trace read")
+    if body["format_version"] >= 3:
+        _check_id_covers_the_manifest(body)
     files = body["files"]
     paths = [body["stitch"], *(p["code"] for p in body["pieces"].values())]
     for artifact in body["artifacts"].values():
@@ -272,6 +274,27 @@ def check_structure(body: dict[str, Any]) -> None:
     for key, name in body.get("unit_keys", {}).items():
         if name not in body["artifacts"]:
             raise SchemaError(f"unit_keys.{key[:12]}", f"names artifact {name[:12]} the entry lacks")
+
+
+def _check_id_covers_the_manifest(body: dict[str, Any]) -> None:
+    """The entry id is the hash of the factors the manifest lists, and the factors that
+    summarize a part of the manifest (its traced sources, its traced state, the model it
+    is a part of) summarize what it holds: a manifest edited in one place (sources
+    emptied, a part's record dropped) without the others is not an entry at all."""
+    if "traced_state" not in body:
+        raise SchemaError("traced_state", "missing: an entry of this format records what its trace read")
+    lookup, build = factors_from_json(body["lookup"]), factors_from_json(body["build"])
+    if EntryKey(lookup, build).entry_id != body["entry_id"]:
+        raise SchemaError("entry_id", "is not the hash of the factors the manifest lists")
+    named = {factor.name: factor.value for factor in build}
+    summaries = {
+        "sources": sources_digest([SourceFile.from_json(s) for s in body["sources"]]),
+        "traced_state": TracedState.from_json(body["traced_state"]).digest,
+        "part_of": body["recorded"].get("part_of"),
+    }
+    for name, actual in summaries.items():
+        if named.get(name) != actual:
+            raise SchemaError(f"build.{name}", "does not summarize what the manifest holds")
 
 
 def _check_bound_names(body: dict[str, Any]) -> None:
