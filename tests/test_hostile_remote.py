@@ -114,14 +114,17 @@ def test_credentials_never_go_to_a_token_service_over_plain_http(proxy, tmp_path
 
 def test_a_redirect_to_https_storage_on_another_host_still_pulls_without_credentials(pushed, proxy, tmp_path) -> None:
     """Real registries send blob GETs to their object storage: followed to https, with
-    the test's own CA; the registry's Authorization never goes along."""
+    the test's own CA; the registry's Authorization (a real bearer token here: the
+    registry challenges every request, its token service answers) never goes along."""
     ca, tls = make_test_ca(tmp_path)
 
     def storage(handler: Handler) -> None:
         blob = handler.path.rsplit("/", 1)[-1]
         handler.reply(200, httpx.get(f"http://{pushed}/v2/aot/blobs/{blob}").content)
 
-    with recorder(storage, tls=tls) as cdn:
+    token = lambda h: h.reply(200, b'{"token": "registry-token"}', {"Content-Type": "application/json"})  # noqa: E731
+    with recorder(storage, tls=tls) as cdn, recorder(token) as tokens:
+        proxy.rules.append(challenge(f"{tokens.url}/token"))
         proxy.rules.append(
             matching(
                 "GET", BLOB_GET, lambda h: h.reply(307, headers={"Location": f"{cdn.url}/{h.path.split('/')[-1]}"})
@@ -130,8 +133,24 @@ def test_a_redirect_to_https_storage_on_another_host_still_pulls_without_credent
         env = {"SSL_CERT_FILE": str(ca), "AOTCACHE_OCI_USERNAME": "ci", "AOTCACHE_OCI_PASSWORD": "s3cret"}
         done = _pull(f"oci://127.0.0.1:{proxy.port}/aot", tmp_path / "c", env=env)
         assert done.returncode == 0, done.stderr[-2000:]
+        assert tokens.seen and all(s.headers.get("authorization", "").startswith("Basic ") for s in tokens.seen)
+        assert any(s.headers.get("authorization") == "Bearer registry-token" for s in proxy.seen)  # sent where due
         assert cdn.seen and all("authorization" not in s.headers for s in cdn.seen)
     assert len(CacheRoot(tmp_path / "c").entry_dirs()) == 1
+
+
+def test_a_token_service_that_redirects_elsewhere_gets_the_credentials_no_further(proxy, tmp_path) -> None:
+    """The registry's Basic credentials go to the token service it names, and not along
+    that service's redirect to another origin, however they were attached."""
+    elsewhere = lambda h: h.reply(200, b'{"token": "stolen"}', {"Content-Type": "application/json"})  # noqa: E731
+    with recorder(elsewhere) as third:
+        with recorder(lambda h: h.reply(302, headers={"Location": f"{third.url}/token"})) as tokens:
+            proxy.rules.append(challenge(f"{tokens.url}/token"))
+            env = {"AOTCACHE_OCI_USERNAME": "ci", "AOTCACHE_OCI_PASSWORD": "s3cret"}
+            _pull(f"oci://127.0.0.1:{proxy.port}/aot", tmp_path / "c", env=env)
+            assert tokens.seen and tokens.seen[0].headers.get("authorization", "").startswith("Basic ")
+        assert third.seen, "the token service's redirect was not followed"
+        assert all("authorization" not in s.headers for s in third.seen), third.seen
 
 
 # -- 2. bounded: bodies, encodings, time, requests ----------------------------------------------

@@ -4,8 +4,10 @@
   scheme, host and port, or to https anywhere (registries send blob GETs to their
   object storage or a CDN); never from https to http, never to plain http off loopback
   without --insecure, and a request with a body (an upload) only within its origin.
-* **Credentials** (the registry's Authorization) go only to the registry's own origin,
-  never along a redirect to another one.
+* **Credentials** go only to the origin they are for: `send` attaches them itself, on
+  each hop, where the hop's origin is theirs (the registry's token to the registry, its
+  Basic credentials to the token service it names), never along a redirect to another
+  origin; an Authorization passed in `headers` is dropped, so there is no other path.
 * **Bounded**: `Accept-Encoding: identity` on every request, and an encoded body that
   was not asked for is refused (no gzip bomb is ever inflated); every body is read with
   a cap, error bodies to ERROR_BODY_BYTES; every request has connect and read timeouts,
@@ -161,16 +163,20 @@ class Session:
         url: str,
         *,
         authorization: str | None = None,
+        authorization_origin: str | None = None,
         headers: dict[str, str] | None = None,
         **kw: Any,
     ) -> Any:
         """A streamed response (close it) for `url`, redirects followed by the policy;
-        `authorization` goes only to the origin's own URLs."""
+        `authorization` goes only to URLs of `authorization_origin` (default: the
+        session's origin), on every hop checked again."""
         has_body = "content" in kw
+        owner = _origin(authorization_origin or self.origin)
+        plain = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
         for _ in range(MAX_REDIRECTS + 1):
             self.deadline.check(self.origin, f"{method} {url}")
-            sent = {**(headers or {}), "Accept-Encoding": "identity"}
-            if authorization and _origin(url) == _origin(self.origin):
+            sent = {**plain, "Accept-Encoding": "identity"}
+            if authorization and _origin(url) == owner:
                 sent["Authorization"] = authorization
             try:
                 request = self.client.build_request(method, url, headers=sent, timeout=self._timeout(), **kw)

@@ -140,8 +140,8 @@ class OciRemote:
             )
         query = {"service": params.get("service", self.host)}
         query["scope"] = params.get("scope", f"repository:{self.repository}:pull,push")
-        headers = {"Authorization": _basic(self._credentials)} if self._credentials else {}
-        response = self.session.send("GET", realm, params=query, headers=headers)
+        basic = _basic(self._credentials) if self._credentials else None
+        response = self.session.send("GET", realm, params=query, authorization=basic, authorization_origin=realm)
         try:
             body = read_capped(response, MAX_TOKEN_BYTES, self.deadline, self.url, "the registry's token service")
         finally:
