@@ -525,6 +525,9 @@ def _inductor_passes(value: Any) -> dict[str, str]:
         if not isinstance(target, str) or not _pass_target(target):
             allowed = 'the pass as "pkg.module:attr", "path/to/file.py:attr" or vLLM\'s "pkg.module.attr"'
             raise ConfigError(f"inductor_passes.{slot}", target, allowed)
+        if os.path.isabs(target.rpartition(":")[0]):  # in the lookup key: it would name this host's layout
+            allowed = 'a pass named by module ("pkg.module:attr") or by a path relative to the working directory'
+            raise ConfigError(f"inductor_passes.{slot}", target, allowed)
     return dict(sorted(value.items()))
 
 

@@ -87,6 +87,28 @@ def target_module_file(target: str) -> str | None:
     return getattr(module, "__file__", None)
 
 
+def portable_target(target: str) -> str:
+    """TARGET as an entry records it: an absolute path (of a file, or of an `hf:`
+    checkpoint) made relative to the working directory, so that two runners that check
+    the project out in other places record the same bytes; anything else as given."""
+    if target.startswith("hf:"):
+        rest = target[3:]
+        path, at, rest_class = rest.partition("@") if "@" in rest else (rest, "", "")
+        return "hf:" + _relative(path) + at + rest_class
+    module_part, sep, attr = target.rpartition(":")
+    if sep and _is_file(module_part):
+        return f"{_relative(module_part)}:{attr}"
+    return target
+
+
+def _relative(path: str) -> str:
+    suffix = "+whole" if path.endswith("+whole") else ""
+    path = path.removesuffix(suffix)
+    if os.path.isabs(path):
+        path = os.path.relpath(path)
+    return Path(path).as_posix() + suffix
+
+
 def _is_file(name: str) -> bool:
     return name.endswith(".py") or "/" in name or os.sep in name
 

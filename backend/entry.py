@@ -22,7 +22,7 @@ from aotcache.formats import NATIVE
 from aotcache.key import elfdeps
 from aotcache.key.env import thread_count
 from aotcache.key.factors import EntryKey
-from aotcache.key.identity import model_device_type, model_signature
+from aotcache.key.identity import model_device, model_device_type, model_signature
 from aotcache.key.sources import SourceFile
 from aotcache.progress import Progress
 from aotcache.store.atomic import write_file
@@ -76,7 +76,7 @@ def build_entry(
         lookup=key.lookup,
         build=key.build,
         recorded=recorded,
-        config=config.to_dict(),
+        config=portable_config(config),
         model=model_signature(model),
         input_spec=captured.input_spec.to_json(),
         graph_inputs=[item.to_json() for item in captured.inputs],
@@ -115,7 +115,8 @@ class _EntryBuild:
         name: the vector ISA predicted (reuse.environment_facts); where a compile ran
         Inductor's probes and they picked another, everything is looked up and built
         again with theirs."""
-        environment = environment_facts() if self.compiled else {}
+        device = model_device(self.model)
+        environment = environment_facts(device) if self.compiled else {}
         files, pieces, result = self._units(environment)
         if self.compiled and not environment_confirmed(environment):
             log.warning(
@@ -124,7 +125,7 @@ class _EntryBuild:
                 compat.vec_isa()["vec_isa"],
                 environment["vec_isa"]["vec_isa"],
             )
-            environment = environment_facts()  # probed now: the real answer
+            environment = environment_facts(device)  # probed now: the real answer
             files, pieces, result = self._units(environment)
         return files, pieces, result, environment
 
@@ -188,6 +189,16 @@ def build_facts(result: CompiledUnits, seconds: dict[str, float]) -> dict[str, A
         "units_compiled_in_workers": result.in_workers,
         "worker_processes": result.workers,
     }
+
+
+# Config fields that name places on the build host: no entry records them (nothing that
+# loads an entry reads them, and two runners must write the same bytes).
+HOST_PATH_FIELDS = ("cache_dir", "debug_dump_path")
+
+
+def portable_config(config: CompilationConfig) -> dict[str, Any]:
+    """The config as the manifest records it: without the build host's paths."""
+    return {**config.to_dict(), **dict.fromkeys(HOST_PATH_FIELDS)}
 
 
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"

@@ -35,6 +35,7 @@ from aotcache.store.checks import OpenedEntry, open_entry
 from aotcache.store.failpoints import failpoint
 from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from aotcache.store.root import CacheRoot, held, resolve_cache_dir, size_on_disk
+from aotcache.target import portable_target
 
 from . import _torch_compat as compat
 from . import inductor_passes, unchanged
@@ -406,7 +407,7 @@ def _build_and_publish(build: _Build) -> tuple[Path, Manifest, dict[str, Any]]:
                     index,
                     build.jobs,
                 )
-            manifest.recorded["target"] = build.origin
+            manifest.recorded["target"] = portable_target(build.origin) if build.origin else None
             if build.part_of:
                 manifest.recorded["part_of"] = build.part_of
             manifest_bytes = manifest.to_bytes()

@@ -147,17 +147,23 @@ class ArtifactIndex:
         return self._entries[entry_id]
 
 
-def environment_facts() -> dict[str, Any]:
+def environment_facts(device: Any = None) -> dict[str, Any]:
     """The build environment a compiled unit depends on (compile side: imports Inductor),
     with the vector ISA Inductor will pick predicted, not probed (see
-    environment_confirmed)."""
+    environment_confirmed); for a model on a CUDA device, that device's facts too (CUDA
+    and HIP versions, device index, name and capability, Triton: a unit compiled for
+    sm_90 is never taken for sm_80)."""
     import torch
 
-    from aotcache.key.env import host_cpu_flags, isa_flags, thread_count
+    from aotcache.key.env import cuda_factors, host_cpu_flags, isa_flags, thread_count
 
     from . import _torch_compat as compat
 
+    device_facts = {}
+    if device is not None and torch.device(device).type == "cuda":
+        device_facts["device"] = {f.name: f.value for f in cuda_factors(torch.device(device).index)}
     return {
+        **device_facts,
         "torch": torch.__version__,
         "torch_key": torch_files_digest(),
         "compiler": compat.compiler_identity(),

@@ -65,10 +65,12 @@ class Runner:
             argv, cwd=self.work, env=self.env, capture_output=True, text=True, timeout=600, check=False
         )
 
-    def precompile(self, *extra: str) -> tuple[dict[str, Any], str]:
+    def precompile(
+        self, *extra: str, target: str = TARGET, config: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], str]:
         aotcache = str(Path(sys.executable).with_name("aotcache"))
-        config = json.dumps(TINY_CONFIG)
-        done = self.run(aotcache, "precompile", TARGET, "-O", config, "--cache-dir", str(self.cache), "--json", *extra)
+        fields = json.dumps(config or TINY_CONFIG)
+        done = self.run(aotcache, "precompile", target, "-O", fields, "--cache-dir", str(self.cache), "--json", *extra)
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout), done.stderr
 
@@ -90,10 +92,12 @@ def oci(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
 
 def test_two_runners_build_the_same_bytes_and_the_second_push_is_present(tiny_entry, oci, tmp_path) -> None:
     """The session's entry (built in the test process) and a fresh runner's full build,
-    with every path and clock different: the same entry id and every file the same,
-    manifest included; so a CI re-run's push is `present`, never refused."""
+    with every path and clock different, its cache dir and a debug dump path named in
+    its config and its TARGET given as an absolute path: the same entry id and every
+    file the same, manifest included; so a CI re-run's push is `present`, never refused."""
     runner = Runner(tmp_path / "runner-b")
-    summary, _ = runner.precompile()
+    own_paths = {**TINY_CONFIG, "cache_dir": str(runner.cache), "debug_dump_path": str(runner.folder / "tmp")}
+    summary, _ = runner.precompile(target=f"{runner.work / TARGET}", config=own_paths)
     assert summary["units_compiled"] > 0 and summary["units_reused"] == 0, summary  # compiled, not copied
     assert summary["entry"] == tiny_entry.entry_id
     built = runner.cache / "entries" / summary["entry"]

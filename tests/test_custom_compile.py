@@ -184,16 +184,19 @@ def test_a_pass_that_cannot_be_used_is_a_config_error_naming_the_slot(tmp_path: 
     from aotcache.errors import ConfigError
 
     (tmp_path / "not_a_pass.py").write_text("VALUE = 3\n")
+    here = os.path.relpath(tmp_path)  # a path in the lookup key: relative to the working directory
     cases = {
-        f"{tmp_path}/not_a_pass.py:VALUE": "a torch CustomGraphPass, or a function taking the torch.fx.Graph",
-        f"{tmp_path}/not_a_pass.py:missing": "a pass that imports",
-        f"{tmp_path}/absent.py:x": "a pass that imports",
+        f"{here}/not_a_pass.py:VALUE": "a torch CustomGraphPass, or a function taking the torch.fx.Graph",
+        f"{here}/not_a_pass.py:missing": "a pass that imports",
+        f"{here}/absent.py:x": "a pass that imports",
     }
     for target, allowed in cases.items():
         config = aotcache.CompilationConfig(inductor_passes={PASS_SLOT: target})
         with pytest.raises(ConfigError, match=f"inductor_passes.{PASS_SLOT}") as info:
             resolve(config)
         assert allowed in str(info.value), str(info.value)
+    with pytest.raises(ConfigError, match="relative to the working directory"):  # the host's layout, in no key
+        aotcache.CompilationConfig(inductor_passes={PASS_SLOT: f"{tmp_path}/not_a_pass.py:VALUE"})
 
 
 def test_an_unbacked_trace_serves_size_1_from_its_range(tmp_path: Path) -> None:

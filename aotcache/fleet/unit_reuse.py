@@ -3,11 +3,11 @@
 A precompile with a remote (`precompile --remote`, AOTCACHE_REMOTE) asks the remote's
 unit index for every unit it would compile. The entry named there is checked as a pull
 checks it, the manifest first (its checksum, its id, its signature when the build signs
-or a trusted key is configured), and only a manifest that itself lists the unit key
-counts; then only that artifact's files are fetched, each checked against the sha256
-the manifest records. A remote that fails, lies or is slow never fails the build: the
-unit is compiled here and a warning says why (after a transport error the remote is not
-asked again in this build).
+or a trusted key is configured, its environment as a local reuse checks it), and only a
+manifest that itself lists the unit key counts; then only that artifact's files are
+fetched, each checked against the sha256 the manifest records. A remote that fails,
+lies or is slow never fails the build: the unit is compiled here and a warning says
+why (after a transport error the remote is not asked again in this build).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 from aotcache.errors import AotCacheError, CacheMiss, RemoteError, printable
 from aotcache.formats import artifact_paths
-from aotcache.store.checks import SignatureCheck
+from aotcache.key.env import host_problems
+from aotcache.store.checks import SignatureCheck, environment_problems
 from aotcache.store.manifest import Manifest
 
 from .pull import fetch_manifest, read_small
@@ -49,6 +50,7 @@ class RemoteArtifacts:
         self.disabled: str | None = None  # why the remote is no longer asked
         self._manifests: dict[str, Manifest] = {}
         self._files: dict[str, bytes] = {}  # by sha256: shared by the units of one entry
+        self._unfit_why: dict[str, str] = {}  # entry id -> why its units would not run here ("" if they would)
 
     def find(self, unit_key: str) -> FetchedArtifact | None:
         """The artifact for this unit key, checked; None (with a warning where the remote
@@ -78,6 +80,10 @@ class RemoteArtifacts:
         if record is None:
             return None
         manifest = self._manifest(record)
+        unfit = self._unfit(manifest)
+        if unfit:
+            log.info("remote %s: entry %s is not for this host (%s)", self.remote.url, record.entry_id, unfit)
+            return None
         name = manifest.unit_keys.get(unit_key)
         artifact = manifest.artifacts.get(name or "")
         if name is None or artifact is None or "guards" not in artifact:
@@ -93,6 +99,14 @@ class RemoteArtifacts:
                 fetched += listed.bytes
             files[path] = self._files[listed.sha256]
         return FetchedArtifact(record.entry_id, name, dict(artifact), files, fetched)
+
+    def _unfit(self, manifest: Manifest) -> str:
+        """Why an entry's units would not run here, as a local reuse judges it (its
+        recorded environment factors, then what this host lacks to run its kernels)."""
+        if manifest.entry_id not in self._unfit_why:
+            problems = environment_problems(manifest) + host_problems(manifest.recorded)
+            self._unfit_why[manifest.entry_id] = "; ".join(str(d) for d in problems)
+        return self._unfit_why[manifest.entry_id]
 
     def _manifest(self, record: Any) -> Manifest:
         if record.entry_id not in self._manifests:
