@@ -166,11 +166,16 @@ def _refuse(module: torch.nn.Module, name: str, value: Any, why: str) -> Unsuppo
     )
 
 
+def _empty(value: Any) -> bool:
+    """None, False, 0 or an empty container: never a tensor (whose truth is its values)."""
+    return value is None or (not isinstance(value, torch.Tensor) and not value)
+
+
 def _check_kwargs(module: torch.nn.Module, dropout: float, kwargs: dict[str, Any]) -> None:
     if dropout:
         raise _refuse(module, "dropout", dropout, "dropout must be 0 at inference (call model.eval())")
     for name, value in kwargs.items():
-        if name in _NEUTRAL_KWARGS or (name in _EMPTY_KWARGS and not value):
+        if name in _NEUTRAL_KWARGS or (name in _EMPTY_KWARGS and _empty(value)):
             continue
         why = "aotcache::attention would ignore it" if name in _EMPTY_KWARGS else "aotcache::attention does not know it"
         raise _refuse(module, name, value, why)

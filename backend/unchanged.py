@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aotcache.errors import AotCacheError, CacheMiss, RemoteError, printable
+from aotcache.errors import AotCacheError, CacheMiss, printable
 from aotcache.key.factors import EntryKey, Factor
 from aotcache.key.identity import forward_file
 from aotcache.key.lookup import lookup_factors
@@ -85,9 +85,9 @@ def local_entry(root: CacheRoot, probe: Probe, sign_key: signing.Key | None) -> 
 def remote_entry(root: CacheRoot, remote: Any, probe: Probe) -> OpenedEntry | None:
     """The same on the remote (a fleet.unit_reuse.RemoteArtifacts): a match is pulled,
     checked with the remote's own signature check (the build's key when it signs), and
-    opened. Each candidate is tried on its own: a damaged, unsigned or stale one is
-    passed over with a warning; a remote that fails is a warning, and the build goes on
-    as if there were none."""
+    opened. Each candidate is tried on its own: one that is damaged, unsigned or cannot
+    be fetched is passed over with a warning (a remote that fails altogether fails every
+    candidate, within its deadline), and the build goes on as if there were none."""
     from aotcache.fleet.remote import considered
 
     if remote.disabled is not None:
@@ -99,18 +99,12 @@ def remote_entry(root: CacheRoot, remote: Any, probe: Probe) -> OpenedEntry | No
     except Exception as exc:  # whatever a hostile or broken remote makes a client raise
         log.warning("remote %s: no entry taken from it before the trace: %s", url, _why(exc))
         return None
-    for entry_id in candidates:
+    for entry_id in candidates:  # at most MAX_CANDIDATES, all within the remote's deadline
         try:
             found = _take(root, remote, probe, entry_id)
-        except RemoteError as exc:  # the remote itself fails: not asked again
-            log.warning("remote %s: no entry taken from it before the trace: %s", url, _why(exc))
-            return None
-        except CacheMiss as exc:  # this candidate only: the next one may do
+        except Exception as exc:  # a damaged record or manifest, a bad signature, a failed request: this one
             log.warning("remote %s: entry %s is not taken before the trace: %s", url, entry_id, _why(exc))
             continue
-        except Exception as exc:
-            log.warning("remote %s: no entry taken from it before the trace: %s", url, _why(exc))
-            return None
         if found is not None:
             return found
     return None

@@ -4,6 +4,7 @@ HOME and Inductor cache of its own; the registry is Debian's docker-registry on 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 from _servers import registry, registry_blob
-from _support import REPO, TINY_CONFIG, TINY_UNITS, run_cli
+from _support import REPO, TINY_CONFIG, TINY_UNITS, copy_cache, run_cli
 
 from aotcache.store.manifest import parse
 
@@ -205,3 +206,76 @@ def test_a_fresh_runner_with_nothing_changed_pulls_the_entry_and_traces_nothing(
     assert summary["hit"] and summary["entry"] == tiny_entry.entry_id, summary
     assert "trace" not in summary["seconds"] and "tracing with Dynamo" not in stderr, stderr[-2000:]
     assert _files(runner.cache / "entries" / tiny_entry.entry_id) == _files(tiny_entry.path)
+
+
+# -- a remote anyone can write (issue 33) ---------------------------------------------------
+
+PAYLOAD = "import pathlib; pathlib.Path({marker!r}).write_text('the payload ran')\n"
+GUARD_EXPLOIT = "Eq.__globals__['__builtins__']['exec'](\"import pathlib; pathlib.Path({marker!r}).write_text('x')\")"
+
+
+def _forged_cache(tiny_entry: Any, folder: Path, payload_marker: Path, guard_marker: Path) -> Path:
+    """The session's entry as an attacker with write access to the remote would rewrite
+    it: a payload line at the top of every native wrapper, and a shape-guard string that
+    runs code where it is eval'd; the manifest rewritten to match (unsigned, so nothing
+    tells it from the real one), under the same id."""
+    from aotcache.store import manifest as manifest_mod
+
+    cache = copy_cache(tiny_entry.cache_dir, folder)
+    entry = cache / "entries" / tiny_entry.entry_id
+    body = json.loads((entry / "manifest.json").read_bytes())
+    for artifact in body["artifacts"].values():
+        wrapper = entry / artifact["wrapper"]
+        data = PAYLOAD.format(marker=str(payload_marker)).encode() + wrapper.read_bytes()
+        wrapper.write_bytes(data)
+        body["files"][artifact["wrapper"]] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        if artifact.get("guards"):
+            artifact["guards"] = GUARD_EXPLOIT.format(marker=str(guard_marker))
+    body["checksum"] = manifest_mod._checksum(body)
+    (entry / "manifest.json").write_bytes(manifest_mod._canonical(body) + b"\n")
+    return cache
+
+
+def test_a_forged_remote_puts_no_code_into_a_build(tiny_entry, tmp_path) -> None:
+    """A file:// remote holding a forged entry (a payload in every wrapper, a guard string
+    that writes a file when eval'd), for every unit of the build. An unsigned build takes
+    nothing from it and says so; with --trust-unsigned-remote (and a comment edit, so that
+    units, not the whole entry, are looked up) the forged guard strings are never
+    evaluated: those units are compiled here, with a warning. Either way no file is
+    written, and the build succeeds by compiling."""
+    payload, guard = tmp_path / "payload-ran", tmp_path / "guard-ran"
+    forged = _forged_cache(tiny_entry, tmp_path / "forged", payload, guard)
+    remote = f"file://{tmp_path / 'remote'}"
+    assert run_cli("push", remote, "--cache-dir", str(forged), "-q").returncode == 0
+
+    runner = Runner(tmp_path / "runner-f", own_inductor_cache=False)
+    summary, stderr = runner.precompile("--remote", remote)
+    assert summary["units_reused_remote"] == 0 and summary["units_compiled"] > 0 and not summary["hit"], summary
+    assert summary["remote_trust"].startswith("not used"), summary
+    assert "is not used" in stderr and "--trust-unsigned-remote" in stderr, stderr[-2000:]
+    assert summary["entry"] == tiny_entry.entry_id
+
+    trusting = Runner(tmp_path / "runner-g", edit=COMMENT, own_inductor_cache=False)
+    summary, stderr = trusting.precompile("--remote", remote, "--trust-unsigned-remote")
+    refused = [line for line in stderr.splitlines() if "outside the grammar" in line]
+    assert refused and summary["units_compiled"] + summary["units_shared"] >= len(refused), stderr[-3000:]
+    assert summary["remote_trust"].startswith("unsigned") and "--trust-unsigned-remote" in stderr
+    assert not payload.exists() and not guard.exists()
+
+
+def test_the_no_change_path_passes_over_a_damaged_candidate(tiny_entry, tmp_path) -> None:
+    """A remote whose index lists a damaged entry before the good one (its record names
+    another entry's manifest): the damaged one is passed over with a warning, and the
+    good one is the hit, traced nothing."""
+    root = tmp_path / "remote"
+    remote = f"file://{root}"
+    assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
+    lookup = tiny_entry.entry_id.split("-")[0]
+    damaged = f"{lookup}-ffffffffffffffff"  # listed first: the index is read newest id first
+    (root / "entries" / f"{damaged}.json").write_bytes((root / "entries" / f"{tiny_entry.entry_id}.json").read_bytes())
+    (root / "lookup" / lookup / damaged).write_bytes(b"")
+    runner = Runner(tmp_path / "runner-h", own_inductor_cache=False)
+    summary, stderr = runner.precompile("--remote", remote, "--trust-unsigned-remote")
+    assert summary["hit"] and summary["entry"] == tiny_entry.entry_id, stderr[-3000:]
+    assert "trace" not in summary["seconds"], summary
+    assert f"entry {damaged} is not taken" in stderr, stderr[-2000:]

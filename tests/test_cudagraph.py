@@ -339,6 +339,7 @@ def test_captured_in_inference_mode_replays_outside_it(tiny_entry) -> None:
     ids = tiny_llama.example_inputs(6)[0]
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).clone(), model(ids), atol=1e-4, rtol=1e-4)
+    assert sum(w.replays for w in loaded.graph_runner.wrappers()) > 0  # the output came from a replay
 
 
 def _wrapper(fn: object, backend: object = None) -> tuple[CUDAGraphWrapper, GraphMemory]:
@@ -385,3 +386,4 @@ def test_a_runner_on_a_second_device_captures_and_replays_inside_it(tiny_entry) 
         ids = tiny_llama.example_inputs(size)[0]
         with torch.no_grad():
             torch.testing.assert_close(loaded(ids).clone(), model(ids), atol=1e-4, rtol=1e-4)
+    assert sum(w.replays for w in loaded.graph_runner.wrappers()) >= 3  # each size's output came from a replay
