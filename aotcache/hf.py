@@ -23,6 +23,7 @@ transformers is an optional extra: `pip install 'aotcache[hf]'`.
 
 from __future__ import annotations
 
+import inspect
 import os
 import types
 from pathlib import Path
@@ -245,11 +246,13 @@ def _falcon_forward(
 
 def _route_modules_transformers_cannot(model: torch.nn.Module) -> int:
     """Patch the attention modules of architectures whose implementation transformers
-    will not switch (Falcon): how many were patched."""
+    will not switch (Falcon before transformers 5.25): how many were patched."""
     try:
         from transformers.models.falcon import modeling_falcon
     except ImportError:
         return 0
+    if "alibi" not in inspect.signature(modeling_falcon.FalconAttention.forward).parameters:
+        return 0  # transformers >= 5.25: Falcon calls the attention interface like the others
     patched = 0
     for module in model.modules():
         if type(module) is modeling_falcon.FalconAttention:

@@ -5,6 +5,7 @@ flag. Each changes the output when it changes."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -65,6 +66,47 @@ class ObjectKeyModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x) * self.scales[MARKER]
+
+
+class Doubler(nn.Module):
+    """What the `kernels` package makes of a function: a module-level singleton module."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0
+
+
+DOUBLE = Doubler()
+
+
+def routed_through(*singletons: nn.Module) -> Any:
+    """What `kernels.use_kernelized_func` does to transformers' attention classes (>= 5.25):
+    forward wrapped in a closure that holds module-level singletons and reads their id(),
+    so Dynamo guards on which objects they are."""
+
+    def decorate(cls: Any) -> Any:
+        inner = cls.forward
+
+        @functools.wraps(inner)
+        def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+            chosen = {id(s): s for s in singletons}
+            for s in singletons:
+                x = chosen[id(s)](x)
+            return inner(self, x)
+
+        cls.forward = forward
+        return cls
+
+    return decorate
+
+
+@routed_through(DOUBLE)
+class SingletonModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(HIDDEN, HIDDEN)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
 
 
 def example_inputs(num_tokens: int) -> tuple[torch.Tensor]:

@@ -192,6 +192,29 @@ def test_state_an_entry_cannot_check_fails_the_precompile_by_name(tmp_path) -> N
     assert not list((tmp_path / "cache" / "entries").glob("*"))
 
 
+def test_a_module_level_singleton_is_checked_by_its_global_name(tmp_path) -> None:
+    """forward reaches an object by identity through a decorator's closure (transformers
+    >= 5.25 with `kernels`): it is recorded as the global its class's module holds it
+    under, and a model whose closure holds another object is refused at load."""
+    from aotcache.store import traced_state
+
+    spec = aotcache.ModelSpec(
+        model=lambda: sm.SingletonModel().eval(), example_inputs=sm.example_inputs, dynamic_arg_dims={"x": 0}
+    )
+    state = aotcache.precompile(spec, sm.CONFIG, cache_dir=tmp_path / "cache").manifest.traced_state
+    assert ["is", None, "object settings_models:DOUBLE"] in [c[:3] for c in state.checks], state.checks
+    model = sm.SingletonModel().eval()
+    assert not traced_state.problems(state, model)
+    original = sm.DOUBLE
+    try:
+        sm.DOUBLE = sm.Doubler()  # the closure's object is no longer the module's global
+        found = traced_state.problems(state, model)
+    finally:
+        sm.DOUBLE = original
+    assert any("cell_contents" in problem.name for problem in found), found
+    assert not traced_state.problems(state, model)
+
+
 def test_the_example_models_eps_is_checked(tiny_entry) -> None:
     """The bundled example's norm eps (a plain setting of examples/tiny_llama.py): the
     session's entry is a miss for a model built with another."""

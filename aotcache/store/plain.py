@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
 import types
 from typing import Any
 
@@ -117,7 +118,10 @@ def shown(value: Any) -> str:
 def identity(value: Any) -> str | None:
     """A name that says which object `value` is, where it has one a serving process can
     check without importing anything: a module, a class, a function (by its module and
-    qualified name; its code is a traced source), a builtin, an op, an enum member."""
+    qualified name; its code is a traced source), a builtin, an op, an enum member, or an
+    object its class's module holds as a global (a module-level singleton such as the
+    `kernels` package's function modules, which transformers >= 5.25 decorates attention
+    with): by that module and global name, read back without importing anything."""
     if isinstance(value, types.ModuleType):
         return f"module {value.__name__}"
     if isinstance(value, type):
@@ -144,7 +148,27 @@ def identity(value: Any) -> str | None:
         return "torch.ops"
     if value is None or type(value) is bool:
         return f"constant {value}"
+    return module_global(value)
+
+
+def module_global(value: Any) -> str | None:
+    """`object module:name` where the module of `value`'s class is loaded and holds
+    `value` itself as the global `name`; None otherwise."""
+    module = sys.modules.get(getattr(type(value), "__module__", None) or "")
+    held = getattr(module, "__dict__", None)
+    if type(held) is not dict:
+        return None
+    for name, item in held.items():
+        if item is value and type(name) is str:
+            return f"object {module.__name__}:{name}"  # type: ignore[union-attr]
     return None
+
+
+def holds_global(value: Any, name: str) -> bool:
+    """Whether `name` (`object module:name`) still names `value`: one dict read."""
+    module_name, _, attr = name.removeprefix("object ").partition(":")
+    held = getattr(sys.modules.get(module_name), "__dict__", None)
+    return type(held) is dict and held.get(attr) is value
 
 
 _DESCRIPTORS = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)

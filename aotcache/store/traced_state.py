@@ -53,7 +53,7 @@ from aotcache.errors import Difference
 from aotcache.formats import torch_internals
 from aotcache.key.factors import digest
 
-from .plain import NotPlain, encode, identity, qualified, same, shown
+from .plain import NotPlain, encode, holds_global, identity, qualified, same, shown
 
 ROOTS = ("model", "module", "model_module", "builtins")  # the reads a path starts with
 READS_ATTR = ("equals", "type", "is", "len", "keys")  # the kinds whose `arg` is an attribute to read first
@@ -270,12 +270,7 @@ def _hooks_empty(arg: list[str], expected: Any, objects: list[Any]) -> bool:
 
 
 def _are(arg: str | None, expected: str, objects: list[Any]) -> bool:
-    for value in _subjects(arg, objects):
-        cached = _IDENTITIES.get(id(value))
-        name = cached[1] if cached is not None and cached[0] is value else _identity(value)
-        if name != expected:
-            return False
-    return True
+    return all(_identity(value) == expected for value in _subjects(arg, objects))
 
 
 _OWN_DICT = operator.attrgetter("__dict__")
@@ -342,9 +337,12 @@ _IDENTITIES: dict[int, tuple[Any, str | None]] = {}  # id -> (object, name): cla
 def _identity(value: Any) -> str | None:
     cached = _IDENTITIES.get(id(value))
     if cached is not None and cached[0] is value:
-        return cached[1]
+        if cached[1] is None or not cached[1].startswith("object ") or holds_global(value, cached[1]):
+            return cached[1]
     name = identity(value)
-    if isinstance(value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)):
+    if isinstance(value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)) or (
+        name is not None and name.startswith("object ")
+    ):
         _IDENTITIES[id(value)] = (value, name)  # immortal in practice: kept, so the id stays theirs
     return name
 
