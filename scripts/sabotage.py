@@ -422,8 +422,8 @@ SABOTAGES = [
         (
             (
                 "backend/precompile.py",
-                "    extra = _extra_build_factors(passes, bind_custom_ops(model, config))",
-                "    extra = _extra_build_factors(passes, {'rms_norm': config.is_custom_op_enabled('rms_norm')})",
+                "    extra = _extra_build_factors(passes, bind_custom_ops(model, config), part_of)",
+                "    extra = _extra_build_factors(passes, {'rms_norm': config.is_custom_op_enabled('rms_norm')}, part_of)",
             ),
         ),
         ("tests/test_custom_compile.py::test_custom_ops_make_two_entries_whose_miss_names_the_rules",),
@@ -503,6 +503,205 @@ SABOTAGES = [
         "guards with no plain check are dropped instead of refused",
         (("backend/guards.py", "        if self.refused:\n", "        if False:\n"),),
         ("tests/test_traced_state.py::test_state_an_entry_cannot_check_fails_the_precompile_by_name",),
+    ),
+    Sabotage(
+        "no-change-path-unsigned",
+        "A signing build takes no unsigned entry before its trace",
+        "the no-change remote path checks no signature",
+        (("backend/unchanged.py", "    check = remote.verify_signature\n", "    check = None\n"),),
+        ("tests/test_trust.py::test_a_signing_build_takes_no_unsigned_entry_before_its_trace",),
+    ),
+    Sabotage(
+        "torch-not-in-unit-key",
+        "A unit is never reused under another torch",
+        "torch's version left out of the unit key",
+        (("backend/reuse.py", '        "torch": torch.__version__,\n', ""),),
+        ("tests/test_trust.py::test_a_unit_key_names_the_torch_that_compiled_it",),
+    ),
+    Sabotage(
+        "attention-arguments-dropped",
+        "HF: an attention argument the op would drop is refused",
+        "the attention function does not check its arguments (dropout, head_mask, encoder_hidden_states, output_attentions)",
+        (("aotcache/hf.py", "    _check_kwargs(module, dropout, kwargs)\n", "    pass\n"),),
+        ("tests/test_trust.py::test_each_attention_argument_the_op_would_drop_is_refused_and_an_empty_one_passes",),
+    ),
+    Sabotage(
+        "hf-routing-unchecked",
+        "HF: an hf: target whose attention is not routed is refused",
+        "hf.spec builds the model without counting the op's calls",
+        (("aotcache/hf.py", "            check_routed(model, example_inputs(2))\n", "            pass\n"),),
+        ("tests/test_trust.py::test_an_hf_target_whose_attention_is_not_routed_is_refused_by_name",),
+    ),
+    Sabotage(
+        "authorization-to-any-origin",
+        "Credentials go only to their own origin",
+        "send attaches the Authorization to every hop, whatever its origin",
+        (
+            (
+                "aotcache/fleet/http.py",
+                "            if authorization and _origin(url) == owner:",
+                "            if authorization:",
+            ),
+        ),
+        (
+            "tests/test_hostile_remote.py::test_a_redirect_to_https_storage_on_another_host_still_pulls_without_credentials",
+            "tests/test_hostile_remote.py::test_a_token_service_that_redirects_elsewhere_gets_the_credentials_no_further",
+        ),
+    ),
+    Sabotage(
+        "authorization-in-headers",
+        "Credentials have one way out",
+        "an Authorization passed in headers is sent",
+        (
+            (
+                "aotcache/fleet/http.py",
+                '        plain = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}',
+                "        plain = dict(headers or {})",
+            ),
+        ),
+        ("tests/test_hostile_remote.py::test_an_authorization_header_passed_by_hand_is_never_sent",),
+    ),
+    Sabotage(
+        "no-usage-stamp",
+        "A load stamps its entry as used (LRU eviction)",
+        "the loader does not stamp the entry it loaded",
+        (("aotcache/serve/loader.py", "    root.mark_used(loaded.entry_id)\n", "    pass\n"),),
+        ("tests/test_trust.py::test_a_load_stamps_its_entry_as_used",),
+    ),
+    Sabotage(
+        "clear-held-locks",
+        "clear keeps a lock a builder holds",
+        "idle-lock removal does not try the lock first",
+        (
+            (
+                "aotcache/store/root.py",
+                "                        with FileLock(str(self.locks / name), timeout=0):",
+                "                        with contextlib.nullcontext():",
+            ),
+        ),
+        ("tests/test_trust.py::test_clear_keeps_a_lock_a_builder_holds",),
+    ),
+    Sabotage(
+        "no-source-date",
+        "SOURCE_DATE_EPOCH dates the manifest",
+        "the manifest's created ignores SOURCE_DATE_EPOCH",
+        (("backend/entry.py", "        created=source_date(),\n", "        created=None,\n"),),
+        ("tests/test_trust.py::test_source_date_epoch_dates_the_manifest",),
+    ),
+    Sabotage(
+        "unsigned-remote-trusted",
+        "An unsigned build takes nothing from a remote unless asked",
+        "an unsigned build takes unsigned remote entries and units without --trust-unsigned-remote",
+        (("backend/precompile.py", "    elif trust_unsigned:\n", "    elif True:\n"),),
+        ("tests/test_ci_sharing.py::test_a_forged_remote_puts_no_code_into_a_build",),
+    ),
+    Sabotage(
+        "remote-guards-unread",
+        "A guard string from another entry is never evaluated as code",
+        "a reused unit's guards are not read by the grammar before it is taken",
+        (
+            (
+                "backend/units.py",
+                "        unreadable = readable_guards(reused.guards, unit)\n",
+                "        unreadable = None\n",
+            ),
+        ),
+        ("tests/test_ci_sharing.py::test_a_forged_remote_puts_no_code_into_a_build",),
+    ),
+    Sabotage(
+        "remote-units-any-host",
+        "A remote unit is checked for this host as a local one is",
+        "remote unit reuse skips the environment and host checks",
+        (("aotcache/fleet/unit_reuse.py", "        unfit = self._unfit(manifest)\n", '        unfit = ""\n'),),
+        ("tests/test_trust.py::test_a_remote_unit_built_for_another_environment_is_compiled_here",),
+    ),
+    Sabotage(
+        "id-not-covering-the-manifest",
+        "The entry id covers what the manifest holds",
+        "a manifest's id and summary factors are not checked against what it holds",
+        (("aotcache/store/structure.py", "        _check_id_covers_the_manifest(body)\n", "        pass\n"),),
+        ("tests/test_trust.py::test_an_entry_id_must_cover_what_its_manifest_holds",),
+    ),
+    Sabotage(
+        "no-change-stops-at-a-damaged-candidate",
+        "The no-change path tries each candidate on its own",
+        "a damaged remote candidate ends the search",
+        (
+            (
+                "backend/unchanged.py",
+                '            log.warning("remote %s: entry %s is not taken before the trace: %s", url, entry_id, _why(exc))\n            continue\n',
+                '            log.warning("remote %s: entry %s is not taken before the trace: %s", url, entry_id, _why(exc))\n            return None\n',
+            ),
+        ),
+        ("tests/test_ci_sharing.py::test_the_no_change_path_passes_over_a_damaged_candidate",),
+    ),
+    Sabotage(
+        "host-paths-in-the-manifest",
+        "Two runners build the same bytes (no host paths)",
+        "the manifest's config records the cache dir and debug dump path",
+        (
+            (
+                "backend/entry.py",
+                "    return {**config.to_dict(), **dict.fromkeys(HOST_PATH_FIELDS)}",
+                "    return config.to_dict()",
+            ),
+        ),
+        ("tests/test_ci_sharing.py::test_two_runners_build_the_same_bytes_and_the_second_push_is_present",),
+    ),
+    Sabotage(
+        "absolute-target-recorded",
+        "Two runners build the same bytes (a portable TARGET)",
+        "the recorded TARGET is kept as given (absolute)",
+        (
+            (
+                "backend/precompile.py",
+                '            manifest.recorded["target"] = portable_target(build.origin) if build.origin else None',
+                '            manifest.recorded["target"] = build.origin',
+            ),
+        ),
+        ("tests/test_ci_sharing.py::test_two_runners_build_the_same_bytes_and_the_second_push_is_present",),
+    ),
+    Sabotage(
+        "graphs-not-replayed",
+        "CUDA graphs: outputs come from replays",
+        "the wrapper runs the piece eagerly instead of replaying its graph",
+        (
+            (
+                "aotcache/serve/cudagraph/wrapper.py",
+                "        return self._replay(entry, args)\n",
+                "        return self.runnable(*args)\n",
+            ),
+        ),
+        (
+            "tests/test_cudagraph.py::test_captured_in_inference_mode_replays_outside_it",
+            "tests/test_cudagraph.py::test_a_runner_on_a_second_device_captures_and_replays_inside_it",
+        ),
+    ),
+    Sabotage(
+        "singleton-named-once",
+        "Never a wrong number: a module-level singleton is the one its module holds now",
+        "an object's global name, once found, is trusted without reading the module's global again",
+        (
+            (
+                "aotcache/store/traced_state.py",
+                "or holds_global(value, cached[1]):",
+                "or True:",
+            ),
+        ),
+        ("tests/test_traced_state.py::test_a_module_level_singleton_is_checked_by_its_global_name",),
+    ),
+    Sabotage(
+        "singleton-by-class",
+        "Never a wrong number: a module-level singleton is the one its module holds now",
+        "an object is named by any global of its class's module holding an object of its type",
+        (
+            (
+                "aotcache/store/plain.py",
+                "if item is value and type(name) is str:",
+                "if type(item) is type(value) and type(name) is str:",
+            ),
+        ),
+        ("tests/test_traced_state.py::test_a_module_level_singleton_is_checked_by_its_global_name",),
     ),
 ]
 

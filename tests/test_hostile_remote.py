@@ -139,6 +139,19 @@ def test_a_redirect_to_https_storage_on_another_host_still_pulls_without_credent
     assert len(CacheRoot(tmp_path / "c").entry_dirs()) == 1
 
 
+def test_an_authorization_header_passed_by_hand_is_never_sent() -> None:
+    """Credentials have one way out, `send`'s own per-hop attachment: an Authorization in
+    `headers` is dropped, whatever the origin."""
+    with recorder(lambda h: h.reply(200)) as other:
+        session = http.Session(other.url, insecure=False, deadline=http.Deadline(30))
+        try:
+            session.send("GET", f"{other.url}/x", headers={"Authorization": "Basic c2VjcmV0"}).close()
+            session.send("GET", f"{other.url}/y", authorization="Bearer ours").close()
+        finally:
+            session.close()
+    assert [s.headers.get("authorization") for s in other.seen] == [None, "Bearer ours"]
+
+
 def test_a_token_service_that_redirects_elsewhere_gets_the_credentials_no_further(proxy, tmp_path) -> None:
     """The registry's Basic credentials go to the token service it names, and not along
     that service's redirect to another origin, however they were attached."""
