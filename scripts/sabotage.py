@@ -35,12 +35,12 @@ SABOTAGES = [
         "build the entry in entries/ itself instead of a staging dir published by one rename",
         (
             (
-                "backend/precompile.py",
+                "aotcache/backend/precompile.py",
                 "    staging = root.new_staging_dir(entry_id)\n",
                 "    staging = root.entry_dir(entry_id)\n    staging.mkdir(parents=True, exist_ok=True)\n",
             ),
             (
-                "backend/precompile.py",
+                "aotcache/backend/precompile.py",
                 "            path = root.publish(staging, entry_id)\n",
                 "            path = staging\n",
             ),
@@ -53,11 +53,11 @@ SABOTAGES = [
         "no per-entry lock around the build",
         (
             (
-                "backend/precompile.py",
+                "aotcache/backend/precompile.py",
                 'with held(root.lock(entry_id), build.progress.waiting, "builds the same entry"):',
                 "with contextlib.nullcontext():",
             ),
-            ("backend/precompile.py", "import inspect\n", "import contextlib\nimport inspect\n"),
+            ("aotcache/backend/precompile.py", "import inspect\n", "import contextlib\nimport inspect\n"),
         ),
         ("tests/test_fault.py::test_four_processes_same_key_compile_once",),
     ),
@@ -163,7 +163,7 @@ SABOTAGES = [
         "the compiler commands get no -ffile-prefix-map: kernels record the Inductor cache dir they were built in",
         (
             (
-                "backend/_torch_compat.py",
+                "aotcache/backend/_torch_compat.py",
                 '        return f"{compiler} {flags} {rest}"\n',
                 "        return command_line(self)\n",
             ),
@@ -174,7 +174,7 @@ SABOTAGES = [
         "reuse-unsigned",
         "A signed build reuses only artifacts the same key signed",
         "artifact reuse does not check the source entry's signature",
-        (("backend/reuse.py", "check_sources=False, verify_signature=check", "check_sources=False"),),
+        (("aotcache/backend/reuse.py", "check_sources=False, verify_signature=check", "check_sources=False"),),
         ("tests/test_reuse.py::test_a_signed_build_reuses_only_what_the_same_key_signed",),
     ),
     Sabotage(
@@ -304,7 +304,7 @@ SABOTAGES = [
         "sizes the guards exclude are compiled from the same trace, unchecked",
         (
             (
-                "backend/units.py",
+                "aotcache/backend/units.py",
                 "    def _trace_holds(self, size: int) -> bool:\n",
                 "    def _trace_holds(self, size: int) -> bool:\n        return True\n",
             ),
@@ -387,7 +387,7 @@ SABOTAGES = [
         "--jobs falls back to one process",
         (
             (
-                "backend/parallel.py",
+                "aotcache/backend/parallel.py",
                 '    if device_type != "cpu" or "fork" not in multiprocessing.get_all_start_methods():',
                 "    if True:",
             ),
@@ -400,7 +400,7 @@ SABOTAGES = [
         "the pass slots left out of the Inductor settings digest in every unit's key",
         (
             (
-                "backend/_torch_compat.py",
+                "aotcache/backend/_torch_compat.py",
                 '_NOT_IN_THE_CODE = frozenset({"compile_threads", "worker_start_method", "cpp.vec_isa_ok"})',
                 '_NOT_IN_THE_CODE = frozenset({"compile_threads", "worker_start_method", "cpp.vec_isa_ok", '
                 '"post_grad_custom_post_pass"})',
@@ -412,7 +412,7 @@ SABOTAGES = [
         "pass-not-a-source",
         "An edited Inductor pass makes its entries stale",
         "the passes' files left out of the traced sources",
-        (("backend/precompile.py", "    captured.traced_files |= pass_files\n", ""),),
+        (("aotcache/backend/precompile.py", "    captured.traced_files |= pass_files\n", ""),),
         ("tests/test_custom_compile.py::test_an_edited_pass_makes_its_entry_stale_naming_the_pass",),
     ),
     Sabotage(
@@ -421,7 +421,7 @@ SABOTAGES = [
         "the layers not bound to the config's rules before the trace (the choices still recorded)",
         (
             (
-                "backend/precompile.py",
+                "aotcache/backend/precompile.py",
                 "    extra = _extra_build_factors(passes, bind_custom_ops(model, config), part_of)",
                 "    extra = _extra_build_factors(passes, {'rms_norm': config.is_custom_op_enabled('rms_norm')}, part_of)",
             ),
@@ -448,7 +448,7 @@ SABOTAGES = [
         "guards-not-recorded",
         "Never a wrong number: Dynamo's guards are what an entry records",
         "the trace's guards are not handed to the recorder (only the transformers config fallback remains)",
-        (("backend/_torch_compat.py", "        on_guards(list(entries))\n", "        pass\n"),),
+        (("aotcache/backend/_torch_compat.py", "        on_guards(list(entries))\n", "        pass\n"),),
         ("tests/test_traced_state.py::test_each_changed_setting_is_a_miss_that_names_it",),
     ),
     Sabotage(
@@ -457,7 +457,7 @@ SABOTAGES = [
         "the traced state's digest left out of the build factors (the entry id)",
         (
             (
-                "backend/precompile.py",
+                "aotcache/backend/precompile.py",
                 '        Factor("traced_state", captured.state.digest),  # a model with another setting: another entry\n',
                 "",
             ),
@@ -470,7 +470,7 @@ SABOTAGES = [
         "the no-change path does not check the entry's traced state against the model",
         (
             (
-                "backend/unchanged.py",
+                "aotcache/backend/unchanged.py",
                 "        if state_problems(manifest.traced_state, self.model):",
                 "        if False:",
             ),
@@ -494,28 +494,28 @@ SABOTAGES = [
         "no-hf-config-fields",
         "Never a wrong number: a transformers config's fields are checked (the fallback)",
         "the config's fields are not recorded (Dynamo's guards only)",
-        (("backend/capture.py", "    hf_state.add_config_fields(recorder, model)\n", ""),),
+        (("aotcache/backend/capture.py", "    hf_state.add_config_fields(recorder, model)\n", ""),),
         ("tests/test_traced_state.py::test_a_checkpoint_whose_config_differs_in_one_number_is_a_miss_naming_it",),
     ),
     Sabotage(
         "unchecked-guard-dropped",
         "Never a wrong number: a guard with no plain check fails the precompile",
         "guards with no plain check are dropped instead of refused",
-        (("backend/guards.py", "        if self.refused:\n", "        if False:\n"),),
+        (("aotcache/backend/guards.py", "        if self.refused:\n", "        if False:\n"),),
         ("tests/test_traced_state.py::test_state_an_entry_cannot_check_fails_the_precompile_by_name",),
     ),
     Sabotage(
         "no-change-path-unsigned",
         "A signing build takes no unsigned entry before its trace",
         "the no-change remote path checks no signature",
-        (("backend/unchanged.py", "    check = remote.verify_signature\n", "    check = None\n"),),
+        (("aotcache/backend/unchanged.py", "    check = remote.verify_signature\n", "    check = None\n"),),
         ("tests/test_trust.py::test_a_signing_build_takes_no_unsigned_entry_before_its_trace",),
     ),
     Sabotage(
         "torch-not-in-unit-key",
         "A unit is never reused under another torch",
         "torch's version left out of the unit key",
-        (("backend/reuse.py", '        "torch": torch.__version__,\n', ""),),
+        (("aotcache/backend/reuse.py", '        "torch": torch.__version__,\n', ""),),
         ("tests/test_trust.py::test_a_unit_key_names_the_torch_that_compiled_it",),
     ),
     Sabotage(
@@ -585,14 +585,14 @@ SABOTAGES = [
         "no-source-date",
         "SOURCE_DATE_EPOCH dates the manifest",
         "the manifest's created ignores SOURCE_DATE_EPOCH",
-        (("backend/entry.py", "        created=source_date(),\n", "        created=None,\n"),),
+        (("aotcache/backend/entry.py", "        created=source_date(),\n", "        created=None,\n"),),
         ("tests/test_trust.py::test_source_date_epoch_dates_the_manifest",),
     ),
     Sabotage(
         "unsigned-remote-trusted",
         "An unsigned build takes nothing from a remote unless asked",
         "an unsigned build takes unsigned remote entries and units without --trust-unsigned-remote",
-        (("backend/precompile.py", "    elif trust_unsigned:\n", "    elif True:\n"),),
+        (("aotcache/backend/precompile.py", "    elif trust_unsigned:\n", "    elif True:\n"),),
         ("tests/test_ci_sharing.py::test_a_forged_remote_puts_no_code_into_a_build",),
     ),
     Sabotage(
@@ -601,7 +601,7 @@ SABOTAGES = [
         "a reused unit's guards are not read by the grammar before it is taken",
         (
             (
-                "backend/units.py",
+                "aotcache/backend/units.py",
                 "        unreadable = readable_guards(reused.guards, unit)\n",
                 "        unreadable = None\n",
             ),
@@ -628,7 +628,7 @@ SABOTAGES = [
         "a damaged remote candidate ends the search",
         (
             (
-                "backend/unchanged.py",
+                "aotcache/backend/unchanged.py",
                 '            log.warning("remote %s: entry %s is not taken before the trace: %s", url, entry_id, _why(exc))\n            continue\n',
                 '            log.warning("remote %s: entry %s is not taken before the trace: %s", url, entry_id, _why(exc))\n            return None\n',
             ),
@@ -641,7 +641,7 @@ SABOTAGES = [
         "the manifest's config records the cache dir and debug dump path",
         (
             (
-                "backend/entry.py",
+                "aotcache/backend/entry.py",
                 "    return {**config.to_dict(), **dict.fromkeys(HOST_PATH_FIELDS)}",
                 "    return config.to_dict()",
             ),
@@ -654,7 +654,7 @@ SABOTAGES = [
         "the recorded TARGET is kept as given (absolute)",
         (
             (
-                "backend/precompile.py",
+                "aotcache/backend/precompile.py",
                 '            manifest.recorded["target"] = portable_target(build.origin) if build.origin else None',
                 '            manifest.recorded["target"] = build.origin',
             ),

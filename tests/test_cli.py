@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from _support import TINY_CONFIG, TINY_UNITS, run_cli
-from aotcache.cli.app import app
 from typer.testing import CliRunner
 
 import aotcache
+from aotcache.cli.app import app
 from examples import tiny_llama
 
 runner = CliRunner()

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 from _support import REPO, last_json, run_argv
-from aotcache.backend.precompile import PrecompileResult
 from custom_compile_models import CONFIG, SPEC, RMSNorm
 
 import aotcache
+from aotcache.backend.precompile import PrecompileResult
 from aotcache.custom_op import CustomOp, bind_custom_ops, custom_op_choices
 from aotcache.errors import EntryNotFound
 
@@ -180,7 +180,6 @@ def test_an_edited_pass_makes_its_entry_stale_naming_the_pass(built: Built) -> N
 
 def test_a_pass_that_cannot_be_used_is_a_config_error_naming_the_slot(tmp_path: Path) -> None:
     from aotcache.backend.inductor_passes import resolve
-
     from aotcache.errors import ConfigError
 
     (tmp_path / "not_a_pass.py").write_text("VALUE = 3\n")

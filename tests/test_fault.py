@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import torch
 from _support import REPO, TINY_CONFIG, copy_cache, last_json, python_env, rewrite_manifest, run_cli
-from aotcache.cli.app import app
 from typer.testing import CliRunner
 
 import aotcache
+from aotcache.cli.app import app
 from aotcache.errors import CacheDirError, CorruptEntry, SignatureError, UnsupportedFormat
 from aotcache.store import failpoints
 from aotcache.store.checks import open_entry

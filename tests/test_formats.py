@@ -12,10 +12,10 @@ import shutil
 
 import pytest
 from _support import LOAD_AND_COMPARE, TINY_CONFIG, last_json, run_cli, run_python
-from aotcache.cli.app import app
 from conftest import INDUCTOR_CONFIG
 from typer.testing import CliRunner
 
+from aotcache.cli.app import app
 from aotcache.config import CompilationConfig
 from aotcache.errors import ConfigError
 from aotcache.key.lookup import config_factors

@@ -31,10 +31,10 @@ from _support import (
     run_cli,
     tree_snapshot,
 )
-from aotcache.cli.app import app
 from typer.testing import CliRunner
 
 import aotcache
+from aotcache.cli.app import app
 from aotcache.errors import CorruptEntry
 from aotcache.store.clear import clear, select
 from aotcache.store.root import FOLDERS, CacheRoot

@@ -1,4 +1,4 @@
-"""Packaging: the wheel installs cli/ and backend/ inside aotcache, nothing top-level."""
+"""Packaging: the wheel installs aotcache alone, nothing top-level."""
 
 from __future__ import annotations
 

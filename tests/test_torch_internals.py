@@ -2,7 +2,7 @@
 
 If a torch upgrade moves or changes one of these, this file fails first and says which;
 the fix belongs in aotcache/_torch_internals.py, aotcache/inductor_runtime.py or
-backend/_torch_compat.py, the only places that touch them."""
+aotcache/backend/_torch_compat.py, the only places that touch them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import os
 
 import torch
 from _support import run_python
+
 from aotcache.backend import _torch_compat as compat
 from aotcache.backend.native import export
-
 from aotcache.formats import inductor_runtime
 from aotcache.formats import torch_internals as internals
 from aotcache.serve.runtime import artifact_call

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import settings_models as sm
 from _support import TINY_CONFIG, last_json, run_argv
-from aotcache.backend.precompile import PrecompileResult
 
 import aotcache
+from aotcache.backend.precompile import PrecompileResult
 from aotcache.config import from_dict
 from aotcache.errors import CompileError, StaleEntry
 from aotcache.fleet.push import push

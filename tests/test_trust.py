@@ -17,11 +17,11 @@ import settings_models as sm
 import torch
 import transformers
 from _support import TINY_CONFIG, copy_cache, last_json, rewrite_manifest, rewrite_manifest_as_built, run_python
-from aotcache.backend.compile import readable_guards
-from aotcache.backend.shape_guards import UnreadableGuard, holds
 
 import aotcache
 from aotcache import hf
+from aotcache.backend.compile import readable_guards
+from aotcache.backend.shape_guards import UnreadableGuard, holds
 from aotcache.config import Range
 from aotcache.errors import CorruptEntry, IncompatibleEnvironment
 from aotcache.fleet.push import push
@@ -110,7 +110,6 @@ def test_a_signing_build_takes_no_unsigned_entry_before_its_trace(tiny_entry, tm
     the build's own key is taken."""
     from aotcache.backend import _torch_compat as compat
     from aotcache.backend import unchanged
-
     from aotcache.config import from_dict
     from aotcache.serve.inputs import InputSpec
     from aotcache.store import signing
@@ -145,7 +144,6 @@ def test_a_signing_build_takes_no_unsigned_entry_before_its_trace(tiny_entry, tm
 
 def test_a_unit_key_names_the_torch_that_compiled_it(monkeypatch) -> None:
     from aotcache.backend.reuse import environment_facts, unit_key
-
     from aotcache.config import from_dict
 
     config = from_dict(TINY_CONFIG)
