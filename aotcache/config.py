@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aotcache.envs as envs
 from aotcache.errors import ConfigError
 from aotcache.modes import CompilationMode, CUDAGraphMode, parse_enum
 
@@ -599,7 +600,7 @@ def custom_op_enabled(rules: tuple[str, ...] | list[str], name: str) -> bool:
 
 # -- the current config (for @support_compile models) -----------------------------------
 
-CONFIG_ENV = "AOTCACHE_COMPILATION_CONFIG"
+CONFIG_ENV = envs.AOTCACHE_COMPILATION_CONFIG
 
 
 @dataclass(frozen=True)
@@ -616,7 +617,7 @@ _current: contextvars.ContextVar[_InEffect | None] = contextvars.ContextVar("aot
 
 
 def _defaults(base: dict[str, Any] | None) -> CompilationConfig:
-    return load_config(base=base, pyproject=True, json_text=os.environ.get(CONFIG_ENV) or None)
+    return load_config(base=base, pyproject=True, json_text=envs.get(CONFIG_ENV) or None)
 
 
 def current_config(base: dict[str, Any] | None = None) -> CompilationConfig:

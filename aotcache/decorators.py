@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import Any, TypeVar
 
 import torch
 
+import aotcache.envs as envs
 from aotcache.config import CompilationConfig, current_config, from_dict
 from aotcache.counters import counters
 from aotcache.custom_op import bind_custom_ops
@@ -46,7 +46,7 @@ from aotcache.serve.parts import IGNORE_KEY, compiles_under, record_call
 log = logging.getLogger("aotcache")
 
 T = TypeVar("T", bound=type)
-DISABLE_CACHE_ENV = "AOTCACHE_DISABLE_CACHE"
+DISABLE_CACHE_ENV = envs.AOTCACHE_DISABLE_CACHE
 _WRAPPED = "_aotcache_wrapped"
 
 
@@ -181,7 +181,7 @@ def _load_or_compile(
     module: Any, state: _State, args: tuple[Any, ...], kwargs: dict[str, Any], dims: DynamicDims
 ) -> Callable[..., Any]:
     config = state.config
-    disabled = os.environ.get(DISABLE_CACHE_ENV, "").strip().lower() in ("1", "true", "yes")
+    disabled = envs.enabled(DISABLE_CACHE_ENV)
     strict = strict_from_env(state.strict)
     if not disabled:
         loaded = load(module, config, strict=strict)

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+import aotcache.envs as envs
 from aotcache.errors import TargetError
 from aotcache.target import ModelSpec
 
@@ -376,7 +377,7 @@ def example_inputs_for(config: Any) -> Any:
 
 
 def _read_config(path: Path) -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline by construction
+    envs.put_default(envs.HF_HUB_OFFLINE, "1")  # offline by construction
     try:
         from transformers import AutoConfig
     except ImportError:

@@ -11,17 +11,18 @@ range of the same piece, or is reused from an earlier entry.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Protocol
 
+import aotcache.envs as envs
+
 log = logging.getLogger("aotcache.progress")
 
-PROGRESS_ENV = "AOTCACHE_PROGRESS"  # "0": the library logs no progress of its own
+PROGRESS_ENV = envs.AOTCACHE_PROGRESS  # "0": the library logs no progress of its own
 # A wait longer than this says so, again after each such period (tests shorten it).
-HEARTBEAT_SECONDS = float(os.environ.get("AOTCACHE_HEARTBEAT_SECONDS", "10") or 10)
+HEARTBEAT_SECONDS = float(envs.text(envs.AOTCACHE_HEARTBEAT_SECONDS) or 10)
 
 STAGE_LABELS = {
     "trace": "tracing with Dynamo",
@@ -84,7 +85,7 @@ class LineProgress:
 def _wants_default_handler() -> bool:
     """Whether nobody configured logging: then progress still reaches stderr (a first
     call that compiles for a minute must not be silent), unless AOTCACHE_PROGRESS=0."""
-    if os.environ.get(PROGRESS_ENV, "1").strip() == "0":
+    if envs.text(PROGRESS_ENV) == "0":
         return False
     return not logging.getLogger().handlers and not log.handlers
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+import aotcache.envs as envs
 from aotcache.errors import CompileError
 
 log = logging.getLogger("aotcache.precompile")
@@ -221,7 +222,7 @@ def inductor_setting(name: str) -> tuple[bool, Any]:
     return True, target
 
 
-MARCH_ENV = "TORCHINDUCTOR_CPP_MARCH"
+MARCH_ENV = envs.TORCHINDUCTOR_CPP_MARCH
 _warned_march_ignored = False
 
 
@@ -233,7 +234,7 @@ def cpp_march() -> str:
     global _warned_march_ignored
     has_setting, march = inductor_setting("cpp.march")
     if not has_setting:
-        if os.environ.get(MARCH_ENV) and not _warned_march_ignored:
+        if envs.get(MARCH_ENV) and not _warned_march_ignored:
             _warned_march_ignored = True
             log.warning(
                 "%s is set, but torch %s has no such Inductor setting: kernels are compiled with -march=native "
@@ -288,7 +289,7 @@ def cpp_march_unimported() -> str:
 
     if "torch._inductor.config" in sys.modules:
         return cpp_march()
-    march = os.environ.get(MARCH_ENV) if _config_source_has(r"^\s+march\b") else None
+    march = envs.get(MARCH_ENV) if _config_source_has(r"^\s+march\b") else None
     return "native" if march is None else march
 
 
@@ -502,7 +503,7 @@ def compiler_identity() -> str:
     path = shutil.which(compiler) or compiler
     try:
         out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=30, env={**os.environ, "LC_ALL": "C"}
+            [path, "--version"], capture_output=True, text=True, timeout=30, env=envs.child_environment(LC_ALL="C")
         )
         first = (out.stdout or out.stderr).splitlines()[0].strip()
     except (OSError, IndexError, subprocess.SubprocessError):

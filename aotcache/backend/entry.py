@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+import aotcache.envs as envs
 from aotcache.config import CompilationConfig
 from aotcache.errors import ConfigError
 from aotcache.formats import NATIVE
@@ -201,13 +201,13 @@ def portable_config(config: CompilationConfig) -> dict[str, Any]:
     return {**config.to_dict(), **dict.fromkeys(HOST_PATH_FIELDS)}
 
 
-SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+SOURCE_DATE_EPOCH = envs.SOURCE_DATE_EPOCH
 
 
 def source_date() -> str | None:
     """The manifest's `created`: SOURCE_DATE_EPOCH (reproducible-builds.org) as an ISO
     date, or None without it, so that two builds of the same inputs are the same bytes."""
-    value = os.environ.get(SOURCE_DATE_EPOCH, "").strip()
+    value = envs.text(SOURCE_DATE_EPOCH)
     if not value:
         return None
     try:

@@ -20,6 +20,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import aotcache.envs as envs
+
 log = logging.getLogger("aotcache.precompile")
 
 STRIP_ARGS = ("--strip-unneeded", "--remove-section=.comment", "--remove-section=.note.gnu.build-id")
@@ -29,7 +31,7 @@ _warned = False
 def library_bytes(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a compiled kernel library as the entry stores it."""
     global _warned
-    strip = shutil.which(os.environ.get("STRIP", "strip"))
+    strip = shutil.which(envs.get(envs.STRIP) or "strip")
     if strip is None:
         if not _warned:
             _warned = True

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import torch
 
+import aotcache.envs as envs
 from aotcache.store.root import CacheRoot
 
 from . import _torch_compat as compat
@@ -52,7 +53,7 @@ def fingerprint(listed: list[str]) -> str:
         "torch": [torch.__version__, torch.version.git_version],
         "compiler": [compiler, os.path.realpath(path) if path else "", info and [info.st_size, info.st_mtime_ns]],
         "listed": listed,
-        "env": sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES) and k not in _ENV_IGNORED),
+        "env": envs.with_prefixes(_ENV_PREFIXES, _ENV_IGNORED),
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 

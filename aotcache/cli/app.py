@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+import aotcache.envs as envs
 from aotcache.errors import (
     EXIT_CHECK_FAILED,
     EXIT_ENVIRONMENT,
@@ -491,7 +492,7 @@ def _cold_environment(caches: str, needs: list[str]) -> dict[str, str]:
     compiler unless loading the entry needs one (see aotcache.serve.checkrun)."""
     from aotcache.serve.checkrun import NO_COMPILER
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    env = envs.child_environment(PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), envs.get(envs.PYTHONPATH)])))
     env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(caches, "inductor")
     env["TRITON_CACHE_DIR"] = os.path.join(caches, "triton")
     if "c++ compiler" not in needs and "c compiler" not in needs:

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+import aotcache.envs as envs
 from aotcache.errors import EXIT_CHECK_FAILED, AotCacheError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,7 +47,7 @@ def _console(stderr: bool) -> Console:
     """A terminal's own width, else COLUMNS where set, else 200 (CI logs and pipes, so
     that nothing is cut to 80 columns)."""
     probe = Console(stderr=stderr)
-    columns = os.environ.get("COLUMNS", "")
+    columns = envs.text(envs.COLUMNS)
     width = None if probe.is_terminal or columns.isdigit() else 200
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 

@@ -19,15 +19,15 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import aotcache.envs as envs
 from aotcache.errors import ConfigError, RemoteError
 
-TIMEOUT_ENV = "AOTCACHE_REMOTE_TIMEOUT"
+TIMEOUT_ENV = envs.AOTCACHE_REMOTE_TIMEOUT
 DEFAULT_TIMEOUT = 300.0  # seconds: a load(remote=...), or one entry of push / pull
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0  # no byte for this long ends a request
@@ -39,7 +39,7 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 def remote_timeout() -> float:
     """AOTCACHE_REMOTE_TIMEOUT in seconds (default 300)."""
-    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    text = envs.text(TIMEOUT_ENV)
     if not text:
         return DEFAULT_TIMEOUT
     try:

@@ -23,13 +23,13 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import aotcache.envs as envs
 from aotcache.errors import ConfigError, RemoteError, printable
 
 from .http import Deadline, Session, error_detail, is_loopback, iter_body, plain_http_allowed, read_capped
@@ -49,8 +49,8 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_TOKEN_BYTES = 64 << 10
 MAX_TAG_PAGES = 1000
 REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-USERNAME_ENV = "AOTCACHE_OCI_USERNAME"
-PASSWORD_ENV = "AOTCACHE_OCI_PASSWORD"
+USERNAME_ENV = envs.AOTCACHE_OCI_USERNAME
+PASSWORD_ENV = envs.AOTCACHE_OCI_PASSWORD
 
 
 def _canonical(data: Any) -> bytes:
@@ -59,10 +59,10 @@ def _canonical(data: Any) -> bytes:
 
 def docker_credentials(host: str) -> tuple[str, str] | None:
     """(user, password) for a registry host: the environment, else the docker config."""
-    user, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    user, password = envs.get(USERNAME_ENV), envs.get(PASSWORD_ENV)
     if user and password:
         return user, password
-    folder = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    folder = envs.get(envs.DOCKER_CONFIG) or str(Path.home() / ".docker")
     try:
         auths = json.loads((Path(folder) / "config.json").read_text()).get("auths", {})
     except (OSError, ValueError, AttributeError):

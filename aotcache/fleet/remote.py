@@ -11,16 +11,16 @@ record in its own way (an OCI image manifest, a small JSON object) but means the
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import aotcache.envs as envs
 from aotcache.errors import ConfigError
 
-REMOTE_ENV = "AOTCACHE_REMOTE"
+REMOTE_ENV = envs.AOTCACHE_REMOTE
 # An entry id, `<lookup key>-<build hash>`: what tags, records and index items must name.
 ENTRY_ID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{16}$")
 UNIT_KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -139,7 +139,7 @@ def open_remote(url: str | None = None, *, insecure: bool = False, deadline: Any
     (an http.Deadline; default AOTCACHE_REMOTE_TIMEOUT from now) bounds every request."""
     from .http import Deadline
 
-    url = url or os.environ.get(REMOTE_ENV, "")
+    url = url or envs.get(REMOTE_ENV) or ""
     if not url:
         raise ConfigError("remote", url, "an oci://host/repository or fsspec URL (s3://bucket/prefix, file:///path)")
     scheme = urlsplit(url).scheme

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import aotcache.envs as envs
 from aotcache.errors import CorruptEntry
 
 # artifact loader: (verified files by path, the manifest's artifact record, a label) -> call(args)
@@ -65,12 +66,11 @@ def load_needs(artifacts: dict[str, dict[str, Any]]) -> list[str]:
 def missing_needs(needs: list[str]) -> list[str]:
     """Which of `needs` this host lacks (checked without running anything)."""
     import importlib.util
-    import os
     import shutil
 
     have = {
         "inductor": importlib.util.find_spec("torch._inductor") is not None,
-        "c++ compiler": any(shutil.which(c) for c in filter(None, (os.environ.get("CXX"), "g++", "c++", "clang++"))),
+        "c++ compiler": any(shutil.which(c) for c in filter(None, (envs.get(envs.CXX), "g++", "c++", "clang++"))),
         "triton": importlib.util.find_spec("triton") is not None,
         "c compiler": _c_compiler_and_headers(),
     }
@@ -83,5 +83,5 @@ def _c_compiler_and_headers() -> bool:
     import shutil
     import sysconfig
 
-    compiler = any(shutil.which(c) for c in filter(None, (os.environ.get("CC"), "cc", "gcc", "clang")))
+    compiler = any(shutil.which(c) for c in filter(None, (envs.get(envs.CC), "cc", "gcc", "clang")))
     return compiler and os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import aotcache.envs as envs
+
 from . import torch_internals as internals
 
 _loaded: dict[str, Callable[..., Any]] = {}
@@ -38,7 +40,7 @@ def load_kernel(data: bytes, digest: str) -> Callable[..., Any]:
 
 
 def _load(data: bytes, digest: str) -> Callable[..., Any]:
-    os.environ[internals.TENSOR_DATA_PTR_ENV] = str(internals.tensor_data_ptr_address())
+    envs.put(internals.TENSOR_DATA_PTR_ENV, str(internals.tensor_data_ptr_address()))
     path = _materialize(data, digest)
     name = f"aotcache_kernel_{digest[:24]}.{internals.KERNEL_ENTRY_FUNCTION}"
     loader = importlib.machinery.ExtensionFileLoader(name, path)

@@ -11,13 +11,15 @@ from typing import Any
 
 import torch
 
+import aotcache.envs as envs
+
 # Inductor's CPU kernels are Python extension modules whose init function is
 # PyInit_kernel and whose callable is `kernel` (CppPythonBindingsCodeCache).
 KERNEL_ENTRY_FUNCTION = "kernel"
 
 # A kernel module reads, at import, the address of the C function it uses to get a
 # tensor's data pointer from this environment variable (set by Inductor's loader).
-TENSOR_DATA_PTR_ENV = "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"
+TENSOR_DATA_PTR_ENV = envs.TORCHINDUCTOR_TENSOR_DATA_PTR
 
 
 def tensor_data_ptr_address() -> int:
@@ -76,16 +78,9 @@ def private_compile_caches(folder: str) -> Any:
 
     @contextlib.contextmanager
     def scope() -> Any:
-        triton = os.environ.get("TRITON_CACHE_DIR")
-        os.environ["TRITON_CACHE_DIR"] = os.path.join(folder, "triton")
-        try:
+        with envs.setting(envs.TRITON_CACHE_DIR, os.path.join(folder, "triton")):
             with temporary_cache_dir(os.path.join(folder, "inductor")):
                 yield
-        finally:
-            if triton is None:
-                os.environ.pop("TRITON_CACHE_DIR", None)
-            else:
-                os.environ["TRITON_CACHE_DIR"] = triton
 
     return scope()
 

@@ -11,7 +11,6 @@ what the host can tell without a compiler (its CPU flags).
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import sys
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+import aotcache.envs as envs
 from aotcache.errors import Difference
 
 from .factors import Factor
@@ -64,7 +64,7 @@ _GCC_TO_CPUINFO = {
     "amx-fp16": "amx_fp16",
 }
 
-CPU_FLAGS_OVERRIDE_ENV = "AOTCACHE_CPU_FLAGS"
+CPU_FLAGS_OVERRIDE_ENV = envs.AOTCACHE_CPU_FLAGS
 # Names of the lookup factors that describe the host rather than the model or config.
 ENV_FACTOR_PREFIXES = ("aotcache.", "torch.", "python.", "platform.", "cpu.", "device.", "cuda.", "hip.", "triton.")
 
@@ -122,7 +122,7 @@ def triton_version() -> str | None:
 
 def thread_count() -> int:
     """The thread count Inductor's CPU code generation bakes into kernels."""
-    configured = os.environ.get("TORCHINDUCTOR_CPP_THREADS")
+    configured = envs.get(envs.TORCHINDUCTOR_CPP_THREADS)
     if configured and configured.lstrip("-").isdigit() and int(configured) > 0:
         return int(configured)
     return torch.get_num_threads()
@@ -144,7 +144,7 @@ def _proc_cpu_flags() -> frozenset[str]:
 def host_cpu_flags() -> frozenset[str]:
     """The CPU flags of this host. AOTCACHE_CPU_FLAGS overrides them, to simulate a host
     with fewer features (tests, and checking an entry before rolling it out elsewhere)."""
-    override = os.environ.get(CPU_FLAGS_OVERRIDE_ENV)
+    override = envs.get(CPU_FLAGS_OVERRIDE_ENV)
     if override is not None:
         return frozenset(override.replace(",", " ").split())
     return _proc_cpu_flags()

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+import aotcache.envs as envs
 from aotcache.config import CompilationConfig, from_dict
 from aotcache.custom_op import bind_custom_ops
 from aotcache.errors import AotCacheError
@@ -84,12 +85,12 @@ def forbid_compiles(needs: list[str]) -> list[str]:
 
 
 def cold_facts(needs: list[str], attempts: list[str]) -> dict[str, Any]:
-    compiler_hidden = os.environ.get("CXX") == NO_COMPILER
+    compiler_hidden = envs.get(envs.CXX) == NO_COMPILER
     # The inductor format on CPU compiles its kernels again, by design; on CUDA, kernels the
     # static launcher cannot take get Triton's launcher stub built.
     expected = "c++ compiler" in needs or "c compiler" in needs
     return {
-        "caches": os.environ.get("TORCHINDUCTOR_CACHE_DIR", ""),
+        "caches": envs.text(envs.TORCHINDUCTOR_CACHE_DIR),
         "compiler": "hidden" if compiler_hidden else ("present: loading needs it" if expected else "present"),
         "inductor_imported": "torch._inductor" in sys.modules,
         "compiled": bool(attempts) or expected,

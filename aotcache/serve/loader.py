@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+import aotcache.envs as envs
 from aotcache.config import CompilationConfig, Range, current_config, from_dict
 from aotcache.counters import counters
 from aotcache.errors import (
@@ -22,7 +23,6 @@ from aotcache.errors import (
     IncompatibleEnvironment,
     RemoteError,
 )
-from aotcache.fleet.remote import REMOTE_ENV
 from aotcache.key.env import ENV_FACTOR_PREFIXES
 from aotcache.key.factors import explain, lookup_hash
 from aotcache.key.lookup import lookup_factors
@@ -38,13 +38,13 @@ from .runtime import build_variants, fx_forward
 
 log = logging.getLogger("aotcache")
 
-FORCE_LOAD_ENV = "AOTCACHE_FORCE_LOAD"
+FORCE_LOAD_ENV = envs.AOTCACHE_FORCE_LOAD
 
 
 def strict_from_env(strict: bool | None) -> bool:
     if strict is not None:
         return strict
-    return os.environ.get(FORCE_LOAD_ENV, "").strip().lower() in ("1", "true", "yes")
+    return envs.enabled(FORCE_LOAD_ENV)
 
 
 def _hint_parts(miss: CacheMiss, model: torch.nn.Module, config: CompilationConfig) -> None:
@@ -315,7 +315,7 @@ def load(
     from aotcache.store.signing import signature_checker
 
     checker = signature_checker(trusted_key)
-    remote = remote or os.environ.get(REMOTE_ENV) or None
+    remote = remote or envs.get(envs.AOTCACHE_REMOTE) or None
     try:
         try:
             opened = find_and_open(model, config, root, verify_signature=checker)

@@ -15,8 +15,10 @@ import os
 import signal
 import sys
 
-ENV = "AOTCACHE_FAILPOINT"
-ANNOUNCE_ENV = "AOTCACHE_FAILPOINT_ANNOUNCE"
+import aotcache.envs as envs
+
+ENV = envs.AOTCACHE_FAILPOINT
+ANNOUNCE_ENV = envs.AOTCACHE_FAILPOINT_ANNOUNCE
 ANNOUNCE_PREFIX = "aotcache-failpoint: "
 
 # The points, in the order a precompile reaches them.
@@ -34,10 +36,10 @@ SIGNING_POINTS = ("signature-write",)
 
 
 def failpoint(name: str) -> None:
-    if os.environ.get(ANNOUNCE_ENV):
+    if envs.get(ANNOUNCE_ENV):
         sys.stderr.write(f"{ANNOUNCE_PREFIX}{name}\n")
         sys.stderr.flush()
-    wanted = os.environ.get(ENV)
+    wanted = envs.get(ENV)
     if not wanted:
         return
     if wanted == name:

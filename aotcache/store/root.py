@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aotcache.envs as envs
 from aotcache.errors import CacheDirError
 
 from . import safefs
@@ -42,7 +43,7 @@ from .failpoints import failpoint
 
 log = logging.getLogger("aotcache.store")
 
-CACHE_DIR_ENV = "AOTCACHE_DIR"
+CACHE_DIR_ENV = envs.AOTCACHE_DIR
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by aotcache.\n"
@@ -59,7 +60,7 @@ def default_cache_dir() -> Path:
 def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None, configured: str | None = None) -> Path:
     """An explicit argument, else AOTCACHE_DIR, else the config's cache_dir, else the
     platform's user cache directory."""
-    for candidate in (explicit, os.environ.get(CACHE_DIR_ENV), configured):
+    for candidate in (explicit, envs.get(CACHE_DIR_ENV), configured):
         if candidate:
             return Path(candidate).expanduser()
     return default_cache_dir()

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aotcache.envs as envs
 from aotcache.errors import ConfigError, SignatureError
 
-TRUSTED_KEY_ENV = "AOTCACHE_TRUSTED_KEY"
+TRUSTED_KEY_ENV = envs.AOTCACHE_TRUSTED_KEY
 ED25519 = "ed25519"
 HMAC_SHA256 = "hmac-sha256"
 
@@ -128,5 +129,5 @@ def checker(key: Key) -> Callable[[str, bytes, bytes | None], None]:
 def signature_checker(trusted_key: str | os.PathLike[str] | None = None) -> Any:
     """The check for an explicit key file or AOTCACHE_TRUSTED_KEY; None when no key is
     configured (entries are then accepted signed or not)."""
-    path = trusted_key or os.environ.get(TRUSTED_KEY_ENV)
+    path = trusted_key or envs.get(TRUSTED_KEY_ENV)
     return checker(read_key(path)) if path else None
