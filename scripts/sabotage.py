@@ -120,8 +120,8 @@ SABOTAGES = [
         "the child process skips its own checks",
         (
             (
-                "aotcache/serve/checkrun.py",
-                'needs = check_entry(cache_dir, entry, trusted_key, strict)["load_needs"] if entry else []',
+                "aotcache/verify/child.py",
+                "needs = (check_entry(cache_dir, entry, trusted_key, strict).load_needs or []) if entry else []",
                 "needs = []",
             ),
         ),

@@ -14,7 +14,7 @@ from _support import REPO
 PACKAGE = REPO / "aotcache"
 SHARED = {"errors", "modes", "envs", "config", "custom_op", "counters", "version", "target", "hf", "progress"}
 FACE = {"__init__", "api", "decorators"}
-WINGS = ("key", "store", "serve", "formats", "fleet")
+WINGS = ("key", "store", "serve", "formats", "fleet", "verify")
 # What each layer may import, besides itself and the shared modules at the top.
 ALLOWED = {
     "shared": set(),
@@ -23,6 +23,7 @@ ALLOWED = {
     "store": {"key", "formats"},  # formats: the names of the known artifact formats
     "fleet": {"key", "store", "formats"},  # moves entries; never runs them
     "serve": {"key", "store", "formats", "fleet"},  # load(remote=...) pulls on a miss
+    "verify": {"key", "store", "formats", "serve"},  # checks an entry, loads it in a child
 }
 
 

@@ -197,6 +197,37 @@ def test_verify_key_and_target_with_run(tiny_entry) -> None:
     assert all(r["ok"] and r["max_abs_diff"] <= 1e-4 for r in report["run"]["results"])
 
 
+def test_verify_is_a_library_call_too(tiny_entry) -> None:
+    """`aotcache.verify.check` is what the CLI runs: typed verdicts, --run included, and
+    the same JSON as `verify --json`."""
+    from aotcache import verify
+    from aotcache.config import from_dict
+
+    seen: list[str] = []
+
+    class Watch:
+        def __enter__(self) -> Watch:
+            seen.append("started")
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            seen.append("ended")
+
+        def update(self, done: int, total: int, label: str) -> None:
+            seen.append(label)
+
+    report = verify.check(
+        TARGET, cache_dir=tiny_entry.cache_dir, config_of=lambda fields: from_dict(TINY_CONFIG), run=True, watch=Watch
+    )
+    assert isinstance(report, verify.VerifyReport) and report.ok and report.whole is not None
+    assert report.whole.entry == tiny_entry.entry_id and seen == ["started", "ended"]
+    assert [c.check for c in report.whole.checks if c.ok] == ["manifest", "files", "environment", "sources", "state"]
+    assert report.whole.run and report.whole.run["ok"] and report.whole.run["started"]
+    assert report.to_json()["schema"] == verify.SCHEMA
+    by_key = verify.check(tiny_entry.entry_id[:12], cache_dir=tiny_entry.cache_dir, strict=True)
+    assert not by_key.ok and by_key.whole and by_key.whole.warnings == ["entry is not signed"]
+
+
 def test_verify_reports_each_failure_with_old_and_new(cache_copy, tiny_entry) -> None:
     entry = cache_copy / "entries" / tiny_entry.entry_id
     kernel = next((entry / "kernels").iterdir())

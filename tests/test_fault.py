@@ -29,9 +29,9 @@ from aotcache.cli.app import app
 from aotcache.errors import CacheDirError, CorruptEntry, SignatureError, UnsupportedFormat
 from aotcache.store import failpoints
 from aotcache.store.checks import open_entry
-from aotcache.store.report import verify_entry
 from aotcache.store.root import CacheRoot
 from aotcache.store.scan import scan
+from aotcache.verify.report import verify_entry
 from examples import tiny_llama
 
 pytestmark = pytest.mark.fault
@@ -320,7 +320,7 @@ def test_every_file_truncated_or_flipped_is_caught_before_anything_runs(
             else:
                 data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
             target.write_bytes(bytes(data))
-            report = verify_entry(CacheRoot(cache), built.entry_id)
+            report = verify_entry(CacheRoot(cache), built.entry_id).to_json()
             failed = [c for c in report["checks"] if not c["ok"]]
             assert not report["ok"] and failed[0]["check"] in ("manifest", "files"), (rel, damage)
             assert rel.name == "manifest.json" or rel.as_posix() in json.dumps(failed)
@@ -357,7 +357,7 @@ def test_manifest_paths_outside_the_entry_are_refused(bad_path: str, tiny_entry,
     rewrite_manifest(entry, escape)
     with pytest.raises(CorruptEntry, match=r"leaves the entry|unexpected structure"):
         aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=cache, strict=True)
-    assert not verify_entry(CacheRoot(cache), tiny_entry.entry_id)["ok"]
+    assert not verify_entry(CacheRoot(cache), tiny_entry.entry_id).to_json()["ok"]
 
 
 def test_symlinks_inside_an_entry_are_refused(tiny_entry, tmp_path) -> None:
@@ -371,7 +371,7 @@ def test_symlinks_inside_an_entry_are_refused(tiny_entry, tmp_path) -> None:
     with pytest.raises(CorruptEntry, match="symbolic link"):
         aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=cache, strict=True)
     (entry / "extra").symlink_to("/etc")
-    report = verify_entry(CacheRoot(cache), tiny_entry.entry_id)
+    report = verify_entry(CacheRoot(cache), tiny_entry.entry_id).to_json()
     names = [d["name"] for c in report["checks"] for d in c["differences"]]
     assert f"kernels/{kernel.name}" in names and "extra" in names
 

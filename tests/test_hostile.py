@@ -234,7 +234,7 @@ def test_the_verify_run_child_checks_again_before_importing_anything(small_entry
     marker = tmp_path / "imported"
     cache, entry = small_entry
     config = json.loads((cache / "entries" / entry / "manifest.json").read_bytes())["config"]
-    child = [sys.executable, "-m", "aotcache.serve.checkrun", SMALL, "--cache-dir", str(cache)]
+    child = [sys.executable, "-m", "aotcache.verify.child", SMALL, "--cache-dir", str(cache)]
     child += ["--config-json", json.dumps(config), "--entry", entry]
     env = {"AOTCACHE_TEST_MARKER": str(marker)}
     refused = run_argv([*child, "--strict"], env=env)
@@ -352,14 +352,14 @@ def test_raw_manifest_bombs_are_misses(damage: str, tiny_entry, small_entry, tmp
 SPECIAL_FILES_SCRIPT = """
 import json, sys, aotcache
 from examples import tiny_llama
-from aotcache.store.report import verify_entry
+from aotcache.verify.report import verify_entry
 from aotcache.store.root import CacheRoot
 from aotcache.store.scan import scan
 config, entry, key, caches = json.loads(sys.argv[1])
 out = {}
 for name, cache in caches.items():
     loaded = aotcache.load(tiny_llama.build(2), config, cache_dir=cache, trusted_key=key if "sig" in name else None)
-    report = verify_entry(CacheRoot(cache), entry, verify_signature=None)
+    report = verify_entry(CacheRoot(cache), entry, verify_signature=None).to_json()
     out[name] = [loaded is None, report["ok"], [r.status for r in scan(CacheRoot(cache))]]
 print(json.dumps(out))
 """

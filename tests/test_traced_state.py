@@ -26,8 +26,8 @@ from aotcache.config import from_dict
 from aotcache.errors import CompileError, StaleEntry
 from aotcache.fleet.push import push
 from aotcache.fleet.remote import open_remote
-from aotcache.store.report import verify_entry, verify_target
 from aotcache.store.root import CacheRoot
+from aotcache.verify.report import verify_entry, verify_target
 
 TOLERANCE = 1e-4
 B_EPS = 0.5
@@ -168,13 +168,13 @@ def test_a_load_pulls_nothing_whose_settings_differ(built, tmp_path) -> None:
 
 def test_verify_of_a_target_checks_its_state_and_verify_of_a_key_says_it_cannot(built) -> None:
     root = CacheRoot(built.cache_a)
-    report = verify_target(root, sm.SettingsModel(eps=B_EPS).eval(), from_dict(sm.CONFIG))
+    report = verify_target(root, sm.SettingsModel(eps=B_EPS).eval(), from_dict(sm.CONFIG)).to_json()
     state = next(c for c in report["checks"] if c["check"] == "state")
     assert not report["ok"] and not state["ok"] and state["status"] == StaleEntry.reason, report
     assert state["differences"] == [{"name": "norm.eps", "old": "1e-06", "new": "0.5"}]
-    report = verify_target(root, sm.SettingsModel().eval(), from_dict(sm.CONFIG))
+    report = verify_target(root, sm.SettingsModel().eval(), from_dict(sm.CONFIG)).to_json()
     assert report["ok"], report
-    by_key = verify_entry(root, built.a.entry_id)
+    by_key = verify_entry(root, built.a.entry_id).to_json()
     state = next(c for c in by_key["checks"] if c["check"] == "state")
     assert by_key["ok"] and state["status"] == "unknown" and "no model" in state["message"], by_key
 

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-import aotcache.envs as envs
 from aotcache.errors import (
     EXIT_CHECK_FAILED,
     EXIT_ENVIRONMENT,
@@ -363,165 +358,27 @@ def verify(
     verbose: Verbose = 0,
 ) -> None:
     """Check an entry before rollout: manifest, checksums, signature, environment, sources."""
-    from aotcache.store.report import verify_entry
-    from aotcache.store.signing import signature_checker
+    from aotcache.verify import check
 
     out = Output(json_out, quiet, verbose)
     import_cwd()
-    checker = signature_checker(trusted_key)
     if ":" in target_or_key:
-        target = _with_hf_options(target_or_key, hf_class, no_split)
-        root, model, reports = _target_reports(target, cache_dir, config, compilation_config, checker, strict)
-    else:
-        root, model = cache_root(cache_dir, must_exist=True), None
-        reports = {"": verify_entry(root, target_or_key, verify_signature=checker, strict=strict)}
-        target = reports[""].get("target")
-    if run_check:
-        _run_each(reports, model, target, root.path, trusted_key, strict, not (json_out or quiet))
-    if "" in reports:
-        report = {**reports[""], "schema": "aotcache.verify/1"}
-    else:
-        report = {"schema": "aotcache.verify-parts/1", **_parts_report(str(model), reports, strict)}
+        target_or_key = _with_hf_options(target_or_key, hf_class, no_split)
+    bar = not (json_out or quiet)
+    report = check(
+        target_or_key,
+        cache_dir=cache_dir,
+        config_of=lambda fields: _config(fields, config, compilation_config, {}),
+        trusted_key=trusted_key,
+        strict=strict,
+        run=run_check,
+        watch=lambda: render.RunProgress(enabled=bar),
+    )
     if json_out:
-        out.emit_json(report)
+        out.emit_json(report.to_json())
     else:
-        render.verify_report(out, report)
-    raise typer.Exit(EXIT_OK if report["ok"] else EXIT_CHECK_FAILED)
-
-
-def _target_reports(
-    target: str, cache_dir: Path | None, config: Path | None, compilation_config: str | None, checker: Any, strict: bool
-) -> tuple[Any, str, dict[str, dict[str, Any]]]:
-    """The cache root, the model's class and the report of each entry TARGET loads: its
-    own ("") or, for a model served as parts, each part's (by path), with its config."""
-    from aotcache.serve.parts import compiled_parts
-    from aotcache.store.report import verify_target
-
-    spec = _spec(target)
-    resolved = _config(spec.config_dict(), config, compilation_config, {})
-    root = cache_root(cache_dir, resolved.cache_dir)
-    model = spec.build_model()
-    parts = compiled_parts(model, lambda fields: _config(fields, config, compilation_config, {}))
-    checked = [(p.path, p.module, p.config) for p in parts] or [("", model, resolved)]
-    reports = {
-        path: verify_target(root, module, part_config, verify_signature=checker, strict=strict)
-        for path, module, part_config in checked
-    }
-    return root, type(model).__qualname__, reports
-
-
-def _run_each(
-    reports: dict[str, dict[str, Any]],
-    model: str | None,
-    target: str | None,
-    cache_dir: Path,
-    trusted_key: Path | None,
-    strict: bool,
-    bar: bool,
-) -> None:
-    """`verify --run` of each report's entry (by part path; "" for a whole model, whose
-    entry may still be a part: its part_of says which)."""
-    for path, one in reports.items():
-        if one.get("entry"):
-            part_of = f"{model}.{path}" if path else one.get("part_of")
-            one["run"] = _checked_run(one, target, cache_dir, trusted_key, strict, bar, part_of)
-            one["ok"] = one["ok"] and one["run"].get("ok", False)
-
-
-def _parts_report(model: str, reports: dict[str, dict[str, Any]], strict: bool) -> dict[str, Any]:
-    """verify of a model served as parts: each part's report, by its path."""
-    return {"model": model, "parts": reports, "strict": strict, "ok": all(r["ok"] for r in reports.values())}
-
-
-def _checked_run(
-    report: dict[str, Any],
-    target: str | None,
-    cache_dir: Path,
-    trusted_key: Path | None,
-    strict: bool,
-    bar: bool,
-    part_of: str | None = None,
-) -> dict[str, Any]:
-    """`verify --run`, started only when every check passed: nothing of an entry (nor a
-    TARGET read from its manifest) runs before then. The child checks again itself,
-    with the same trusted key and strictness."""
-    if not report["ok"]:
-        return {"ok": False, "started": False, "error": "not run: the entry did not pass its checks"}
-    if not target:
-        raise TargetError(
-            "--run needs a TARGET: this entry does not record the one it was built from",
-            hint="pass the TARGET instead of the key",
-        )
-    with render.RunProgress(enabled=bar) as progress:
-        return _run_in_fresh_process(target, cache_dir, report, trusted_key, strict, progress, part_of)
-
-
-def _run_in_fresh_process(
-    target: str,
-    cache_dir: Path,
-    report: dict[str, Any],
-    trusted_key: Path | None,
-    strict: bool,
-    progress: Any,
-    part_of: str | None,
-) -> dict[str, Any]:
-    """Run aotcache.serve.checkrun in a new interpreter; its progress lines (CUDA graph
-    capture) drive the progress bar, its last stdout line is the result."""
-    command = [
-        sys.executable,
-        "-m",
-        "aotcache.serve.checkrun",
-        target,
-        "--cache-dir",
-        str(cache_dir),
-        "--config-json",
-        json.dumps(report["config"]),
-        "--entry",
-        report["entry"],
-        *(["--trusted-key", str(trusted_key)] if trusted_key else []),
-        *(["--strict"] if strict else []),
-        *(["--part-of", part_of] if part_of else []),
-    ]
-    with tempfile.TemporaryDirectory(prefix="aotcache-verify-") as caches:
-        env = _cold_environment(caches, report.get("load_needs") or [])
-        return _child_result(command, env, progress)
-
-
-def _cold_environment(caches: str, needs: list[str]) -> dict[str, str]:
-    """The fresh process's environment: empty Inductor and Triton caches, and no C++
-    compiler unless loading the entry needs one (see aotcache.serve.checkrun)."""
-    from aotcache.serve.checkrun import NO_COMPILER
-
-    env = envs.child_environment(PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), envs.get(envs.PYTHONPATH)])))
-    env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(caches, "inductor")
-    env["TRITON_CACHE_DIR"] = os.path.join(caches, "triton")
-    if "c++ compiler" not in needs and "c compiler" not in needs:
-        env["CXX"] = env["CC"] = NO_COMPILER
-    return env
-
-
-def _child_result(command: list[str], env: dict[str, str], progress: Any) -> dict[str, Any]:
-    from aotcache.serve.checkrun import PROGRESS_PREFIX
-
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    errors = []
-    assert process.stderr is not None and process.stdout is not None
-    for line in process.stderr:
-        if line.startswith(PROGRESS_PREFIX):
-            _, done, total, label = line.rstrip("\n").split(" ", 3)
-            progress.update(int(done), int(total), f"capturing CUDA graphs: {label}")
-        else:
-            errors.append(line.rstrip("\n"))
-    lines = process.stdout.read().strip().splitlines()
-    process.wait()
-    try:
-        result = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        result = {"ok": False, "error": ([e for e in errors if e.strip()] or ["the check process failed"])[-1]}
-    result["started"] = True
-    result["process_seconds"] = round(time.perf_counter() - started, 3)
-    return result
+        render.verify_report(out, report.to_json())
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)
 
 
 @app.command(

@@ -166,17 +166,9 @@ def handle_errors(command: F) -> F:
 def cache_root(cache_dir: Path | None, configured: str | None = None, *, must_exist: bool = False) -> Any:
     """The cache root a command works on; exit 3 when it is a file, not a directory, or
     (`must_exist`: commands that only read it) when it does not exist."""
-    from aotcache.errors import CacheDirError
-    from aotcache.store.root import CacheRoot, resolve_cache_dir
+    from aotcache.store.root import open_root
 
-    root = CacheRoot(resolve_cache_dir(cache_dir, configured))
-    root.check_is_directory()
-    if must_exist and not root.path.is_dir():
-        raise CacheDirError(
-            f"cache dir {root.path} does not exist",
-            hint="check --cache-dir or AOTCACHE_DIR; precompile and pull create it",
-        )
-    return root
+    return open_root(cache_dir, configured, must_exist=must_exist)
 
 
 def import_cwd() -> None:

@@ -2,8 +2,8 @@
 
 Owns finding and loading an entry (`loader`), binding call arguments and the model's
 tensors to graph inputs (`inputs`, `binding`), picking a compile unit by size
-(`dispatch`), turning the entry's graphs into callables (`runtime`), CUDA graphs
-(`cudagraph`) and `verify --run`'s fresh-process check (`checkrun`). Depends on `key`,
+(`dispatch`), turning the entry's graphs into callables (`runtime`) and CUDA graphs
+(`cudagraph`). Depends on `key`,
 `store` and `formats`; never on the compile side (a lint rule enforces it).
 """
 

@@ -427,3 +427,18 @@ def staging_is_abandoned(path: Path) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def open_root(
+    cache_dir: str | os.PathLike[str] | None = None, configured: str | None = None, *, must_exist: bool = False
+) -> CacheRoot:
+    """The cache root an operation works on (resolve_cache_dir's order); CacheDirError
+    when it is a file, or (`must_exist`: operations that only read it) when it is missing."""
+    root = CacheRoot(resolve_cache_dir(cache_dir, configured))
+    root.check_is_directory()
+    if must_exist and not root.path.is_dir():
+        raise CacheDirError(
+            f"cache dir {root.path} does not exist",
+            hint="check --cache-dir or AOTCACHE_DIR; precompile and pull create it",
+        )
+    return root

@@ -1,7 +1,7 @@
 """`verify --run`: load an entry in this (fresh) process and compare its outputs with
 eager PyTorch at every compile size and at both ends of every range.
 
-Run as `python -m aotcache.serve.checkrun TARGET --cache-dir DIR --config-json JSON`; prints
+Run as `python -m aotcache.verify.child TARGET --cache-dir DIR --config-json JSON`; prints
 one JSON object. Uses only the serving path (no Dynamo, no Inductor).
 """
 
@@ -20,14 +20,16 @@ import aotcache.envs as envs
 from aotcache.config import CompilationConfig, from_dict
 from aotcache.custom_op import bind_custom_ops
 from aotcache.errors import AotCacheError
-from aotcache.store.report import report_for
+from aotcache.serve.inputs import example_arguments
+from aotcache.serve.loader import load
+from aotcache.serve.parts import find_part, part_examples, part_path
 from aotcache.store.root import CacheRoot, resolve_cache_dir
 from aotcache.store.signing import signature_checker
 from aotcache.target import as_spec, import_target
 
-from .inputs import example_arguments
-from .loader import load
-from .parts import find_part, part_examples, part_path
+from .fresh_process import NO_COMPILER, PROGRESS_PREFIX
+from .report import report_for
+from .results import PartVerdict
 
 TOLERANCE = 1e-4
 
@@ -39,29 +41,25 @@ def check_sizes(units: list[list[int]]) -> list[int]:
     return sorted(sizes)
 
 
-PROGRESS_PREFIX = "AOTCACHE_PROGRESS"
-
-
 def report_progress(done: int, total: int, label: str) -> None:
     """A line on stderr that `aotcache verify --run` turns into its progress bar."""
     print(f"{PROGRESS_PREFIX} {done} {total} {label}", file=sys.stderr, flush=True)
 
 
-def check_entry(cache_dir: str | None, entry: str, trusted_key: str | None, strict: bool) -> dict[str, Any]:
+def check_entry(cache_dir: str | None, entry: str, trusted_key: str | None, strict: bool) -> PartVerdict:
     """Every check of the entry again, in this process, before any code is imported."""
     root = CacheRoot(resolve_cache_dir(cache_dir))
     report = report_for(root.entry_dir(entry), verify_signature=signature_checker(trusted_key), strict=strict)
-    if not report["ok"]:
-        failed = [c["check"] for c in report["checks"] if not c["ok"]] + report["warnings"] * strict
+    if not report.ok:
+        failed = [c.check for c in report.checks if not c.ok] + report.warnings * strict
         raise AotCacheError(f"entry {entry} did not pass its checks ({', '.join(failed)}); nothing was run")
     return report
 
 
-# The cold load `verify --run` proves: `aotcache verify` starts this process with empty
-# Inductor and Triton caches, and with the C++ compiler hidden (CXX pointing nowhere)
-# unless loading the entry needs one; here Triton's compiler is made to raise, so a
-# kernel that would be compiled at load instead of launched from the entry shows.
-NO_COMPILER = "/nonexistent/aotcache-no-compiler"
+# The cold load `verify --run` proves: the parent (fresh_process) starts this process
+# with empty Inductor and Triton caches, and with the C++ compiler hidden (CXX pointing
+# nowhere) unless loading the entry needs one; here Triton's compiler is made to raise,
+# so a kernel that would be compiled at load instead of launched from the entry shows.
 
 
 def forbid_compiles(needs: list[str]) -> list[str]:
@@ -109,7 +107,7 @@ def run(
 ) -> dict[str, Any]:
     """`part_of`: "Model.path" of a part of a model served as parts (its entry's
     part_of): that submodule is loaded and compared, on the example the model gives it."""
-    needs = check_entry(cache_dir, entry, trusted_key, strict)["load_needs"] if entry else []
+    needs = (check_entry(cache_dir, entry, trusted_key, strict).load_needs or []) if entry else []
     attempts = forbid_compiles(needs)
     spec = as_spec(import_target(target), origin=target)
     model = spec.build_model().eval()
@@ -170,7 +168,7 @@ def compare_with_eager(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aotcache.serve.checkrun")
+    parser = argparse.ArgumentParser(prog="python -m aotcache.verify.child")
     parser.add_argument("target")
     parser.add_argument("--cache-dir")
     parser.add_argument("--config-json", default="{}")

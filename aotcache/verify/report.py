@@ -1,4 +1,4 @@
-"""`aotcache verify`: every check of an entry against this host, as a report.
+"""Every check of an entry against this host, as a PartVerdict.
 
 Checks (each reported with the factor or file and its old -> new value): manifest,
 signature (when a trusted key is configured), state (the settings the trace read, on the
@@ -20,12 +20,13 @@ from aotcache.formats import load_needs, missing_needs
 from aotcache.key.env import thread_count
 from aotcache.key.factors import explain, lookup_hash
 from aotcache.key.lookup import lookup_factors
+from aotcache.store.checks import CHECKS, Problem, problems
+from aotcache.store.manifest import SIGNATURE_NAME, Manifest
+from aotcache.store.root import CacheRoot
+from aotcache.store.scan import candidate_entries, find_entry, nearest_entry
 from aotcache.version import __version__
 
-from .checks import CHECKS, Problem, problems
-from .manifest import SIGNATURE_NAME, Manifest
-from .root import CacheRoot
-from .scan import candidate_entries, find_entry, nearest_entry
+from .results import CheckResult, PartVerdict
 
 
 def _warnings(path: Path, manifest: Manifest, signed_check: bool) -> list[str]:
@@ -49,7 +50,7 @@ def _warnings(path: Path, manifest: Manifest, signed_check: bool) -> list[str]:
 NO_MODEL = "not checked: no model here (`verify TARGET`, or `verify KEY --run`, checks it on the model)"
 
 
-def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False, model: Any = None) -> dict[str, Any]:
+def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False, model: Any = None) -> PartVerdict:
     """Every check of the entry at `path`; the traced state's on `model` where given."""
     unknown: list[str] = []
     manifest, found = problems(path, verify_signature=verify_signature, warnings=unknown, model=model)
@@ -66,43 +67,40 @@ def report_for(path: Path, *, verify_signature: Any = None, strict: bool = False
             )
         else:
             by_check[problem.check] = problem
-    checks = []
-    for name in CHECKS:
-        if name == "signature" and verify_signature is None:
-            continue
-        problem = by_check.get(name)
-        if manifest is None and name != "manifest":
-            checks.append(
-                {"check": name, "ok": False, "status": "skipped", "message": "manifest unreadable", "differences": []}
-            )
-            continue
-        if problem is None and name == "sources" and unknown:
-            message = "not checked: files not found from here (see the warning)"
-            checks.append({"check": name, "ok": True, "status": "unknown", "message": message, "differences": []})
-        elif name == "state" and model is None:
-            checks.append({"check": name, "ok": True, "status": "unknown", "message": NO_MODEL, "differences": []})
-        elif problem is None:
-            checks.append({"check": name, "ok": True, "status": "ok", "message": "ok", "differences": []})
-        else:
-            checks.append({**problem.to_json(), "ok": False})
+    checks = [
+        _check_result(name, by_check.get(name), manifest is not None, bool(unknown), model is not None)
+        for name in CHECKS
+        if name != "signature" or verify_signature is not None
+    ]
     warnings = (_warnings(path, manifest, verify_signature is not None) + unknown) if manifest else []
-    ok = all(c["ok"] for c in checks) and not (strict and warnings)
-    return {
-        "entry": path.name,
-        "path": str(path),
-        "model": manifest.model_class if manifest else None,
-        "target": manifest.recorded.get("target") if manifest else None,
-        "part_of": manifest.recorded.get("part_of") if manifest else None,
-        "config": manifest.config if manifest else None,
-        "load_needs": load_needs(manifest.artifacts) if manifest else [],
-        "checks": checks,
-        "warnings": warnings,
-        "strict": strict,
-        "ok": ok,
-    }
+    return PartVerdict(
+        entry=path.name,
+        path=str(path),
+        model=manifest.model_class if manifest else None,
+        target=manifest.recorded.get("target") if manifest else None,
+        part_of=manifest.recorded.get("part_of") if manifest else None,
+        config=manifest.config if manifest else None,
+        load_needs=load_needs(manifest.artifacts) if manifest else [],
+        checks=checks,
+        warnings=warnings,
+        strict=strict,
+        ok=all(c.ok for c in checks) and not (strict and warnings),
+    )
 
 
-def verify_entry(root: CacheRoot, key: str, *, verify_signature: Any = None, strict: bool = False) -> dict[str, Any]:
+def _check_result(name: str, problem: Problem | None, readable: bool, unknown: bool, has_model: bool) -> CheckResult:
+    if not readable and name != "manifest":
+        return CheckResult(name, False, "skipped", "manifest unreadable")
+    if problem is None and name == "sources" and unknown:
+        return CheckResult(name, True, "unknown", "not checked: files not found from here (see the warning)")
+    if name == "state" and not has_model:
+        return CheckResult(name, True, "unknown", NO_MODEL)
+    if problem is None:
+        return CheckResult(name, True, "ok", "ok")
+    return CheckResult(name, False, problem.status, problem.message, [d.to_json() for d in problem.differences])
+
+
+def verify_entry(root: CacheRoot, key: str, *, verify_signature: Any = None, strict: bool = False) -> PartVerdict:
     return report_for(find_entry(root, key), verify_signature=verify_signature, strict=strict)
 
 
@@ -113,14 +111,14 @@ def verify_target(
     *,
     verify_signature: Any = None,
     strict: bool = False,
-) -> dict[str, Any]:
+) -> PartVerdict:
     """The report of the entry this model and config would load (the first candidate
     that passes, else the newest), or a not-found report explaining the nearest miss."""
     factors = lookup_factors(config, model)
     reports = []
     for path in candidate_entries(root, lookup_hash(factors)):
         report = report_for(path, verify_signature=verify_signature, strict=strict, model=model)
-        if report["ok"]:
+        if report.ok:
             return report
         reports.append(report)
     if reports:
@@ -128,23 +126,22 @@ def verify_target(
     near = nearest_entry(root, factors)
     differences = explain(near.lookup, factors) if near else []
     message = f"no entry for {type(model).__qualname__} with this config and environment in {root.path}"
-    return {
-        "entry": None,
-        "path": None,
-        "model": type(model).__qualname__,
-        "target": None,
-        "part_of": None,
-        "config": config.to_dict(),
-        "checks": [
-            {
-                "check": "lookup",
-                "ok": False,
-                "status": CacheMiss.reason,
-                "message": message + (f"; nearest entry {near.entry_id} differs" if near else ""),
-                "differences": [d.to_json() for d in differences],
-            }
-        ],
-        "warnings": [],
-        "strict": strict,
-        "ok": False,
-    }
+    lookup = CheckResult(
+        "lookup",
+        False,
+        CacheMiss.reason,
+        message + (f"; nearest entry {near.entry_id} differs" if near else ""),
+        [d.to_json() for d in differences],
+    )
+    return PartVerdict(
+        entry=None,
+        path=None,
+        model=type(model).__qualname__,
+        target=None,
+        part_of=None,
+        config=config.to_dict(),
+        checks=[lookup],
+        warnings=[],
+        strict=strict,
+        ok=False,
+    )
