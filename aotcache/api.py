@@ -44,12 +44,7 @@ def precompile(
 
         raise TargetError("no example inputs: pass example_inputs=... or give the model an example_inputs method")
     from .backend.parts import precompile_model
+    from .backend.request import BuildRequest
 
-    return precompile_model(
-        spec.build_model(),
-        config_of,
-        spec.config_dict(),
-        spec.example_inputs,
-        dynamic_arg_dims=spec.dynamic_arg_dims,
-        **kwargs,
-    )
+    request = BuildRequest.of(dynamic_arg_dims=spec.dynamic_arg_dims, **kwargs)
+    return precompile_model(spec.build_model(), config_of, spec.config_dict(), spec.example_inputs, request)

@@ -187,14 +187,15 @@ def _load_or_compile(
         loaded = load(module, config, strict=strict)
         if loaded is not None:
             return loaded
-    from .backend.precompile import precompile
+    from .backend.precompile import BuildRequest, precompile
 
     example = _call_arguments(module, args, kwargs)
     unbacked = type(module)._aotcache_mark_unbacked_dims
     if disabled:
         scratch = tempfile.mkdtemp(prefix="aotcache-nocache-")
         try:
-            precompile(module, config, example, dynamic_arg_dims=dims, mark_unbacked_dims=unbacked, cache_dir=scratch)
+            request = BuildRequest(dynamic_arg_dims=dims, mark_unbacked_dims=unbacked, cache_dir=scratch)
+            precompile(module, config, example, request)
             loaded = load(module, config, cache_dir=scratch, strict=True)
             config.local_cache_dir = None  # the scratch dir goes now
         finally:
@@ -203,7 +204,7 @@ def _load_or_compile(
                 scratch, onerror=lambda *failed: log.warning("could not delete %s: %s", failed[1], failed[2][1])
             )
     else:
-        result = precompile(module, config, example, dynamic_arg_dims=dims, mark_unbacked_dims=unbacked)
+        result = precompile(module, config, example, BuildRequest(dynamic_arg_dims=dims, mark_unbacked_dims=unbacked))
         log.info("aotcache: compiled and saved entry %s", result.entry_id)
         loaded = load(module, config, strict=True)
     assert loaded is not None

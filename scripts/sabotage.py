@@ -35,12 +35,12 @@ SABOTAGES = [
         "build the entry in entries/ itself instead of a staging dir published by one rename",
         (
             (
-                "aotcache/backend/precompile.py",
+                "aotcache/backend/publish.py",
                 "    staging = root.new_staging_dir(entry_id)\n",
                 "    staging = root.entry_dir(entry_id)\n    staging.mkdir(parents=True, exist_ok=True)\n",
             ),
             (
-                "aotcache/backend/precompile.py",
+                "aotcache/backend/publish.py",
                 "            path = root.publish(staging, entry_id)\n",
                 "            path = staging\n",
             ),
@@ -53,11 +53,11 @@ SABOTAGES = [
         "no per-entry lock around the build",
         (
             (
-                "aotcache/backend/precompile.py",
+                "aotcache/backend/publish.py",
                 'with held(root.lock(entry_id), build.progress.waiting, "builds the same entry"):',
                 "with contextlib.nullcontext():",
             ),
-            ("aotcache/backend/precompile.py", "import inspect\n", "import contextlib\nimport inspect\n"),
+            ("aotcache/backend/publish.py", "import logging\n", "import contextlib\nimport logging\n"),
         ),
         ("tests/test_fault.py::test_four_processes_same_key_compile_once",),
     ),
@@ -412,7 +412,7 @@ SABOTAGES = [
         "pass-not-a-source",
         "An edited Inductor pass makes its entries stale",
         "the passes' files left out of the traced sources",
-        (("aotcache/backend/precompile.py", "    captured.traced_files |= pass_files\n", ""),),
+        (("aotcache/backend/tracing.py", "    captured.traced_files |= pass_files\n", ""),),
         ("tests/test_custom_compile.py::test_an_edited_pass_makes_its_entry_stale_naming_the_pass",),
     ),
     Sabotage(
@@ -422,8 +422,8 @@ SABOTAGES = [
         (
             (
                 "aotcache/backend/precompile.py",
-                "    extra = _extra_build_factors(passes, bind_custom_ops(model, config), part_of)",
-                "    extra = _extra_build_factors(passes, {'rms_norm': config.is_custom_op_enabled('rms_norm')}, part_of)",
+                "    extra = extra_build_factors(passes, bind_custom_ops(model, config), request.part_of)",
+                "    extra = extra_build_factors(passes, {'rms_norm': config.is_custom_op_enabled('rms_norm')}, request.part_of)",
             ),
         ),
         ("tests/test_custom_compile.py::test_custom_ops_make_two_entries_whose_miss_names_the_rules",),
@@ -457,7 +457,7 @@ SABOTAGES = [
         "the traced state's digest left out of the build factors (the entry id)",
         (
             (
-                "aotcache/backend/precompile.py",
+                "aotcache/backend/tracing.py",
                 '        Factor("traced_state", captured.state.digest),  # a model with another setting: another entry\n',
                 "",
             ),
@@ -592,7 +592,7 @@ SABOTAGES = [
         "unsigned-remote-trusted",
         "An unsigned build takes nothing from a remote unless asked",
         "an unsigned build takes unsigned remote entries and units without --trust-unsigned-remote",
-        (("aotcache/backend/precompile.py", "    elif trust_unsigned:\n", "    elif True:\n"),),
+        (("aotcache/backend/remote_trust.py", "    elif trust_unsigned:\n", "    elif True:\n"),),
         ("tests/test_ci_sharing.py::test_a_forged_remote_puts_no_code_into_a_build",),
     ),
     Sabotage(
@@ -654,7 +654,7 @@ SABOTAGES = [
         "the recorded TARGET is kept as given (absolute)",
         (
             (
-                "aotcache/backend/precompile.py",
+                "aotcache/backend/publish.py",
                 '            manifest.recorded["target"] = portable_target(build.origin) if build.origin else None',
                 '            manifest.recorded["target"] = build.origin',
             ),

@@ -17,7 +17,7 @@ from aotcache.config import CompilationConfig
 from aotcache.errors import ConfigError
 from aotcache.serve.parts import compiled_parts, part_examples
 
-from .precompile import PrecompileResult, precompile
+from .precompile import BuildRequest, PrecompileResult, precompile
 
 ConfigOf = Callable[[dict[str, Any]], CompilationConfig]  # a class's own fields -> its config
 
@@ -41,17 +41,15 @@ def precompile_model(
     config_of: ConfigOf,
     spec_fields: dict[str, Any],
     example_inputs: Any,
-    *,
-    dynamic_arg_dims: dict[str, Any] | None = None,
-    **options: Any,
+    request: BuildRequest,
 ) -> PrecompileResult | PartsResult:
     """The model's entry, with config_of(spec_fields); or, for a model served as parts,
     one entry per part, each with config_of(its class's fields), as it is served."""
     parts = compiled_parts(model, config_of)
     if not parts:
-        return precompile(model, config_of(spec_fields), example_inputs, dynamic_arg_dims=dynamic_arg_dims, **options)
+        return precompile(model, config_of(spec_fields), example_inputs, request)
     name = type(model).__qualname__
-    for field_name, given in (("config", spec_fields), ("dynamic_arg_dims", dynamic_arg_dims)):
+    for field_name, given in (("config", spec_fields), ("dynamic_arg_dims", request.dynamic_arg_dims)):
         if given:
             raise ConfigError(
                 field_name, given, f"none for {name}, served as parts: each part takes its own from its class"
@@ -60,13 +58,10 @@ def precompile_model(
     results = {}
     for part in parts:
         cls = type(part.module)
-        results[part.path] = precompile(
-            part.module,
-            part.config,
-            examples[part.path],
+        part_request = request.replace(
             dynamic_arg_dims=cls._aotcache_dynamic_arg_dims,  # type: ignore[attr-defined]
             mark_unbacked_dims=cls._aotcache_mark_unbacked_dims,  # type: ignore[attr-defined]
             part_of=f"{name}.{part.path}",
-            **options,
         )
+        results[part.path] = precompile(part.module, part.config, examples[part.path], part_request)
     return PartsResult(name, results)

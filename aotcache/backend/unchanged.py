@@ -70,7 +70,7 @@ class Probe:
 
 def local_entry(root: CacheRoot, probe: Probe, sign_key: signing.Key | None) -> OpenedEntry | None:
     """A valid entry of the cache dir this build would reproduce (signed by `sign_key`,
-    when the build signs: see precompile._existing)."""
+    when the build signs: see publish.existing)."""
     check = signing.checker(sign_key) if sign_key is not None else None
     for path in candidate_entries(root, probe.lookup):
         try:
@@ -129,3 +129,19 @@ def _why(exc: Exception) -> str:
     if isinstance(exc, AotCacheError):
         return exc.one_line()
     return f"{type(exc).__name__}: {printable(str(exc))[:200]}"
+
+
+def find(
+    root: CacheRoot,
+    probe: Probe,
+    sign_key: signing.Key | None,
+    remote: Any,
+) -> OpenedEntry | None:
+    """The entry this build would make, found before the trace: in the cache dir, then
+    (a remote to take entries from) on the remote."""
+    found = local_entry(root, probe, sign_key)
+    if found is None and remote is not None:
+        found = remote_entry(root, remote, probe)
+    if found is not None:
+        log.info("entry %s: every traced source is unchanged; nothing traced or compiled", found.entry_id)
+    return found

@@ -222,17 +222,11 @@ def precompile(
 
 def _run_precompile(spec: Any, config_of: Any, options: dict[str, Any], *, show_progress: bool) -> dict[str, Any]:
     from aotcache.backend.parts import PartsResult, precompile_model
+    from aotcache.backend.request import BuildRequest
 
     with render.precompile_progress(enabled=show_progress) as progress:
-        result = precompile_model(
-            spec.build_model(),
-            config_of,
-            spec.config_dict(),
-            spec.example_inputs,
-            dynamic_arg_dims=spec.dynamic_arg_dims,
-            progress=progress,
-            **options,
-        )
+        request = BuildRequest(dynamic_arg_dims=spec.dynamic_arg_dims, progress=progress, **options)
+        result = precompile_model(spec.build_model(), config_of, spec.config_dict(), spec.example_inputs, request)
     schema = "aotcache.precompile-parts/1" if isinstance(result, PartsResult) else "aotcache.precompile/2"
     return {"schema": schema, **result.summary}
 
