@@ -11,10 +11,10 @@ import contextlib
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Cheap, torch-free modules first; `aotcache.config` must be imported before the
-# `config` function below is defined, which then shadows it as an attribute.
-from aotcache.config import CompilationConfig, Range, load_config, use_config
-from aotcache.counters import counters
+from aotcache.compilation_counter import counters
+
+# Cheap, torch-free modules first.
+from aotcache.configuration import CompilationConfig, Range, load_config, use_config
 from aotcache.errors import (
     AotCacheError,
     CacheDirError,
@@ -72,10 +72,7 @@ def config(
 ) -> contextlib.AbstractContextManager[CompilationConfig]:
     """`with aotcache.config(compile_sizes=[1, 2]):` sets the config that @support_compile
     models built inside the block use: fields apply over the config in effect; a
-    CompilationConfig (or dict) given positionally replaces it first.
-
-    This function shadows the `aotcache.config` submodule as an attribute of the package;
-    `from aotcache.config import CompilationConfig` is unaffected (it reads sys.modules)."""
+    CompilationConfig (or dict) given positionally replaces it first."""
     return use_config(config, **fields)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from aotcache.config import CompilationConfig, from_dict
+from aotcache.configuration import CompilationConfig, from_dict
 from aotcache.target import ModelSpec, as_spec, import_target
 
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from aotcache.config import CompilationConfig, custom_op_enabled
+from aotcache.configuration import CompilationConfig, custom_op_enabled
 
 
 class CustomOp(torch.nn.Module):

@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 import torch
 
 import aotcache.envs as envs
-from aotcache.config import CompilationConfig, current_config, from_dict
-from aotcache.counters import counters
+from aotcache.compilation_counter import counters
+from aotcache.configuration import CompilationConfig, current_config, from_dict
 from aotcache.custom_op import bind_custom_ops
 from aotcache.errors import ConfigError
 from aotcache.modes import CompilationMode

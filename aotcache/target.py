@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 from aotcache.errors import AotCacheError, TargetError
 
 

@@ -201,7 +201,7 @@ def test_verify_is_a_library_call_too(tiny_entry) -> None:
     """`aotcache.verify.check` is what the CLI runs: typed verdicts, --run included, and
     the same JSON as `verify --json`."""
     from aotcache import verify
-    from aotcache.config import from_dict
+    from aotcache.configuration import from_dict
 
     seen: list[str] = []
 

@@ -12,7 +12,7 @@ from _support import TINY_CONFIG
 from cudagraph_models import MIXING
 
 import aotcache
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 from aotcache.modes import CUDAGraphMode
 from aotcache.serve import cudagraph
 from aotcache.serve.cudagraph import (

@@ -34,7 +34,7 @@ import json, sys
 sys.path.insert(0, "tests")
 import torch, aotcache
 from aotcache.custom_op import bind_custom_ops
-from aotcache.config import from_dict
+from aotcache.configuration import from_dict
 from custom_compile_models import SPEC, example_inputs
 config, cache = json.loads(sys.argv[1]), sys.argv[2]
 model = SPEC.build_model()

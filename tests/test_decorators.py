@@ -12,7 +12,7 @@ from _support import TINY_CONFIG, last_json, run_cli, run_python
 from torch import nn
 
 import aotcache
-from aotcache.config import current_config
+from aotcache.configuration import current_config
 from aotcache.errors import ConfigError, DispatchError, EntryNotFound
 from examples import tiny_llama
 

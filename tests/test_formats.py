@@ -16,7 +16,7 @@ from conftest import INDUCTOR_CONFIG
 from typer.testing import CliRunner
 
 from aotcache.cli.app import app
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 from aotcache.errors import ConfigError
 from aotcache.key.lookup import config_factors
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _support import LOAD_AND_COMPARE, CliBuild, cli_precompile, last_json, run_cli, run_python
 
-from aotcache.config import from_dict
+from aotcache.configuration import from_dict
 from aotcache.errors import ConfigError
 
 CONFIG = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 from _support import TINY_CONFIG, last_json, run_python
 
-from aotcache.config import CompilationConfig, from_dict
+from aotcache.configuration import CompilationConfig, from_dict
 from aotcache.errors import Difference
 from aotcache.key.factors import EntryKey, Factor, explain, hash_factors
 from aotcache.key.lookup import lookup_factors
@@ -14,7 +14,7 @@ from examples import tiny_llama
 
 KEY_SNIPPET = """
 import json, os
-from aotcache.config import from_dict
+from aotcache.configuration import from_dict
 from aotcache.key.factors import hash_factors
 from aotcache.key.lookup import lookup_factors
 from examples import tiny_llama

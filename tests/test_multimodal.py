@@ -18,7 +18,7 @@ from _support import CliBuild, cli_precompile, last_json, run_argv, run_cli
 from multimodal_models import CONFIG, ENCODER_CONFIG, TinyLanguageModel, TinyVLM
 
 import aotcache
-from aotcache.config import from_dict
+from aotcache.configuration import from_dict
 from aotcache.errors import TargetError
 from aotcache.serve.parts import compiled_parts
 
@@ -28,7 +28,7 @@ WITH_ENCODER = {**CONFIG, "compile_mm_encoder": True}
 SERVE = """
 import json, sys
 import torch, aotcache
-from aotcache.counters import counters
+from aotcache.compilation_counter import counters
 from tests.multimodal_models import TinyVLM
 fields, cache = json.loads(sys.argv[1]), sys.argv[2]
 with aotcache.config(**fields, cache_dir=cache):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from _support import TINY_CONFIG, TINY_UNITS, run_cli
 
-from aotcache.config import Range
+from aotcache.configuration import Range
 from aotcache.serve.inputs import example_arguments, infer_dynamic_dims
 from examples import tiny_llama
 

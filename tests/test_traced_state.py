@@ -22,7 +22,7 @@ from _support import TINY_CONFIG, last_json, run_argv
 
 import aotcache
 from aotcache.backend.precompile import PrecompileResult
-from aotcache.config import from_dict
+from aotcache.configuration import from_dict
 from aotcache.errors import CompileError, StaleEntry
 from aotcache.fleet.push import push
 from aotcache.fleet.remote import open_remote

@@ -22,7 +22,7 @@ import aotcache
 from aotcache import hf
 from aotcache.backend.compile import readable_guards
 from aotcache.backend.shape_guards import UnreadableGuard, holds
-from aotcache.config import Range
+from aotcache.configuration import Range
 from aotcache.errors import CorruptEntry, IncompatibleEnvironment
 from aotcache.fleet.push import push
 from aotcache.fleet.remote import open_remote
@@ -110,7 +110,7 @@ def test_a_signing_build_takes_no_unsigned_entry_before_its_trace(tiny_entry, tm
     the build's own key is taken."""
     from aotcache.backend import _torch_compat as compat
     from aotcache.backend import unchanged
-    from aotcache.config import from_dict
+    from aotcache.configuration import from_dict
     from aotcache.serve.inputs import InputSpec
     from aotcache.store import signing
 
@@ -144,7 +144,7 @@ def test_a_signing_build_takes_no_unsigned_entry_before_its_trace(tiny_entry, tm
 
 def test_a_unit_key_names_the_torch_that_compiled_it(monkeypatch) -> None:
     from aotcache.backend.reuse import environment_facts, unit_key
-    from aotcache.config import from_dict
+    from aotcache.configuration import from_dict
 
     config = from_dict(TINY_CONFIG)
     ours = unit_key("0" * 64, Range(1, 8), config, environment_facts())

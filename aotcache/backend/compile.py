@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from aotcache.config import Range
+from aotcache.configuration import Range
 from aotcache.errors import CompileError
 from aotcache.formats import INDUCTOR, NATIVE, torch_internals
 

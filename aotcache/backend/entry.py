@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 import aotcache.envs as envs
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 from aotcache.errors import ConfigError
 from aotcache.formats import NATIVE
 from aotcache.key import elfdeps

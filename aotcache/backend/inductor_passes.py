@@ -17,7 +17,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from aotcache.config import CompilationConfig, pass_target
+from aotcache.configuration import CompilationConfig, pass_target
 from aotcache.errors import ConfigError, TargetError
 from aotcache.key.sources import file_sha256
 from aotcache.target import import_target, target_module_file

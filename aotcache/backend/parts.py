@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 from aotcache.errors import ConfigError
 from aotcache.serve.parts import compiled_parts, part_examples
 

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 from aotcache.custom_op import bind_custom_ops
 from aotcache.progress import logged_progress
 from aotcache.store import signing

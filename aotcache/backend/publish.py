@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from aotcache.config import CompilationConfig
-from aotcache.counters import counters
+from aotcache.compilation_counter import counters
+from aotcache.configuration import CompilationConfig
 from aotcache.errors import CacheDirError, CacheMiss
 from aotcache.progress import Progress
 from aotcache.store import signing

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aotcache.config import CompilationConfig, Range
+from aotcache.configuration import CompilationConfig, Range
 from aotcache.errors import CacheMiss
 from aotcache.formats import artifact_paths
 from aotcache.key.factors import digest

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from aotcache.config import CompilationConfig, Range
-from aotcache.counters import counters
+from aotcache.compilation_counter import counters
+from aotcache.configuration import CompilationConfig, Range
 from aotcache.custom_op import bind_custom_ops
 from aotcache.serve.binding import GraphBinder, load_treespec, unflatten
 from aotcache.serve.inputs import DEFAULT_TRACE_SIZE, InputSpec, normalize_dynamic_dims, resize

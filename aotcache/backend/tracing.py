@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from aotcache.config import CompilationConfig
-from aotcache.counters import counters
+from aotcache.compilation_counter import counters
+from aotcache.configuration import CompilationConfig
 from aotcache.errors import ConfigError
 from aotcache.key import sources as sources_mod
 from aotcache.key.factors import EntryKey, Factor, digest

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import fx
 
-from aotcache.config import CompilationConfig, Range
-from aotcache.counters import counters
+from aotcache.compilation_counter import counters
+from aotcache.configuration import CompilationConfig, Range
 from aotcache.errors import CompileError
 from aotcache.formats import INDUCTOR, NATIVE
 from aotcache.progress import Progress

@@ -73,7 +73,7 @@ def _main(
 def _config(
     spec_config: dict[str, Any], config_file: Path | None, json_text: str | None, overrides: dict[str, Any]
 ) -> Any:
-    from aotcache.config import load_config
+    from aotcache.configuration import load_config
 
     return load_config(
         base=spec_config, pyproject=True, config_file=config_file, json_text=json_text, overrides=overrides
@@ -211,7 +211,7 @@ def precompile(
     config_of = functools.partial(_config, config_file=config, json_text=compilation_config, overrides=overrides)
     summary = _run_precompile(spec, config_of, options, show_progress=not quiet)
     if verbose:
-        from aotcache.counters import counters
+        from aotcache.compilation_counter import counters
 
         summary["counters"] = counters.snapshot()
     if json_out:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 
 from .env import lookup_env_factors
 from .factors import Factor

@@ -7,7 +7,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from aotcache.config import Range
+from aotcache.configuration import Range
 from aotcache.errors import DispatchError
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 import aotcache.envs as envs
-from aotcache.config import CompilationConfig, Range, current_config, from_dict
-from aotcache.counters import counters
+from aotcache.compilation_counter import counters
+from aotcache.configuration import CompilationConfig, Range, current_config, from_dict
 from aotcache.errors import (
     AotCacheError,
     CacheMiss,

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 from aotcache.errors import TargetError
 from aotcache.modes import CompilationMode
 

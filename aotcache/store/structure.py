@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from aotcache.config import from_dict
+from aotcache.configuration import from_dict
 from aotcache.errors import ConfigError
 from aotcache.formats import INDUCTOR, KNOWN_FORMATS, NATIVE, artifact_paths
 from aotcache.key.factors import EntryKey, factors_from_json

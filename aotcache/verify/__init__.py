@@ -90,7 +90,7 @@ def _target_verdicts(
 ) -> tuple[Any, str, dict[str, PartVerdict]]:
     """The cache root, the model's class and the verdict of each entry TARGET loads: its
     own ("") or, for a model served as parts, each part's (by path), with its config."""
-    from aotcache.config import load_config
+    from aotcache.configuration import load_config
     from aotcache.serve.parts import compiled_parts
     from aotcache.store.root import open_root
     from aotcache.target import as_spec, import_target

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 import aotcache.envs as envs
-from aotcache.config import CompilationConfig, from_dict
+from aotcache.configuration import CompilationConfig, from_dict
 from aotcache.custom_op import bind_custom_ops
 from aotcache.errors import AotCacheError
 from aotcache.serve.inputs import example_arguments

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 from aotcache.errors import CacheMiss
 from aotcache.formats import load_needs, missing_needs
 from aotcache.key.env import thread_count

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 from aotcache.modes import CUDAGraphMode
 
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
-from aotcache.config import CompilationConfig
+from aotcache.configuration import CompilationConfig
 from aotcache.errors import DispatchError
 from aotcache.key.identity import model_device
 from aotcache.modes import CUDAGraphMode

@@ -1,0 +1,318 @@
+"""CompilationConfig: what to compile, for which sizes, and how (vLLM's semantics).
+Its fields' values go through values.py; sources.py builds one from dicts and files.
+
+A config is validated when it is built: every invalid value raises ConfigError naming
+the field, the value and what is allowed. Nothing is silently dropped: unknown fields
+and duplicate sizes are errors; the only normalisation is sorting, and de-duplicating
+split points (which are boundaries, so a repeat means nothing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from aotcache.errors import ConfigError
+from aotcache.modes import CompilationMode, CUDAGraphMode, parse_enum
+
+from . import values
+
+CAPTURE_SIZES_ALIAS = "cudagraph_capture_sizes"
+DEFAULT_MAX_CAPTURE_SIZE = 512
+GRAPH_FIELDS = (
+    "mode",
+    "backend",
+    "splitting_ops",
+    "compile_sizes",
+    "compile_ranges_split_points",
+    "max_num_batched_tokens",
+    "inductor_compile_config",
+    "inductor_passes",
+    "custom_ops",
+    "dynamic_shapes_config",
+    "use_inductor_graph_partition",
+    "artifact_format",
+)
+# Graph fields added after entries existed: in the key only away from this default.
+KEYED_WHEN_SET: dict[str, Any] = {"use_inductor_graph_partition": False}
+# How compiled pieces are stored (see aotcache.formats): "native" is compiler-free and
+# CPU-only; "inductor" is torch's own CompiledArtifact (any device; loading imports
+# Inductor and, on CPU, needs a C++ compiler); "auto" picks native where it can.
+ARTIFACT_FORMATS = ("auto", "native", "inductor")
+
+
+@dataclass(frozen=True, order=True)
+class Range:
+    """An inclusive range of sizes, [start, end]."""
+
+    start: int
+    end: int
+
+    def __contains__(self, size: object) -> bool:
+        return isinstance(size, int) and self.start <= size <= self.end
+
+    def is_single_size(self) -> bool:
+        return self.start == self.end
+
+    def __str__(self) -> str:
+        return f"[{self.start}, {self.end}]"
+
+
+@dataclass
+class CompilationConfig:
+    mode: CompilationMode = CompilationMode.VLLM_COMPILE
+    compile_sizes: list[int] = field(default_factory=list)
+    compile_ranges_split_points: list[int] = field(default_factory=list)
+    max_num_batched_tokens: int = 8192
+    splitting_ops: list[str] = field(default_factory=list)
+    backend: str = "inductor"
+    inductor_compile_config: dict[str, Any] = field(default_factory=dict)
+    # Inductor pass slot -> the pass, named as a TARGET is ("pkg.module:attr")
+    inductor_passes: dict[str, str] = field(default_factory=dict)
+    # vLLM's rules for CustomOp layers: "all", "none", "+name", "-name"
+    custom_ops: list[str] = field(default_factory=list)
+    # vLLM's DynamicShapesConfig as a table: type, evaluate_guards, assume_32_bit_indexing
+    dynamic_shapes_config: dict[str, Any] = field(default_factory=dict)
+    artifact_format: str = "auto"
+    # vLLM's: a submodule decorated with enable_if=should_compile_mm_encoder (a vision
+    # encoder) compiles as an entry of its own; otherwise it runs eagerly
+    compile_mm_encoder: bool = False
+    # vLLM's: the graph is not cut before Inductor; Inductor compiles it whole, with the
+    # splitting ops as its partition points (graph_partition, custom_should_partition_ops)
+    use_inductor_graph_partition: bool = False
+    cudagraph_mode: CUDAGraphMode = CUDAGraphMode.NONE
+    cudagraph_capture_sizes: list[int] | None = None
+    max_cudagraph_capture_size: int | None = None
+    cudagraph_num_of_warmups: int = 0
+    cudagraph_copy_inputs: bool = False
+    uniform_decode_query_len: int = 1
+    cache_dir: str | None = None
+    debug_dump_path: str | None = None
+    # Filled in by aotcache, as vLLM does, never given (init=False: in no key, no manifest,
+    # no to_dict): the directory of the entry this config last built or loaded, and the
+    # seconds its builds spent tracing and compiling (a cache hit adds nothing).
+    local_cache_dir: str | None = field(default=None, init=False, compare=False)
+    compilation_time: float = field(default=0.0, init=False, compare=False)
+    # The values given for fields that get derived defaults, so that replace() derives
+    # them again instead of carrying stale ones (e.g. capture sizes past a new maximum).
+    _given: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._given = {name: getattr(self, name) for name in _DERIVED_FIELDS}
+        self.mode = parse_enum(CompilationMode, "mode", self.mode)
+        self.cudagraph_mode = parse_enum(CUDAGraphMode, "cudagraph_mode", self.cudagraph_mode)
+        self.max_num_batched_tokens = values.positive_int("max_num_batched_tokens", self.max_num_batched_tokens)
+        self.uniform_decode_query_len = values.positive_int("uniform_decode_query_len", self.uniform_decode_query_len)
+        self.cudagraph_num_of_warmups = values.int_at_least(
+            "cudagraph_num_of_warmups", self.cudagraph_num_of_warmups, minimum=0
+        )
+        self.cudagraph_copy_inputs = values.boolean("cudagraph_copy_inputs", self.cudagraph_copy_inputs)
+        self.compile_mm_encoder = values.boolean("compile_mm_encoder", self.compile_mm_encoder)
+        self.use_inductor_graph_partition = values.boolean(
+            "use_inductor_graph_partition", self.use_inductor_graph_partition
+        )
+        if self.backend not in ("inductor", "eager"):
+            raise ConfigError("backend", self.backend, 'one of "inductor", "eager"')
+        if self.artifact_format not in ARTIFACT_FORMATS:
+            raise ConfigError("artifact_format", self.artifact_format, "one of " + ", ".join(ARTIFACT_FORMATS))
+        self.splitting_ops = values.op_names(self.splitting_ops)
+        self.inductor_compile_config = values.json_dict("inductor_compile_config", self.inductor_compile_config)
+        self.inductor_passes = values.inductor_passes(self.inductor_passes)
+        self.custom_ops = values.custom_op_rules(self.custom_ops)
+        self.dynamic_shapes_config = values.dynamic_shapes(self.dynamic_shapes_config)
+        self.cache_dir = values.optional_str("cache_dir", self.cache_dir)
+        self.debug_dump_path = values.optional_str("debug_dump_path", self.debug_dump_path)
+        self.compile_ranges_split_points = self._split_points()
+        self._init_cudagraph_sizes()
+        self.compile_sizes = self._compile_sizes()
+        self._check_modes()
+
+    # -- validation ---------------------------------------------------------------------
+
+    def _split_points(self) -> list[int]:
+        points = values.int_list("compile_ranges_split_points", self.compile_ranges_split_points)
+        limit = self.max_num_batched_tokens
+        for point in points:
+            if not 1 <= point < limit:
+                raise ConfigError(
+                    "compile_ranges_split_points",
+                    point,
+                    f"each split point must satisfy 1 <= point < max_num_batched_tokens ({limit})",
+                )
+        return sorted(set(points))
+
+    def _init_cudagraph_sizes(self) -> None:
+        limit = self.max_num_batched_tokens
+        if self.max_cudagraph_capture_size is not None:
+            self.max_cudagraph_capture_size = values.positive_int(
+                "max_cudagraph_capture_size", self.max_cudagraph_capture_size
+            )
+            if self.max_cudagraph_capture_size > limit:
+                raise ConfigError(
+                    "max_cudagraph_capture_size",
+                    self.max_cudagraph_capture_size,
+                    f"at most max_num_batched_tokens ({limit})",
+                )
+        if self.cudagraph_capture_sizes is None:
+            top = self.max_cudagraph_capture_size or min(DEFAULT_MAX_CAPTURE_SIZE, limit)
+            self.cudagraph_capture_sizes = default_capture_sizes(top)
+            # The largest default size at or below the limit is the real maximum.
+            self.max_cudagraph_capture_size = self.cudagraph_capture_sizes[-1]
+            return
+        sizes = values.size_list("cudagraph_capture_sizes", self.cudagraph_capture_sizes, limit)
+        if not sizes:
+            raise ConfigError("cudagraph_capture_sizes", sizes, "a non-empty list (or leave it unset for the defaults)")
+        if self.max_cudagraph_capture_size is None:
+            self.max_cudagraph_capture_size = sizes[-1]
+        elif sizes[-1] > self.max_cudagraph_capture_size:
+            raise ConfigError(
+                "cudagraph_capture_sizes",
+                sizes,
+                f"sizes at most max_cudagraph_capture_size ({self.max_cudagraph_capture_size})",
+            )
+        self.cudagraph_capture_sizes = sizes
+
+    def _compile_sizes(self) -> list[int]:
+        value = self.compile_sizes
+        if isinstance(value, str):
+            if value != CAPTURE_SIZES_ALIAS:
+                raise ConfigError("compile_sizes", value, f'a list of ints or the string "{CAPTURE_SIZES_ALIAS}"')
+            return list(self.cudagraph_capture_sizes or [])
+        return values.size_list("compile_sizes", value, self.max_num_batched_tokens)
+
+    def _check_modes(self) -> None:
+        if self.cudagraph_mode.requires_piecewise_compilation():
+            if self.mode != CompilationMode.VLLM_COMPILE:
+                raise ConfigError(
+                    "cudagraph_mode",
+                    self.cudagraph_mode.name,
+                    "piecewise CUDA graphs need mode VLLM_COMPILE; use FULL or NONE otherwise",
+                )
+            if not self.splitting_ops:
+                raise ConfigError(
+                    "cudagraph_mode",
+                    self.cudagraph_mode.name,
+                    "piecewise CUDA graphs need splitting_ops to split the graph at; set splitting_ops or use FULL",
+                )
+            if self.use_inductor_graph_partition:
+                raise ConfigError(
+                    "use_inductor_graph_partition",
+                    True,
+                    f"False with cudagraph_mode {self.cudagraph_mode.name}: aotcache does not yet capture a CUDA "
+                    "graph per Inductor partition; use FX splitting, or cudagraph_mode FULL or NONE",
+                )
+        if self.use_inductor_graph_partition and self.backend != "inductor":
+            raise ConfigError("use_inductor_graph_partition", True, 'False with backend "eager" (Inductor partitions)')
+
+    # -- derived values -----------------------------------------------------------------
+
+    def effective_custom_ops(self) -> tuple[str, ...]:
+        """custom_ops with vLLM's default added where it names neither "all" nor "none":
+        "none" (native PyTorch, which Inductor fuses) when Inductor compiles, else "all"."""
+        rules = tuple(self.custom_ops)
+        if "all" in rules or "none" in rules:
+            return rules
+        compiled = self.backend == "inductor" and self.mode != CompilationMode.NONE
+        return (*rules, "none" if compiled else "all")
+
+    def is_custom_op_enabled(self, name: str) -> bool:
+        return values.custom_op_enabled(self.effective_custom_ops(), name)
+
+    def adjust_cudagraph_sizes_for_spec_decode(self, uniform_decode_query_len: int, tensor_parallel_size: int) -> None:
+        """vLLM's: every capture size rounded up to a multiple of the decode query length
+        (a speculative-decoding step verifies that many tokens per request), those past
+        max_cudagraph_capture_size dropped, and the maximum set to the largest left.
+        tensor_parallel_size matters to vLLM only with sequence parallelism, which
+        aotcache has no pass for, so only its value is checked."""
+        multiple = values.positive_int("uniform_decode_query_len", uniform_decode_query_len)
+        values.positive_int("tensor_parallel_size", tensor_parallel_size)
+        if not self.cudagraph_capture_sizes or multiple <= 1:
+            return
+        top = self.max_cudagraph_capture_size or self.cudagraph_capture_sizes[-1]
+        rounded_up = {-(-size // multiple) * multiple for size in self.cudagraph_capture_sizes}
+        rounded = sorted(s for s in rounded_up if s <= top) or ([multiple] if multiple <= top else [])
+        if not rounded:
+            raise ConfigError(
+                "uniform_decode_query_len",
+                multiple,
+                f"at most max_cudagraph_capture_size ({top}): no capture size is left after rounding up to it",
+            )
+        self.cudagraph_capture_sizes = rounded
+        self.max_cudagraph_capture_size = rounded[-1]
+        self.uniform_decode_query_len = multiple  # what the dispatcher's uniform-decode batches hold
+        self._given.update(cudagraph_capture_sizes=rounded, max_cudagraph_capture_size=rounded[-1])
+        if self._given.get("compile_sizes") == CAPTURE_SIZES_ALIAS:
+            self.compile_sizes = list(rounded)
+
+    def get_compile_ranges(self) -> list[Range]:
+        """[1, p1], [p1+1, p2], ..., [pk+1, max_num_batched_tokens], both ends inclusive."""
+        ranges = []
+        start = 1
+        for point in self.compile_ranges_split_points:
+            ranges.append(Range(start, point))
+            start = point + 1
+        ranges.append(Range(start, self.max_num_batched_tokens))
+        return ranges
+
+    def get_compile_units(self) -> list[Range]:
+        """Every range compiled: the compile ranges, then one single-size range per compile
+        size that is not already a range of its own (vLLM's PiecewiseBackend)."""
+        ranges = self.get_compile_ranges()
+        singles = [Range(s, s) for s in self.compile_sizes if Range(s, s) not in ranges]
+        return ranges + singles
+
+    def compute_bs_to_padded_graph_size(self) -> list[int]:
+        """For every batch size 0..max_cudagraph_capture_size, the smallest capture size >= it."""
+        sizes = self.cudagraph_capture_sizes or []
+        top = self.max_cudagraph_capture_size or 0
+        table = []
+        index = 0
+        for batch_size in range(top + 1):
+            while sizes[index] < batch_size:
+                index += 1
+            table.append(sizes[index])
+        return table
+
+    def graph_factors(self) -> dict[str, Any]:
+        """The fields that change the compiled graph, as JSON-ready values. A field added
+        after entries exist is keyed only away from its default, so that those entries
+        keep their keys."""
+        data = self.to_dict()
+        return {
+            name: data[name]
+            for name in GRAPH_FIELDS
+            if name not in KEYED_WHEN_SET or data[name] != KEYED_WHEN_SET[name]
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        data = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+        data["mode"] = self.mode.name
+        data["cudagraph_mode"] = self.cudagraph_mode.name
+        return data
+
+    def replace(self, **overrides: Any) -> CompilationConfig:
+        return _from_fields({**self.to_dict(), **self._given, **overrides})
+
+
+_DERIVED_FIELDS = ("compile_sizes", "cudagraph_capture_sizes", "max_cudagraph_capture_size")
+
+
+def default_capture_sizes(max_size: int) -> list[int]:
+    """vLLM's defaults: 1, 2, 4, multiples of 8 up to 256, then multiples of 16."""
+    sizes = [1, 2, 4, *range(8, 257, 8), *range(272, max_size + 1, 16)]
+    return [s for s in sizes if s <= max_size]
+
+
+# -- loading ---------------------------------------------------------------------------
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CompilationConfig) if f.init)
+
+
+def _from_fields(data: dict[str, Any]) -> CompilationConfig:
+    """A config of aotcache's own field names (sources.from_dict also reads vLLM's)."""
+    unknown = sorted(set(data) - set(FIELD_NAMES))
+    if unknown:
+        raise ConfigError(unknown[0], data[unknown[0]], "unknown field; valid fields are " + ", ".join(FIELD_NAMES))
+    return CompilationConfig(**data)
