@@ -29,8 +29,8 @@ GOALS = {"unchanged_over_cold": 0.10, "comment_edit_over_cold": 0.15, "remote_bu
 
 
 def push(cache: Path, remote: str) -> None:
+    from aotcache.fleet.connect import open_remote
     from aotcache.fleet.push import push as run_push
-    from aotcache.fleet.remote import open_remote
     from aotcache.store.root import CacheRoot
 
     results = run_push(CacheRoot(cache), open_remote(remote))

@@ -18,6 +18,8 @@ SHARED = {
     "envs",
     "configuration",
     "custom_op",
+    "ops",
+    "model_spec",
     "compilation_counter",
     "version",
     "target",
@@ -275,3 +277,69 @@ def test_every_environment_variable_is_documented() -> None:
     listed = {v.name for v in envs.VARIABLES}
     assert spelled <= listed, sorted(spelled - listed)
     assert {n for n in listed if n.startswith("AOTCACHE_")} <= spelled
+
+
+def _import_graph(added: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (at any depth, lazy imports too). A
+    `from package import submodule` is an edge to the submodule alone."""
+    files = {_module_name(path): path for path in _package_files()}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names if alias.name in files}
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join([*base, node.module] if node.module else base)
+                submodules = {f"{module}.{a.name}" for a in node.names} & set(files)
+                found |= submodules
+                if len(submodules) < len(node.names) and module in files:
+                    found.add(module)
+        graph[name] = found - {name}
+    for name, extra in (added or {}).items():
+        graph.setdefault(name, set()).update(extra)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                other = stack.pop()
+                component.append(other)
+                if other == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    """No two modules of aotcache import each other, directly or around a loop, lazily
+    or not; the check finds a loop that is there."""
+    assert not _cycles(_import_graph())
+    probe = _import_graph(
+        {"aotcache.store.root": {"aotcache.store.scan"}, "aotcache.store.scan": {"aotcache.store.root"}}
+    )
+    assert ["aotcache.store.root", "aotcache.store.scan"] in _cycles(probe)

@@ -173,7 +173,7 @@ def test_a_unit_comes_only_from_a_manifest_that_lists_it_and_is_signed_as_the_bu
     """What a remote reuse trusts: the unit index only names an entry; its manifest,
     checked as a pull checks it, must list the unit key itself, and a build that signs
     takes nothing from an entry its key did not sign."""
-    from aotcache.fleet.remote import open_remote
+    from aotcache.fleet.connect import open_remote
     from aotcache.fleet.unit_reuse import RemoteArtifacts
     from aotcache.store import signing
 

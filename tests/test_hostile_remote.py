@@ -35,8 +35,9 @@ from _support import REPO, TINY_CONFIG, python_env, run_argv, run_cli, run_pytho
 
 from aotcache.errors import RemoteError
 from aotcache.fleet import http
+from aotcache.fleet.connect import open_remote
 from aotcache.fleet.pull import pull
-from aotcache.fleet.remote import MAX_CANDIDATES, open_remote
+from aotcache.fleet.remote import MAX_CANDIDATES
 from aotcache.store.root import CacheRoot
 
 pytestmark = pytest.mark.fault

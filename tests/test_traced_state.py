@@ -24,8 +24,8 @@ import aotcache
 from aotcache.backend.precompile import PrecompileResult
 from aotcache.configuration import from_dict
 from aotcache.errors import CompileError, StaleEntry
+from aotcache.fleet.connect import open_remote
 from aotcache.fleet.push import push
-from aotcache.fleet.remote import open_remote
 from aotcache.store.root import CacheRoot
 from aotcache.verify.report import verify_entry, verify_target
 

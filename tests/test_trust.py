@@ -24,8 +24,8 @@ from aotcache.backend.compile import readable_guards
 from aotcache.backend.shape_guards import UnreadableGuard, holds
 from aotcache.configuration import Range
 from aotcache.errors import CorruptEntry, IncompatibleEnvironment
+from aotcache.fleet.connect import open_remote
 from aotcache.fleet.push import push
-from aotcache.fleet.remote import open_remote
 from aotcache.fleet.unit_reuse import RemoteArtifacts
 from aotcache.key.factors import Factor
 from aotcache.store import manifest as manifest_mod

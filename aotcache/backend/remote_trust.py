@@ -29,7 +29,7 @@ def remote_artifacts(request: BuildRequest, sign_key: signing.Key | None) -> tup
     remote = request.remote
     if remote is None or remote == "":
         return None, None
-    from aotcache.fleet.remote import open_remote
+    from aotcache.fleet.connect import open_remote
     from aotcache.fleet.unit_reuse import RemoteArtifacts
 
     url = printable(remote if isinstance(remote, str) else remote.url)

@@ -79,8 +79,8 @@ def push(
 ) -> None:
     """Send entries that pass their checks to a registry or object store; blobs the
     remote has are not sent again, and an entry it holds with other bytes is refused."""
+    from aotcache.fleet.connect import open_remote
     from aotcache.fleet.push import push as run_push
-    from aotcache.fleet.remote import open_remote
 
     out = Output(json_out, quiet, verbose)
     root = cache_root(cache_dir, must_exist=True)
@@ -111,8 +111,8 @@ def pull(
 ) -> None:
     """Bring entries from a registry or object store into the cache dir: each file is
     checked against its manifest in staging, then the entry appears in one rename."""
+    from aotcache.fleet.connect import open_remote
     from aotcache.fleet.pull import pull as run_pull
-    from aotcache.fleet.remote import open_remote
     from aotcache.store.signing import signature_checker
 
     out = Output(json_out, quiet, verbose)

@@ -8,7 +8,7 @@ kernel libraries, loaded from memory with no compiler and no Inductor (`native`,
 CompiledArtifact (any device Inductor supports; loading imports Inductor, and on CPU it
 compiles the kernels' C++ again). A new format (e.g. Inductor's wrapper with Triton
 cubins launched by torch's static CUDA launcher) is a module here and a line in
-`loader_for`, `artifact_paths` and `load_needs`.
+`loader_for`, `artifact_paths` and `needs.load_needs`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import aotcache.envs as envs
 from aotcache.errors import CorruptEntry
+
+from .needs import INDUCTOR, load_needs, missing_needs
 
 # artifact loader: (verified files by path, the manifest's artifact record, a label) -> call(args)
 ArtifactLoader = Callable[[dict[str, bytes], dict[str, Any], str], Callable[..., Any]]
 
 NATIVE = "native"
-INDUCTOR = "inductor"
 KNOWN_FORMATS = (NATIVE, INDUCTOR)
 
 
@@ -47,41 +47,4 @@ def artifact_paths(artifact: dict[str, Any]) -> list[str]:
     return [artifact["binary"]]
 
 
-def load_needs(artifacts: dict[str, dict[str, Any]]) -> list[str]:
-    """What loading these artifacts needs besides torch: [] for compiler-free entries."""
-    needs: set[str] = set()
-    for artifact in artifacts.values():
-        if artifact.get("format") == INDUCTOR:
-            needs.add("inductor")
-            devices = artifact.get("device_types") or ["cpu"]
-            if "cpu" in devices:
-                needs.add("c++ compiler")
-            if "cuda" in devices:
-                needs.add("triton")
-            if artifact.get("dynamic_launch"):
-                needs.add("c compiler")  # Triton's launcher stub, built at load for those kernels
-    return sorted(needs)
-
-
-def missing_needs(needs: list[str]) -> list[str]:
-    """Which of `needs` this host lacks (checked without running anything)."""
-    import importlib.util
-    import shutil
-
-    have = {
-        "inductor": importlib.util.find_spec("torch._inductor") is not None,
-        "c++ compiler": any(shutil.which(c) for c in filter(None, (envs.get(envs.CXX), "g++", "c++", "clang++"))),
-        "triton": importlib.util.find_spec("triton") is not None,
-        "c compiler": _c_compiler_and_headers(),
-    }
-    return [need for need in needs if not have.get(need, False)]
-
-
-def _c_compiler_and_headers() -> bool:
-    """What Triton's launcher stub needs: a C compiler and Python.h."""
-    import os
-    import shutil
-    import sysconfig
-
-    compiler = any(shutil.which(c) for c in filter(None, (envs.get(envs.CC), "cc", "gcc", "clang")))
-    return compiler and os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+__all__ = ["INDUCTOR", "KNOWN_FORMATS", "NATIVE", "artifact_paths", "load_needs", "loader_for", "missing_needs"]

@@ -45,7 +45,7 @@ def load_artifact(blobs: dict[str, bytes], artifact: dict[str, Any], label: str)
 def _check_needs(artifact: dict[str, Any], label: str) -> None:
     """What this host lacks to load the artifact, before anything is unpacked: an
     environment problem (IncompatibleEnvironment), never a corrupt entry."""
-    from . import load_needs, missing_needs
+    from .needs import load_needs, missing_needs
 
     lacking = missing_needs(load_needs({label: artifact}))
     if lacking:

@@ -229,8 +229,8 @@ def _pull_and_open(
 ) -> OpenedEntry:
     """Pull this lookup key's entry from the remote, under a per-key file lock: of the
     replicas that miss at once, the first downloads, the others find it published."""
+    from aotcache.fleet.connect import open_remote
     from aotcache.fleet.pull import pull_for_lookup
-    from aotcache.fleet.remote import open_remote
 
     key = lookup_hash(lookup_factors(config, model))
     try:

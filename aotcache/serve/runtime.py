@@ -11,7 +11,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-import aotcache.hf  # noqa: F401  (registers aotcache::attention, which stored graphs may call)
+import aotcache.ops  # noqa: F401  (registers aotcache::attention, which stored graphs may call)
 from aotcache.formats import loader_for, native
 from aotcache.store.manifest import Manifest
 
