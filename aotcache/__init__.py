@@ -3,6 +3,31 @@ fraction of the cold-compile time, verified, with no compiler and no re-tracing.
 
 The serving path (`aotcache.load`) imports nothing from the compile side; `precompile`
 imports aotcache.backend (Dynamo, Inductor) only when called.
+
+Packages, one per stage of the data flow (each `__init__` lists its modules):
+  `key`            named factors: config, environment, model identity, traced sources
+  `store`          the cache dir: manifest, crash-safe writes, signing, checks, scan, clear
+  `formats`        how a stored artifact becomes a callable again
+  `serve`          load, bind, dispatch, run; CUDA graphs
+  `fleet`          push and pull through an OCI registry or an object store
+  `verify`         every check of an entry, and verify --run's fresh process
+  `backend`        the compile side: trace, split, compile, publish
+  `cli`            the aotcache command
+  `configuration`  CompilationConfig, where it comes from, the config in effect
+Modules shared by all, one line each:
+  `api`                  aotcache.precompile's model/spec/TARGET resolution
+  `decorators`           @support_compile, vLLM's decorator
+  `custom_op`            CustomOp layers and the custom_ops rules
+  `model_spec`           ModelSpec: how a model is built and called
+  `target`               finding the object a TARGET names
+  `hf`                   transformers models: hf: targets, attention routed to the op
+  `ops`                  aotcache::attention, registered without transformers
+  `envs`                 every environment variable, with its meaning
+  `errors`               the typed errors and exit codes
+  `modes`                CompilationMode, CUDAGraphMode
+  `progress`             progress lines of long operations
+  `compilation_counter`  what the cache did, as vLLM's counter
+  `version`              the version
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ SABOTAGES = [
         "a manifest path with '..' is accepted",
         (
             (
-                "aotcache/store/structure.py",
+                "aotcache/store/schema.py",
                 '        raise SchemaError(where, f"path {path!r} leaves the entry")',
                 "        pass",
             ),
@@ -619,7 +619,7 @@ SABOTAGES = [
         "id-not-covering-the-manifest",
         "The entry id covers what the manifest holds",
         "a manifest's id and summary factors are not checked against what it holds",
-        (("aotcache/store/structure.py", "        _check_id_covers_the_manifest(body)\n", "        pass\n"),),
+        (("aotcache/store/schema.py", "        _check_id_covers_the_manifest(body)\n", "        pass\n"),),
         ("tests/test_trust.py::test_an_entry_id_must_cover_what_its_manifest_holds",),
     ),
     Sabotage(

@@ -343,3 +343,15 @@ def test_no_import_cycles() -> None:
         {"aotcache.store.root": {"aotcache.store.scan"}, "aotcache.store.scan": {"aotcache.store.root"}}
     )
     assert ["aotcache.store.root", "aotcache.store.scan"] in _cycles(probe)
+
+
+def test_every_package_lists_its_modules() -> None:
+    """Each package's __init__ names each of its modules and subpackages (in backticks),
+    one line each: the map of the house is in the house."""
+    missing = []
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        names = [p.stem for p in init.parent.glob("*.py") if p.stem != "__init__"]
+        names += [p.parent.name for p in init.parent.glob("*/__init__.py")]
+        missing += [f"{init.relative_to(REPO)}: {n}" for n in sorted(names) if f"`{n}`" not in doc]
+    assert not missing, "\n".join(missing)

@@ -37,8 +37,20 @@ from .common import (
     fail,
     handle_errors,
     import_cwd,
-    parse_int_list,
     stderr,
+)
+from .options import (
+    ConfigFile,
+    ConfigJson,
+    HfClass,
+    Jobs,
+    NoSplit,
+    SignKey,
+    Target,
+    config_from,
+    precompile_overrides,
+    spec_of,
+    with_hf_options,
 )
 
 app = typer.Typer(
@@ -68,82 +80,6 @@ def _main(
     ] = False,
 ) -> None:
     """Compile PyTorch models ahead of time in CI; load them verified, with no compiler, at serve time."""
-
-
-def _config(
-    spec_config: dict[str, Any], config_file: Path | None, json_text: str | None, overrides: dict[str, Any]
-) -> Any:
-    from aotcache.configuration import load_config
-
-    return load_config(
-        base=spec_config, pyproject=True, config_file=config_file, json_text=json_text, overrides=overrides
-    )
-
-
-def _spec(target: str) -> Any:
-    from aotcache.target import as_spec, import_target
-
-    import_cwd()
-    return as_spec(import_target(target), origin=target)
-
-
-def _with_hf_options(target: str, hf_class: str | None, no_split: bool = False) -> str:
-    """`hf:PATH` with --hf-class X is the TARGET `hf:PATH@X`, and with --no-split
-    `hf:PATH+whole` (recorded so, for verify --run)."""
-    if hf_class is None and not no_split:
-        return target
-    if not target.startswith("hf:"):
-        raise ConfigError("hf_class" if hf_class else "no_split", hf_class or True, "only with an hf:PATH TARGET")
-    from aotcache.hf import WHOLE
-
-    base = target.removesuffix(WHOLE)
-    if hf_class is not None:
-        base = f"{base.split('@')[0]}@{hf_class}"
-    return base + (WHOLE if no_split or target.endswith(WHOLE) else "")
-
-
-NoSplit = Annotated[
-    bool,
-    typer.Option("--no-split", help="For hf:PATH, compile the model whole instead of splitting it at attention."),
-]
-HfClass = Annotated[
-    str | None,
-    typer.Option(
-        "--hf-class",
-        metavar="CLASS",
-        help="For hf:PATH, the transformers class to build [default: AutoModelForCausalLM].",
-    ),
-]
-
-
-Target = Annotated[
-    str,
-    typer.Argument(
-        metavar="TARGET",
-        help="package.module:attr or path/to/file.py:attr (a ModelSpec, model class, factory or model), "
-        "or hf:PATH, a Hugging Face checkpoint directory.",
-        show_default=False,
-    ),
-]
-ConfigFile = Annotated[Path | None, typer.Option("--config", metavar="FILE", help="TOML file of config fields.")]
-ConfigJson = Annotated[
-    str | None,
-    typer.Option(
-        "--compilation-config",
-        "-O",
-        metavar="JSON",
-        help="JSON object of config fields (as vLLM's --compilation-config).",
-    ),
-]
-Jobs = Annotated[
-    int | None,
-    typer.Option(
-        "--jobs", "-j", min=1, metavar="N", help="Worker processes compiling units [default: the cores available]."
-    ),
-]
-SignKey = Annotated[
-    Path | None, typer.Option("--sign-key", metavar="FILE", help="Sign the entry (Ed25519 PEM or HMAC secret).")
-]
 
 
 @app.command(
@@ -200,15 +136,15 @@ def precompile(
 ) -> None:
     """Trace TARGET once, compile every range and size, and publish a verified entry."""
     out = Output(json_out, quiet, verbose)
-    target = _with_hf_options(target, hf_class, no_split)
-    spec = _spec(target)
-    overrides = _precompile_overrides(compile_sizes, split_points, max_num_batched_tokens, splitting_ops, backend)
-    _config(spec.config_dict(), config, compilation_config, overrides)  # a bad field fails before the build
+    target = with_hf_options(target, hf_class, no_split)
+    spec = spec_of(target)
+    overrides = precompile_overrides(compile_sizes, split_points, max_num_batched_tokens, splitting_ops, backend)
+    config_from(spec.config_dict(), config, compilation_config, overrides)  # a bad field fails before the build
     if spec.example_inputs is None:
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
     options = {"cache_dir": cache_dir, "force": force, "strict": strict, "sign_key": sign_key, "origin": target}
     options.update(jobs=jobs, remote=remote, insecure=insecure, trust_unsigned_remote=trust_unsigned_remote)
-    config_of = functools.partial(_config, config_file=config, json_text=compilation_config, overrides=overrides)
+    config_of = functools.partial(config_from, config_file=config, json_text=compilation_config, overrides=overrides)
     summary = _run_precompile(spec, config_of, options, show_progress=not quiet)
     if verbose:
         from aotcache.compilation_counter import counters
@@ -229,23 +165,6 @@ def _run_precompile(spec: Any, config_of: Any, options: dict[str, Any], *, show_
         result = precompile_model(spec.build_model(), config_of, spec.config_dict(), spec.example_inputs, request)
     schema = "aotcache.precompile-parts/1" if isinstance(result, PartsResult) else "aotcache.precompile/2"
     return {"schema": schema, **result.summary}
-
-
-def _precompile_overrides(
-    compile_sizes: str | None,
-    split_points: str | None,
-    max_num_batched_tokens: int | None,
-    splitting_ops: str | None,
-    backend: str | None,
-) -> dict[str, Any]:
-    """Config fields given as precompile's own options (None: not given)."""
-    return {
-        "compile_sizes": parse_int_list(compile_sizes, "compile_sizes"),
-        "compile_ranges_split_points": parse_int_list(split_points, "compile_ranges_split_points"),
-        "max_num_batched_tokens": max_num_batched_tokens,
-        "splitting_ops": splitting_ops.split(",") if splitting_ops else None,
-        "backend": backend,
-    }
 
 
 @app.command(
@@ -357,12 +276,12 @@ def verify(
     out = Output(json_out, quiet, verbose)
     import_cwd()
     if ":" in target_or_key:
-        target_or_key = _with_hf_options(target_or_key, hf_class, no_split)
+        target_or_key = with_hf_options(target_or_key, hf_class, no_split)
     bar = not (json_out or quiet)
     report = check(
         target_or_key,
         cache_dir=cache_dir,
-        config_of=lambda fields: _config(fields, config, compilation_config, {}),
+        config_of=lambda fields: config_from(fields, config, compilation_config, {}),
         trusted_key=trusted_key,
         strict=strict,
         run=run_check,

@@ -8,7 +8,8 @@ kernel libraries, loaded from memory with no compiler and no Inductor (`native`,
 CompiledArtifact (any device Inductor supports; loading imports Inductor, and on CPU it
 compiles the kernels' C++ again). A new format (e.g. Inductor's wrapper with Triton
 cubins launched by torch's static CUDA launcher) is a module here and a line in
-`loader_for`, `artifact_paths` and `needs.load_needs`.
+`loader_for`, `artifact_paths` and `needs` (what loading an artifact needs
+besides torch, and which of that this host lacks).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Owns finding and loading an entry (`loader`), binding call arguments and the model's
 tensors to graph inputs (`inputs`, `binding`), picking a compile unit by size
-(`dispatch`), turning the entry's graphs into callables (`runtime`) and CUDA graphs
-(`cudagraph`). Depends on `key`,
-`store` and `formats`; never on the compile side (a lint rule enforces it).
+(`dispatch`), turning the entry's graphs into callables (`runtime`), CUDA graphs
+(`cudagraph`) and a model served as parts, whose parts load their own entries
+(`parts`). Depends on `key`, `store`, `formats` and `fleet`; never on the compile side
+(a lint rule enforces it).
 """
 
 # Modules whose presence in sys.modules means the compile side was imported: a serving

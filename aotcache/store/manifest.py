@@ -19,8 +19,8 @@ from aotcache.key.factors import Factor, factors_from_json
 from aotcache.key.lookup import FORMAT_VERSION
 from aotcache.store.traced_state import TracedState
 
-from .schema import SchemaError
-from .structure import check_structure
+from .schema import check_structure
+from .structure import SchemaError
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
