@@ -139,9 +139,9 @@ def _manifest(entry: Path) -> Any:
 
 def test_a_tampered_unit_on_the_remote_is_compiled_here_with_a_warning(tiny_entry, tmp_path) -> None:
     manifest = _manifest(tiny_entry.path)
-    size_one = next(u for u in manifest.units if u["range"] == [1, 1])
-    artifact = manifest.artifacts[next(iter(size_one["artifacts"].values()))]
-    kernel = sorted(artifact["kernels"].values())[0]
+    size_one = next(u for u in manifest.units if u.range == [1, 1])
+    artifact = manifest.artifacts[next(iter(size_one.artifacts.values()))]
+    kernel = sorted(artifact.kernels.values())[0]
     with registry(tmp_path / "registry") as (host, storage):
         remote = f"oci://{host}/aot/tampered"
         assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from aotcache.cli.app import app
 from aotcache.configuration import CompilationConfig
 from aotcache.errors import ConfigError
+from aotcache.formats import Artifact
 from aotcache.key.lookup import config_factors
 
 CHECK_SIZES = [1, 2, 4, 3, 5, 8, 9, 20, 32]
@@ -122,7 +123,7 @@ def test_a_cuda_artifact_on_a_host_without_triton_is_an_environment_problem(monk
     from aotcache.formats import inductor
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else object())
-    record = {"format": "inductor", "binary": "artifacts/x.bin", "device_types": ["cuda"]}
+    record = Artifact.from_json({"format": "inductor", "binary": "artifacts/x.bin", "device_types": ["cuda"]})
     with pytest.raises(IncompatibleEnvironment, match="needs triton, which this host lacks"):
         inductor.load_artifact({"artifacts/x.bin": b"not even read"}, record, "x")
 
@@ -135,8 +136,9 @@ def test_kernels_the_static_launcher_cannot_take_make_loading_need_a_c_compiler(
     from aotcache.errors import IncompatibleEnvironment
     from aotcache.formats import inductor, load_needs
 
-    static = {"format": "inductor", "binary": "artifacts/x.bin", "device_types": ["cuda"], "triton_kernels": 3}
-    dynamic = {**static, "dynamic_launch": ["triton_red_fused_sum_0"]}
+    static_json = {"format": "inductor", "binary": "artifacts/x.bin", "device_types": ["cuda"], "triton_kernels": 3}
+    static = Artifact.from_json(static_json)
+    dynamic = Artifact.from_json({**static_json, "dynamic_launch": ["triton_red_fused_sum_0"]})
     assert load_needs({"x": static}) == ["inductor", "triton"]
     assert load_needs({"x": static, "y": dynamic}) == ["c compiler", "inductor", "triton"]
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())

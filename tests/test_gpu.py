@@ -50,8 +50,8 @@ def cuda_entry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 def test_cuda_pieces_are_stored_in_the_inductor_format(cuda_entry) -> None:
     _, result = cuda_entry
     artifacts = result.manifest.artifacts.values()
-    assert {a["format"] for a in artifacts} == {"inductor"}
-    assert all(a["device_types"] == ["cuda"] for a in artifacts)
+    assert {a.format for a in artifacts} == {"inductor"}
+    assert all(a.device_types == ("cuda",) for a in artifacts)
     assert result.manifest.recorded["device_type"] == "cuda"
     names = {f.name for f in result.manifest.lookup}
     assert {"cuda.capability", "cuda.device_name", "cuda.version", "triton.version"} <= names

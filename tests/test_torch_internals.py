@@ -15,7 +15,7 @@ from _support import run_python
 
 from aotcache.backend import _torch_compat as compat
 from aotcache.backend.native import export
-from aotcache.formats import inductor_runtime
+from aotcache.formats import Artifact, inductor_runtime
 from aotcache.formats import torch_internals as internals
 from aotcache.serve.runtime import artifact_call
 
@@ -68,7 +68,8 @@ def test_standalone_compile_and_native_export_round_trip() -> None:
     for digest, library in native.kernels.items():
         blobs[f"kernels/{digest}.so"] = open(library, "rb").read()
         kernels[digest] = f"kernels/{digest}.so"
-    call = artifact_call(blobs, {"format": "native", "wrapper": "artifacts/w.py", "kernels": kernels}, "test")
+    record = Artifact.from_json({"format": "native", "wrapper": "artifacts/w.py", "kernels": kernels})
+    call = artifact_call(blobs, record, "test")
     with torch.no_grad():
         (ours,) = call([x, w])
         (theirs,) = artifact(x, w)

@@ -27,6 +27,7 @@ from aotcache.key.sources import SourceFile
 from aotcache.progress import Progress
 from aotcache.store.atomic import write_file
 from aotcache.store.manifest import FileRecord, Manifest
+from aotcache.store.records import Piece, Unit
 from aotcache.version import __version__
 
 from . import _torch_compat as compat
@@ -64,7 +65,7 @@ def build_entry(
     seconds["compile"] = time.perf_counter() - start
     for rel, data in sorted(files.items()):
         write_file(staging / rel, data, point="kernel-write" if rel.startswith("kernels/") else None)
-    native_kernels = any(a["format"] == NATIVE for a in result.artifacts.values())
+    native_kernels = any(a.format == NATIVE for a in result.artifacts.values())
     recorded = recorded_build_facts(environment, native_kernels, model)
     recorded["runtime_versions"] = elfdeps.merge(
         elfdeps.required_versions(data) for rel, data in files.items() if rel.startswith("kernels/")
@@ -134,7 +135,7 @@ class _EntryBuild:
         pieces = _piece_records(self.split, self.compiled, files)
         units = list(self.config.get_compile_units())
         if not self.compiled:
-            return files, pieces, CompiledUnits([{"range": [u.start, u.end], "artifacts": {}} for u in units])
+            return files, pieces, CompiledUnits([Unit(u.start, u.end) for u in units])
         compiler = UnitCompiler(
             self.model,
             self.config,
@@ -149,19 +150,13 @@ class _EntryBuild:
         return files, pieces, compiler.compile_all(units, files)
 
 
-def _piece_records(split: SplitGraph, compiled: bool, files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
-    pieces: dict[str, dict[str, Any]] = {}
+def _piece_records(split: SplitGraph, compiled: bool, files: dict[str, bytes]) -> dict[str, Piece]:
+    pieces: dict[str, Piece] = {}
     for piece in split.pieces:
         code_path = f"pieces/{piece.digest}.py"
         files[code_path] = module_source(piece.graph).encode()
         kind = "splitting_op" if piece.splitting_op else ("compiled" if compiled else "eager")
-        pieces[piece.name] = {
-            "kind": kind,
-            "digest": piece.digest,
-            "code": code_path,
-            "single_output": piece.single_output,
-            "op": piece.splitting_op,
-        }
+        pieces[piece.name] = Piece(kind, piece.digest, code_path, piece.single_output, piece.splitting_op)
     return pieces
 
 

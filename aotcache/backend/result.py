@@ -29,7 +29,7 @@ class PrecompileResult:
         units_reused (a hit builds nothing); units_reused_remote of those reused came
         from the remote, with bytes_fetched downloaded."""
         stats, build = self.manifest.stats, self.build
-        served = [u for u in self.manifest.units if "refused" not in u]
+        served = self.manifest.served_units
         return {
             "entry": self.entry_id,
             "path": str(self.path),
@@ -63,7 +63,7 @@ class PrecompileResult:
             return {}
         counts = []
         for name in sorted(self.manifest.artifacts):
-            wrapper = self.manifest.artifacts[name].get("wrapper")
+            wrapper = self.manifest.artifacts[name].wrapper
             source = (self.path / wrapper).read_text() if wrapper else ""
             counts.append(compat.inductor_partition_count(source))
         return {"inductor_partitions": counts}

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aotcache.configuration import CompilationConfig, Range
 from aotcache.errors import CacheMiss
-from aotcache.formats import artifact_paths
+from aotcache.formats import Artifact
 from aotcache.key.factors import digest
 from aotcache.store import signing
 from aotcache.store.checks import OpenedEntry, open_entry
@@ -42,7 +42,7 @@ class ReusedUnit:
 
     unit: Range
     name: str
-    record: dict[str, Any]
+    record: Artifact  # its guards included
     files: dict[str, bytes]
     guards: str | None
     source_entry: str
@@ -97,13 +97,12 @@ class ArtifactIndex:
         fetched = self.remote.find(key) if self.remote is not None else None
         if fetched is None:
             return None
-        record = {k: v for k, v in fetched.record.items() if k != "guards"}
         return ReusedUnit(
             unit,
             fetched.name,
-            record,
+            fetched.record,
             fetched.files,
-            fetched.record["guards"],
+            fetched.record.guards,
             fetched.entry_id,
             remote=True,
             bytes_fetched=fetched.bytes_fetched,
@@ -117,14 +116,13 @@ class ArtifactIndex:
         if opened is None:
             return None
         record = opened.manifest.artifacts.get(pointer["artifact"])
-        if record is None or "guards" not in record:
+        if record is None or not record.has_guards:
             return None
-        paths = artifact_paths(record)
+        paths = record.paths()
         files = {rel: opened.blobs[rel] for rel in paths if rel in opened.blobs}
         if len(files) != len(paths):
             return None
-        stored = {k: v for k, v in record.items() if k != "guards"}
-        return ReusedUnit(unit, pointer["artifact"], stored, files, record["guards"], opened.entry_id)
+        return ReusedUnit(unit, pointer["artifact"], record, files, record.guards, opened.entry_id)
 
     def remember(self, keys: dict[str, str], entry_id: str) -> None:
         """Point each unit key at the artifact `entry_id` holds for it (best effort: an

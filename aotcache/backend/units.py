@@ -20,11 +20,12 @@ from torch import fx
 from aotcache.compilation_counter import counters
 from aotcache.configuration import CompilationConfig, Range
 from aotcache.errors import CompileError
-from aotcache.formats import INDUCTOR, NATIVE
+from aotcache.formats import INDUCTOR, NATIVE, Artifact
 from aotcache.progress import Progress
 from aotcache.serve.binding import GraphBinder
 from aotcache.serve.runtime import artifact_call, piece_runner
 from aotcache.store.failpoints import failpoint
+from aotcache.store.records import Unit
 
 from .capture import Capture
 from .compile import (
@@ -49,8 +50,8 @@ MAX_GUARD_SIZES = 64  # sizes a range may lose to shape guards before we give up
 class CompiledUnits:
     """What compiling every unit produced, ready for the manifest."""
 
-    unit_records: list[dict[str, Any]] = field(default_factory=list)
-    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unit_records: list[Unit] = field(default_factory=list)
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
     added_sizes: list[int] = field(default_factory=list)
     unit_keys: dict[str, str] = field(default_factory=dict)  # unit key -> artifact name, for the index
     compiled: int = 0
@@ -156,7 +157,7 @@ class UnitCompiler:
         result = CompiledUnits(added_sizes=added, workers=len(self.worker_pids), **self.counts)
         result.refused_sizes = sorted(refused)
         for size in sorted(refused):
-            result.unit_records.append({"range": [size, size], "artifacts": {}, "refused": refused_reason(size)})
+            result.unit_records.append(Unit(size, size, {}, refused_reason(size)))
         names: dict[tuple[Range, str], str] = {}
         for unit in units:
             for digest, done in self.done[unit].items():
@@ -164,7 +165,7 @@ class UnitCompiler:
                 if (unit, digest) in self.keys:
                     result.unit_keys[self.keys[unit, digest]] = names[unit, digest]
             unit_names = {digest: names[unit, digest] for digest in self.done[unit]}
-            result.unit_records.append({"range": [unit.start, unit.end], "artifacts": unit_names})
+            result.unit_records.append(Unit(unit.start, unit.end, unit_names))
         self._self_check(names, result.artifacts, files)
         return result
 
@@ -280,7 +281,7 @@ class UnitCompiler:
         )
 
     def _self_check(
-        self, names: dict[tuple[Range, str], str], artifacts: dict[str, dict[str, Any]], files: dict[str, bytes]
+        self, names: dict[tuple[Range, str], str], artifacts: dict[str, Artifact], files: dict[str, bytes]
     ) -> None:
         """Run every stored artifact the way the loader will, next to Inductor's in-process
         result, at the sizes it serves; any difference means the export is wrong."""
@@ -329,22 +330,30 @@ def _run_checked(run: Callable[..., Any], args: list[Any], what: str, piece: str
         ) from exc
 
 
-def store_artifact(
-    result: CompiledUnit | ReusedUnit, files: dict[str, bytes], artifacts: dict[str, dict[str, Any]]
-) -> str:
+def store_artifact(result: CompiledUnit | ReusedUnit, files: dict[str, bytes], artifacts: dict[str, Artifact]) -> str:
     """Add a compiled (or reused) unit to the entry's files in its format,
     content-addressed, and return the artifact's name (the sha256 of what identifies it)."""
     if isinstance(result, ReusedUnit):
         files.update(result.files)
-        artifacts.setdefault(result.name, {**result.record, "guards": result.guards})
+        artifacts.setdefault(result.name, result.record)
         return result.name
     if result.native is None:
         data = _inductor_bytes(result)
         name = hashlib.sha256(data).hexdigest()
         files[f"artifacts/{name}.bin"] = data
-        record = {"format": INDUCTOR, "binary": f"artifacts/{name}.bin", "device_types": result.device_types}
-        record.update(result.triton_launch or {})
-        artifacts.setdefault(name, {**record, "guards": result.guards})
+        launch = result.triton_launch or {}
+        dynamic = launch.get("dynamic_launch")
+        artifacts.setdefault(
+            name,
+            Artifact(
+                INDUCTOR,
+                result.guards,
+                binary=f"artifacts/{name}.bin",
+                device_types=tuple(result.device_types),
+                triton_kernels=launch.get("triton_kernels"),
+                dynamic_launch=tuple(dynamic) if dynamic is not None else None,
+            ),
+        )
         return name
     kernels = {}
     for source_digest, library in sorted(result.native.kernels.items()):
@@ -355,8 +364,7 @@ def store_artifact(
     wrapper = result.native.wrapper.encode()
     name = hashlib.sha256(wrapper).hexdigest()
     files[f"artifacts/{name}.py"] = wrapper
-    record = {"format": NATIVE, "wrapper": f"artifacts/{name}.py", "kernels": kernels, "guards": result.guards}
-    artifacts.setdefault(name, record)
+    artifacts.setdefault(name, Artifact(NATIVE, result.guards, wrapper=f"artifacts/{name}.py", kernels=kernels))
     return name
 
 

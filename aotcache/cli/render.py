@@ -130,7 +130,7 @@ def _sizes(report: Any) -> str:
     if report.manifest is None:
         return "-"
     sizes = report.manifest.config.get("compile_sizes") or []
-    ranges = [u["range"] for u in report.manifest.units if u["range"][0] != u["range"][1]]
+    ranges = [u.range for u in report.manifest.units if u.start != u.end]
     parts = []
     if sizes:
         parts.append(",".join(str(s) for s in sizes))

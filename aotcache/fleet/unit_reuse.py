@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aotcache.errors import AotCacheError, CacheMiss, RemoteError, printable
-from aotcache.formats import artifact_paths
+from aotcache.formats import Artifact
 from aotcache.key.env import host_problems
 from aotcache.store.checks import SignatureCheck, environment_problems
 from aotcache.store.manifest import Manifest
@@ -38,7 +38,7 @@ class FetchedArtifact:
 
     entry_id: str
     name: str
-    record: dict[str, Any]
+    record: Artifact
     files: dict[str, bytes]
     bytes_fetched: int  # downloaded for it (0 when another unit of this build fetched the same files)
 
@@ -86,19 +86,19 @@ class RemoteArtifacts:
             return None
         name = manifest.unit_keys.get(unit_key)
         artifact = manifest.artifacts.get(name or "")
-        if name is None or artifact is None or "guards" not in artifact:
+        if name is None or artifact is None or not artifact.has_guards:
             log.info("remote %s: entry %s does not list unit %s", self.remote.url, record.entry_id, unit_key[:12])
             return None
         fetched = 0
         files: dict[str, bytes] = {}
-        for path in artifact_paths(artifact):
+        for path in artifact.paths():
             listed = manifest.files[path]  # check_structure: every artifact path is listed
             if listed.sha256 not in self._files:
                 blob = Blob(path, listed.sha256, listed.bytes)
                 self._files[listed.sha256] = read_small(self.remote, blob, MAX_ARTIFACT_FILE)
                 fetched += listed.bytes
             files[path] = self._files[listed.sha256]
-        return FetchedArtifact(record.entry_id, name, dict(artifact), files, fetched)
+        return FetchedArtifact(record.entry_id, name, artifact, files, fetched)
 
     def _unfit(self, manifest: Manifest) -> str:
         """Why an entry's units would not run here, as a local reuse judges it (its

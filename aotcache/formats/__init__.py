@@ -19,13 +19,11 @@ from typing import Any
 
 from aotcache.errors import CorruptEntry
 
-from .needs import INDUCTOR, load_needs, missing_needs
+from .artifact import INDUCTOR, KNOWN_FORMATS, NATIVE, Artifact
+from .needs import load_needs, missing_needs
 
 # artifact loader: (verified files by path, the manifest's artifact record, a label) -> call(args)
-ArtifactLoader = Callable[[dict[str, bytes], dict[str, Any], str], Callable[..., Any]]
-
-NATIVE = "native"
-KNOWN_FORMATS = (NATIVE, INDUCTOR)
+ArtifactLoader = Callable[[dict[str, bytes], Artifact, str], Callable[..., Any]]
 
 
 def loader_for(name: str) -> ArtifactLoader:
@@ -42,10 +40,20 @@ def loader_for(name: str) -> ArtifactLoader:
 
 
 def artifact_paths(artifact: dict[str, Any]) -> list[str]:
-    """The entry files an artifact record refers to, by its format."""
+    """The entry files an artifact record's JSON refers to, by its format (the schema
+    check reads them before the record is typed: Artifact.paths then)."""
     if artifact["format"] == NATIVE:
         return [artifact["wrapper"], *artifact["kernels"].values()]
     return [artifact["binary"]]
 
 
-__all__ = ["INDUCTOR", "KNOWN_FORMATS", "NATIVE", "artifact_paths", "load_needs", "loader_for", "missing_needs"]
+__all__ = [
+    "INDUCTOR",
+    "KNOWN_FORMATS",
+    "NATIVE",
+    "Artifact",
+    "artifact_paths",
+    "load_needs",
+    "loader_for",
+    "missing_needs",
+]

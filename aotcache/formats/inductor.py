@@ -23,9 +23,10 @@ from typing import Any
 from aotcache.errors import CorruptEntry, IncompatibleEnvironment
 
 from . import torch_internals
+from .artifact import Artifact
 
 
-def load_artifact(blobs: dict[str, bytes], artifact: dict[str, Any], label: str) -> Callable[..., Any]:
+def load_artifact(blobs: dict[str, bytes], artifact: Artifact, label: str) -> Callable[..., Any]:
     """The artifact's `call(args)` (Inductor's calling convention, as the native format)."""
     if sys.flags.optimize:
         raise IncompatibleEnvironment(
@@ -33,7 +34,7 @@ def load_artifact(blobs: dict[str, bytes], artifact: dict[str, Any], label: str)
             hint="run without -O, or precompile with artifact_format native",
         )
     _check_needs(artifact, label)
-    data = blobs[artifact["binary"]]
+    data = blobs[str(artifact.binary)]
     compiled = _load_from_bytes(data, label)
 
     def call(args: list[Any]) -> Any:
@@ -42,7 +43,7 @@ def load_artifact(blobs: dict[str, bytes], artifact: dict[str, Any], label: str)
     return call
 
 
-def _check_needs(artifact: dict[str, Any], label: str) -> None:
+def _check_needs(artifact: Artifact, label: str) -> None:
     """What this host lacks to load the artifact, before anything is unpacked: an
     environment problem (IncompatibleEnvironment), never a corrupt entry."""
     from .needs import load_needs, missing_needs

@@ -12,6 +12,7 @@ from typing import Any
 from aotcache.errors import CorruptEntry
 
 from . import inductor_runtime
+from .artifact import Artifact
 from .kernels import load_kernel
 
 Runnable = Callable[..., Any]
@@ -24,10 +25,10 @@ def exec_source(source: bytes, filename: str) -> dict[str, Any]:
     return namespace
 
 
-def load_artifact(blobs: dict[str, bytes], artifact: dict[str, Any], label: str) -> Runnable:
+def load_artifact(blobs: dict[str, bytes], artifact: Artifact, label: str) -> Runnable:
     """Execute a rewritten Inductor wrapper, resolving each kernel to the library the
     entry compiled from that exact C++ source, and return its `call(args)`."""
-    kernels: dict[str, str] = artifact.get("kernels", {})
+    kernels = artifact.kernels
 
     def resolve(argtypes: list[str], source: str) -> Runnable:
         digest = inductor_runtime.kernel_source_digest(source)
@@ -38,5 +39,5 @@ def load_artifact(blobs: dict[str, bytes], artifact: dict[str, Any], label: str)
         return load_kernel(data, hashlib.sha256(data).hexdigest())
 
     with inductor_runtime.kernel_resolver(resolve):
-        namespace = exec_source(blobs[artifact["wrapper"]], f"<aotcache artifact:{label}>")
+        namespace = exec_source(blobs[str(artifact.wrapper)], f"<aotcache artifact:{label}>")
     return namespace["call"]

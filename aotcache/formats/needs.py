@@ -3,25 +3,23 @@ Inductor, a C++ compiler on CPU, Triton on CUDA), and which of that this host la
 
 from __future__ import annotations
 
-from typing import Any
-
 import aotcache.envs as envs
 
-INDUCTOR = "inductor"  # the format whose loading needs more than torch
+from .artifact import INDUCTOR, Artifact
 
 
-def load_needs(artifacts: dict[str, dict[str, Any]]) -> list[str]:
+def load_needs(artifacts: dict[str, Artifact]) -> list[str]:
     """What loading these artifacts needs besides torch: [] for compiler-free entries."""
     needs: set[str] = set()
     for artifact in artifacts.values():
-        if artifact.get("format") == INDUCTOR:
+        if artifact.format == INDUCTOR:
             needs.add("inductor")
-            devices = artifact.get("device_types") or ["cpu"]
+            devices = artifact.device_types or ("cpu",)
             if "cpu" in devices:
                 needs.add("c++ compiler")
             if "cuda" in devices:
                 needs.add("triton")
-            if artifact.get("dynamic_launch"):
+            if artifact.dynamic_launch:
                 needs.add("c compiler")  # Triton's launcher stub, built at load for those kernels
     return sorted(needs)
 

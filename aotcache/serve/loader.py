@@ -84,13 +84,13 @@ class LoadedModel:
         self.manifest = manifest
         self.model = model
         self.spec = InputSpec.from_json(manifest.input_spec)
-        self.units = [Range(*u["range"]) for u in manifest.units]
+        self.units = [Range(u.start, u.end) for u in manifest.units]
         self.binder = GraphBinder(model, manifest.graph_inputs, self.spec)
-        refused = {u["range"][0]: u["refused"] for u in manifest.units if "refused" in u}
+        refused = {u.start: u.refused for u in manifest.units if u.refused is not None}
         self.unit_index = SizeDispatcher(self.units, refused)
         self.unit_pieces: list[SimpleNamespace] = build_variants(manifest, opened.blobs)
         self.splitting_op_pieces = frozenset(
-            name for name, piece in manifest.pieces.items() if piece["kind"] == "splitting_op"
+            name for name, piece in manifest.pieces.items() if piece.kind == "splitting_op"
         )
         self.stitch: Callable[..., tuple[Any, ...]] = fx_forward(opened.blobs, manifest.stitch, "graph")
         self.output_dims: list[list[int]] = manifest.output_dims

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import aotcache.ops  # noqa: F401  (registers aotcache::attention, which stored graphs may call)
-from aotcache.formats import loader_for, native
+from aotcache.formats import Artifact, loader_for, native
 from aotcache.store.manifest import Manifest
+from aotcache.store.records import Piece
 
 Runnable = Callable[..., Any]
 
@@ -23,9 +24,9 @@ def fx_forward(blobs: dict[str, bytes], path: str, label: str) -> Runnable:
     return native.exec_source(blobs[path], f"<aotcache {label}:{path}>")["forward"]
 
 
-def artifact_call(blobs: dict[str, bytes], artifact: dict[str, Any], label: str) -> Runnable:
+def artifact_call(blobs: dict[str, bytes], artifact: Artifact, label: str) -> Runnable:
     """An artifact's `call(args)`, by the format its manifest record names."""
-    return loader_for(artifact["format"])(blobs, artifact, label)
+    return loader_for(artifact.format)(blobs, artifact, label)
 
 
 def piece_runner(call: Runnable, single_output: bool) -> Runnable:
@@ -54,23 +55,23 @@ def build_variants(manifest: Manifest, blobs: dict[str, bytes]) -> list[SimpleNa
     """One namespace per compile unit, holding the runnable of every piece for that unit.
     The stitching graph's `forward(self, ...)` is called with one of them as `self`."""
     shared: dict[str, Runnable] = {}
-    per_unit_pieces: dict[str, dict[str, Any]] = {}
+    per_unit_pieces: dict[str, Piece] = {}
     for name, piece in manifest.pieces.items():
-        if piece["kind"] == "compiled":
+        if piece.kind == "compiled":
             per_unit_pieces[name] = piece
         else:
-            shared[name] = eager_runner(fx_forward(blobs, piece["code"], name))
+            shared[name] = eager_runner(fx_forward(blobs, piece.code, name))
     calls: dict[str, Runnable] = {}
     variants = []
     for unit in manifest.units:
-        if "refused" in unit:  # never dispatched to: the dispatcher refuses its size
+        if not unit.served:  # never dispatched to: the dispatcher refuses its size
             variants.append(SimpleNamespace())
             continue
         members = dict(shared)
         for name, piece in per_unit_pieces.items():
-            artifact_name = unit["artifacts"][piece["digest"]]
+            artifact_name = unit.artifacts[piece.digest]
             if artifact_name not in calls:
                 calls[artifact_name] = artifact_call(blobs, manifest.artifacts[artifact_name], artifact_name)
-            members[name] = piece_runner(calls[artifact_name], bool(piece["single_output"]))
+            members[name] = piece_runner(calls[artifact_name], piece.single_output)
         variants.append(SimpleNamespace(**members))
     return variants

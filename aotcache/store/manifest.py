@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from aotcache.errors import CorruptEntry, UnsupportedFormat
+from aotcache.formats.artifact import Artifact
 from aotcache.key.factors import Factor, factors_from_json
 from aotcache.key.lookup import FORMAT_VERSION
 from aotcache.store.traced_state import TracedState
 
+from .records import Piece, Unit
 from .schema import check_structure
 from .structure import SchemaError
 
@@ -47,9 +49,9 @@ class Manifest:
     output_spec: str | None
     sources: list[dict[str, str]]
     stitch: str
-    pieces: dict[str, dict[str, Any]]
-    units: list[dict[str, Any]]
-    artifacts: dict[str, dict[str, Any]]
+    pieces: dict[str, Piece]
+    units: list[Unit]
+    artifacts: dict[str, Artifact]
     files: dict[str, FileRecord]
     stats: dict[str, Any] = field(default_factory=dict)
     output_dims: list[list[int]] = field(default_factory=list)
@@ -58,7 +60,10 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, pieces={}, units=[], artifacts={}))
+        data["pieces"] = {name: piece.to_json() for name, piece in self.pieces.items()}
+        data["units"] = [unit.to_json() for unit in self.units]
+        data["artifacts"] = {name: artifact.to_json() for name, artifact in self.artifacts.items()}
         data["lookup"] = [f.to_json() for f in self.lookup]
         data["build"] = [f.to_json() for f in self.build]
         data["traced_state"] = self.traced_state.to_json()
@@ -72,6 +77,11 @@ class Manifest:
     @property
     def total_bytes(self) -> int:
         return sum(record.bytes for record in self.files.values())
+
+    @property
+    def served_units(self) -> list[Unit]:
+        """The units a size is dispatched to (not those refused)."""
+        return [unit for unit in self.units if unit.served]
 
     @property
     def model_class(self) -> str:
@@ -147,9 +157,9 @@ def _from_body(body: dict[str, Any], version: int) -> Manifest:
         output_spec=body["output_spec"],
         sources=body["sources"],
         stitch=body["stitch"],
-        pieces=body["pieces"],
-        units=body["units"],
-        artifacts=body["artifacts"],
+        pieces={name: Piece.from_json(piece) for name, piece in body["pieces"].items()},
+        units=[Unit.from_json(unit) for unit in body["units"]],
+        artifacts={name: Artifact.from_json(artifact) for name, artifact in body["artifacts"].items()},
         files={path: FileRecord(r["sha256"], r["bytes"]) for path, r in body["files"].items()},
         stats=body["stats"],
         output_dims=body["output_dims"],

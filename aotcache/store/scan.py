@@ -76,7 +76,7 @@ class EntryReport:
                 mode=config.get("mode"),
                 backend=config.get("backend"),
                 compile_sizes=config.get("compile_sizes"),
-                ranges=[u["range"] for u in self.manifest.units if u["range"][0] != u["range"][1]],
+                ranges=[u.range for u in self.manifest.units if u.start != u.end],
                 artifacts=len(self.manifest.artifacts),
                 files=len(self.manifest.files),
             )
@@ -89,13 +89,13 @@ class EntryReport:
                     recorded=self.manifest.recorded,
                     config=config,
                     sources=self.manifest.sources,
-                    units=self.manifest.units,
-                    pieces=self.manifest.pieces,
+                    units=[u.to_json() for u in self.manifest.units],
+                    pieces={name: p.to_json() for name, p in self.manifest.pieces.items()},
                     traced_state={
                         "checks": self.manifest.traced_state.count,
                         "not_checked": self.manifest.traced_state.not_checked,
                     },
-                    artifacts=self.manifest.artifacts,
+                    artifacts={name: a.to_json() for name, a in self.manifest.artifacts.items()},
                     artifact_files=[
                         {"path": rel, "bytes": rec.bytes, "sha256": rec.sha256}
                         for rel, rec in sorted(self.manifest.files.items())
