@@ -9,7 +9,8 @@ CompiledArtifact (any device Inductor supports; loading imports Inductor, and on
 compiles the kernels' C++ again). A new format (e.g. Inductor's wrapper with Triton
 cubins launched by torch's static CUDA launcher) is a module here and a line in
 `loader_for`, `artifact_paths` and `needs` (what loading an artifact needs
-besides torch, and which of that this host lacks).
+besides torch, and which of that this host lacks). `artifact` is the typed record of
+one artifact, as a manifest lists it.
 """
 
 from __future__ import annotations

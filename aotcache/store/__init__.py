@@ -6,6 +6,7 @@ Modules, one line each:
   `atomic`        crash-safe writes: written, fsynced, then renamed
   `safefs`        file operations that never follow a link nor block on a FIFO
   `manifest`      manifest.json: the Manifest, parsed once and checked
+  `records`       its pieces and units, typed (its artifacts: formats.artifact)
   `schema`        what a manifest must look like, field by field
   `structure`     the building blocks of a structure check (string, integer, record, ...)
   `plain`         plain values: a traced setting as JSON that says its own type
