@@ -79,7 +79,10 @@ SABOTAGES = [
                 "    return []",
             ),
         ),
-        ("tests/test_serve_path.py::test_edited_environment_factor_is_refused",),
+        (
+            "tests/test_serve_path.py::test_verify_by_key_compares_the_recorded_environment",
+            "tests/test_trust.py::test_a_remote_unit_built_for_another_environment_is_compiled_here",
+        ),
     ),
     Sabotage(
         "paths-may-leave",

@@ -63,6 +63,27 @@ def test_other_aten_cpu_capability_is_refused_with_the_factor_named(tiny_entry) 
     assert f"cpu.capability: {host} -> {other.upper()}" in report["message"]
 
 
+@pytest.mark.parametrize(("factor", "value"), [("torch.version", "1.0.0"), ("cpu.capability", "SVE256")])
+def test_verify_by_key_compares_the_recorded_environment(factor: str, value: str, tiny_entry, tmp_path) -> None:
+    """An entry built elsewhere is never found under this host's lookup key (the load
+    above misses, naming the factor); named by its key, as `verify KEY`, a pull and a
+    remote unit reuse find it, its recorded environment is what refuses it."""
+    from aotcache.store.root import CacheRoot
+    from aotcache.verify.report import verify_entry
+
+    cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
+
+    def edit(manifest: aotcache.store.manifest.Manifest) -> None:
+        manifest.lookup = [Factor(f.name, value) if f.name == factor else f for f in manifest.lookup]
+
+    moved = rewrite_manifest_as_built(cache / "entries" / tiny_entry.entry_id, edit)
+    verdict = verify_entry(CacheRoot(cache), moved.name)
+    environment = next(c for c in verdict.checks if c.check == "environment")
+    assert not verdict.ok and not environment.ok, verdict
+    assert [d["name"] for d in environment.differences] == [factor], environment
+    assert all(c.ok for c in verdict.checks if c.check != "environment"), verdict
+
+
 def test_kernels_from_a_newer_compiler_runtime_are_refused(tiny_entry, tmp_path) -> None:
     cache = copy_cache(tiny_entry.cache_dir, tmp_path / "c")
     entry = cache / "entries" / tiny_entry.entry_id
