@@ -69,8 +69,8 @@ class ConfigError(AotCacheError, ValueError):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, field: str, value: Any, allowed: str) -> None:
-        super().__init__(f"invalid {field}={value!r}: {allowed}")
+    def __init__(self, field: str, value: Any, allowed: str, *, hint: str | None = None) -> None:
+        super().__init__(f"invalid {field}={value!r}: {allowed}", hint=hint)
         self.field = field
         self.value = value
         self.allowed = allowed

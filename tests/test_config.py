@@ -210,7 +210,7 @@ def test_bad_toml_is_a_config_error(tmp_path) -> None:
     bad.write_text("compile_sizes = [1,\n")
     with pytest.raises(ConfigError, match="valid TOML"):
         load_config(config_file=bad)
-    with pytest.raises(ConfigError, match="existing TOML file"):
+    with pytest.raises(ConfigError, match="no such file"):
         load_config(config_file=tmp_path / "missing.toml")
 
 
@@ -372,3 +372,28 @@ def test_dynamic_shapes_config_is_filled_in_and_keyed() -> None:
     unbacked = from_dict({"dynamic_shapes_config": {"type": "unbacked"}})
     assert _keyed(unbacked) != _keyed(from_dict({}))
     assert from_dict(unbacked.to_dict()) == unbacked
+
+
+def test_a_misspelt_field_names_where_it_came_from_and_the_nearest_field(tmp_path) -> None:
+    """`compile_sizez` in pyproject's [tool.aotcache]: the error names the file and the
+    table, and the hint says which field was meant (as the CLI prints it, one line)."""
+    (tmp_path / "pyproject.toml").write_text("[tool.aotcache]\ncompile_sizez = [1, 2]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(pyproject=tmp_path / "pyproject.toml")
+    line = caught.value.one_line()
+    assert "invalid compile_sizez=[1, 2]: unknown field in " in line, line
+    assert f"{tmp_path / 'pyproject.toml'} [tool.aotcache]" in line and "(did you mean compile_sizes?)" in line, line
+    with pytest.raises(ConfigError) as caught:
+        load_config(json_text='{"max_num_batched_token": 8}')
+    assert "in the JSON config" in str(caught.value) and caught.value.hint == "did you mean max_num_batched_tokens?"
+    with pytest.raises(ConfigError) as caught:
+        from_dict({"nothing_like_a_field": 1})
+    assert caught.value.hint is None  # no near name: no guess
+
+
+def test_a_config_file_that_is_not_there_says_so(tmp_path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file=tmp_path / "nosuch.toml")
+    assert caught.value.one_line() == (
+        f"invalid config='{tmp_path / 'nosuch.toml'}': no such file (check the path given to --config)"
+    )

@@ -10,6 +10,7 @@ split points (which are boundaries, so a repeat means nothing).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,7 +313,22 @@ FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CompilationConfig) if f.i
 
 def _from_fields(data: dict[str, Any]) -> CompilationConfig:
     """A config of aotcache's own field names (sources.from_dict also reads vLLM's)."""
-    unknown = sorted(set(data) - set(FIELD_NAMES))
-    if unknown:
-        raise ConfigError(unknown[0], data[unknown[0]], "unknown field; valid fields are " + ", ".join(FIELD_NAMES))
+    check_field_names(data, "")
     return CompilationConfig(**data)
+
+
+def check_field_names(data: dict[str, Any], source: str, also_known: tuple[str, ...] = ()) -> None:
+    """ConfigError for the first field `data` names that a config does not have: where it
+    came from (`source`, e.g. "pyproject.toml [tool.aotcache]") and the nearest real name."""
+    unknown = sorted(set(data) - set(FIELD_NAMES) - set(also_known))
+    if not unknown:
+        return
+    name = unknown[0]
+    near = difflib.get_close_matches(name, FIELD_NAMES, n=1)
+    where = f" in {source}" if source else ""
+    raise ConfigError(
+        name,
+        data[name],
+        f"unknown field{where}; valid fields are " + ", ".join(FIELD_NAMES),
+        hint=f"did you mean {near[0]}?" if near else None,
+    )

@@ -12,7 +12,7 @@ from typing import Any
 
 from aotcache.errors import ConfigError
 
-from .compilation import CompilationConfig, _from_fields
+from .compilation import CompilationConfig, _from_fields, check_field_names
 
 # Fields of vLLM's CompilationConfig that aotcache does not implement yet, with the value
 # that means "not used" there: a config copied from vLLM with them at that value loads;
@@ -72,7 +72,7 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError("config", str(path), "an existing TOML file") from None
+        raise ConfigError("config", str(path), "no such file", hint="check the path given to --config") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError("config", str(path), f"valid TOML ({exc})") from None
     table = data.get("tool", {}).get("aotcache")
@@ -91,6 +91,9 @@ def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path | None:
     return None
 
 
+JSON_SOURCE = "the JSON config (--compilation-config or AOTCACHE_COMPILATION_CONFIG)"
+
+
 def load_config(
     *,
     base: CompilationConfig | dict[str, Any] | None = None,
@@ -106,15 +109,25 @@ def load_config(
     if isinstance(base, CompilationConfig):
         merged.update(base.to_dict())
     elif base:
-        merged.update(base)
+        merged.update(_named(base, "the model's own config"))
     if pyproject is True:
         pyproject = find_pyproject()
     if pyproject:
-        merged.update(read_toml(pyproject))
+        merged.update(_named(read_toml(pyproject), f"{pyproject} [tool.aotcache]"))
     if config_file:
-        merged.update(read_toml(config_file))
+        merged.update(_named(read_toml(config_file), str(config_file)))
     if json_text:
-        merged.update(parse_json(json_text))
+        merged.update(
+            _named(parse_json(json_text), "the JSON config (--compilation-config or AOTCACHE_COMPILATION_CONFIG)")
+        )
     if overrides:
         merged.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(merged)
+
+
+def _named(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """`data`, once every field it names is one a config has (vLLM's names too), so that
+    a misspelt field is reported with the source it came from."""
+    if isinstance(data, dict):
+        check_field_names(data, source, also_known=("level", *NOT_IMPLEMENTED, *FILLED_IN))
+    return data
