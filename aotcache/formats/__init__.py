@@ -8,7 +8,7 @@ kernel libraries, loaded from memory with no compiler and no Inductor (`native`,
 CompiledArtifact (any device Inductor supports; loading imports Inductor, and on CPU it
 compiles the kernels' C++ again). A new format (e.g. Inductor's wrapper with Triton
 cubins launched by torch's static CUDA launcher) is a module here and a line in
-`loader_for`, `artifact_paths` and `needs` (what loading an artifact needs
+`loader_for`, `artifact.Artifact.paths` and `needs` (what loading an artifact needs
 besides torch, and which of that this host lacks). `artifact` is the typed record of
 one artifact, as a manifest lists it.
 """
@@ -40,20 +40,11 @@ def loader_for(name: str) -> ArtifactLoader:
     raise CorruptEntry(f"artifact format {name!r} is unknown to this aotcache (known: {', '.join(KNOWN_FORMATS)})")
 
 
-def artifact_paths(artifact: dict[str, Any]) -> list[str]:
-    """The entry files an artifact record's JSON refers to, by its format (the schema
-    check reads them before the record is typed: Artifact.paths then)."""
-    if artifact["format"] == NATIVE:
-        return [artifact["wrapper"], *artifact["kernels"].values()]
-    return [artifact["binary"]]
-
-
 __all__ = [
     "INDUCTOR",
     "KNOWN_FORMATS",
     "NATIVE",
     "Artifact",
-    "artifact_paths",
     "load_needs",
     "loader_for",
     "missing_needs",

@@ -12,7 +12,7 @@ import torch
 
 from aotcache.configuration import from_dict
 from aotcache.errors import ConfigError
-from aotcache.formats import INDUCTOR, KNOWN_FORMATS, NATIVE, artifact_paths
+from aotcache.formats import INDUCTOR, KNOWN_FORMATS, NATIVE, Artifact
 from aotcache.key.factors import EntryKey, factors_from_json
 from aotcache.key.sources import ROOT_KINDS, SourceFile, sources_digest
 from aotcache.store import traced_state as state_mod
@@ -251,8 +251,8 @@ def check_structure(body: dict[str, Any]) -> None:
         _check_id_covers_the_manifest(body)
     files = body["files"]
     paths = [body["stitch"], *(p["code"] for p in body["pieces"].values())]
-    for artifact in body["artifacts"].values():
-        paths += artifact_paths(artifact)
+    for artifact in body["artifacts"].values():  # each record checked above: from_json cannot fail
+        paths += Artifact.from_json(artifact).paths()
     unlisted = [p for p in paths if p not in files]
     if unlisted:
         raise SchemaError("files", f"it refers to {unlisted[0]!r}, which it does not list")

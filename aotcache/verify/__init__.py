@@ -14,7 +14,6 @@ compile side.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -127,7 +126,7 @@ def _run_each(
     for path, verdict in parts.items():
         if verdict.entry:
             part_of = f"{model}.{path}" if path else verdict.part_of
-            with watch() if verdict.ok else contextlib.nullcontext(_Unwatched()) as watcher:
+            with (watch if verdict.ok else _Unwatched)() as watcher:
                 verdict.run = checked_run(
                     verdict,
                     target,
