@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_CACHE := .aotcache/demo
 
-.PHONY: install test test-gpu test-matrix gpu-check gpu-wheelhouse lint docs sabotage demo bench clean test-servers
+.PHONY: install test test-gpu test-matrix gpu-check gpu-wheelhouse lint docs sabotage demo bench bench-scale clean test-servers
 
 install: $(STAMP)
 
@@ -66,6 +66,12 @@ demo: $(STAMP)
 # CI cost (precompile vs torch.compile, rebuilds, --jobs), serve-time start-up, and FX
 # splitting vs Inductor graph partition, side by side; each writes its section of
 # benchmarks/results/latest.json (~45 min on 2 cores).
+# Real scale (Qwen2-0.5B's and Llama-3.1-8B's shapes, weights never built to precompile):
+# precompile wall time and peak RSS, torch.compile cold and warm, load and per-call latency;
+# writes the "scale" section of benchmarks/results/latest.json and scale.md (~15 min).
+bench-scale: $(STAMP)
+	$(PY) benchmarks/bench_scale.py
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_precompile.py
 	$(PY) benchmarks/bench_ci.py

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from aotcache import hf as hf
     from aotcache.custom_op import CustomOp
     from aotcache.decorators import ignore_compile, should_compile_mm_encoder, support_compile
+    from aotcache.model_spec import without_weights
     from aotcache.serve.loader import LoadedModel, load
     from aotcache.target import ModelSpec
 
@@ -79,6 +80,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "support_compile": ("aotcache.decorators", "support_compile"),
     "ignore_compile": ("aotcache.decorators", "ignore_compile"),
     "should_compile_mm_encoder": ("aotcache.decorators", "should_compile_mm_encoder"),
+    "without_weights": ("aotcache.model_spec", "without_weights"),
 }
 
 
@@ -147,4 +149,5 @@ __all__ = [
     "precompile",
     "should_compile_mm_encoder",
     "support_compile",
+    "without_weights",
 ]

@@ -46,5 +46,6 @@ def precompile(
     from .backend.parts import precompile_model
     from .backend.request import BuildRequest
 
-    request = BuildRequest.of(dynamic_arg_dims=spec.dynamic_arg_dims, **kwargs)
-    return precompile_model(spec.build_model(), config_of, spec.config_dict(), spec.example_inputs, request)
+    request = BuildRequest.of(dynamic_arg_dims=spec.dynamic_arg_dims, check_graph=spec.check_graph, **kwargs)
+    model = spec.build_model(weights=False)
+    return precompile_model(model, config_of, spec.config_dict(), spec.example_inputs, request)

@@ -35,6 +35,7 @@ AOTCACHE_OCI_PASSWORD = "AOTCACHE_OCI_PASSWORD"
 AOTCACHE_PROGRESS = "AOTCACHE_PROGRESS"
 AOTCACHE_HEARTBEAT_SECONDS = "AOTCACHE_HEARTBEAT_SECONDS"
 AOTCACHE_CPU_FLAGS = "AOTCACHE_CPU_FLAGS"
+AOTCACHE_CHECK_BYTES = "AOTCACHE_CHECK_BYTES"
 AOTCACHE_FAILPOINT = "AOTCACHE_FAILPOINT"
 AOTCACHE_FAILPOINT_ANNOUNCE = "AOTCACHE_FAILPOINT_ANNOUNCE"
 # -- the tools around it ------------------------------------------------------------------
@@ -92,6 +93,11 @@ VARIABLES: tuple[Variable, ...] = (
         "progress reaches stderr when nobody configured logging",
     ),
     Variable(AOTCACHE_HEARTBEAT_SECONDS, "seconds between the lines that say a long wait is still waiting", "10"),
+    Variable(
+        AOTCACHE_CHECK_BYTES,
+        "bytes: what precompile's self-check may hold at once; it runs each range at sizes that fit",
+        "1073741824 (1 GiB)",
+    ),
     Variable(
         AOTCACHE_CPU_FLAGS,
         "the CPU flags this host claims (space or comma separated): simulate a smaller host",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import os
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import torch
 
 import aotcache.envs as envs
 from aotcache.errors import TargetError
-from aotcache.model_spec import ModelSpec
+from aotcache.model_spec import ModelSpec, without_weights
 from aotcache.ops import ATTENTION_OP
 
 PREFIX = "hf:"
@@ -267,13 +268,39 @@ def spec(target: str) -> ModelSpec:
             check_routed(model, example_inputs(2))
         return model
 
+    def build_without_weights() -> torch.nn.Module:
+        with without_weights():
+            model = model_class.from_config(hf_config).eval()
+        return split_attention(model) if split else model
+
     return ModelSpec(
         model=build,
         example_inputs=example_inputs,
         config=default_config(hf_config, split=split),
         dynamic_arg_dims={"input_ids": 1, "attention_mask": 1},
         name=target,
+        model_without_weights=build_without_weights,
+        check_graph=routed_in_graph(hf_config) if split else None,
     )
+
+
+def routed_in_graph(config: Any) -> Callable[[torch.fx.GraphModule], None]:
+    """check_routed for a traced graph (a model built without weights cannot run): the
+    graph calls aotcache::attention once per layer at least, or a TargetError."""
+    layers = int(getattr(config, "num_hidden_layers", 1) or 1)
+    kind = getattr(config, "model_type", "the model")
+
+    def check(graph: torch.fx.GraphModule) -> None:
+        op = torch.ops.aotcache.attention
+        calls = sum(1 for n in graph.graph.nodes if n.op == "call_function" and n.target in (op, op.default))
+        if calls < layers:
+            raise TargetError(
+                f"{kind}: {calls} of its {layers} layers' attention goes through aotcache::attention, so the graph "
+                "cannot be split at attention",
+                hint="precompile it whole: --no-split for an hf:PATH TARGET",
+            )
+
+    return check
 
 
 def example_inputs_for(config: Any) -> Any:

@@ -34,6 +34,7 @@ STAGE_LABELS = {
 
 class Progress(Protocol):
     def stage(self, name: str) -> None: ...
+    def stage_done(self, name: str, peak_rss: int | None) -> None: ...
     def units(self, total: int) -> None: ...
     def unit_done(self, label: str) -> None: ...
     def waiting(self, what: str, seconds: float) -> None: ...
@@ -41,6 +42,9 @@ class Progress(Protocol):
 
 class Silent:
     def stage(self, name: str) -> None:
+        pass
+
+    def stage_done(self, name: str, peak_rss: int | None) -> None:
         pass
 
     def units(self, total: int) -> None:
@@ -68,6 +72,10 @@ class LineProgress:
 
     def stage(self, name: str) -> None:
         self._line(STAGE_LABELS.get(name, name))
+
+    def stage_done(self, name: str, peak_rss: int | None) -> None:
+        if peak_rss is not None:
+            self._line(f"{name}: done, peak RSS {peak_rss / 2**30:.2f} GiB")
 
     def units(self, total: int) -> None:
         if total != self.total:

@@ -706,6 +706,91 @@ SABOTAGES = [
         ),
         ("tests/test_traced_state.py::test_a_module_level_singleton_is_checked_by_its_global_name",),
     ),
+    Sabotage(
+        "hf-built-with-weights",
+        "Real scale: weights are never needed to precompile",
+        "an hf: TARGET is precompiled from a model with all its (random) weights built",
+        (
+            (
+                "aotcache/hf.py",
+                "        model_without_weights=build_without_weights,\n",
+                "        model_without_weights=None,\n",
+            ),
+        ),
+        ("tests/test_scale.py::test_a_model_whose_weights_exceed_the_budget_precompiles_within_it",),
+    ),
+    Sabotage(
+        "check-on-placeholders",
+        "Real scale: the self-check of a model without weights runs on numbers",
+        "the eager runs of the self-check bind the uninitialised placeholders instead of random values",
+        (
+            (
+                "aotcache/backend/units.py",
+                "        if not self.without_weights:\n            return values\n        if self._check_template",
+                "        if True:\n            return values\n        if self._check_template",
+            ),
+        ),
+        ("tests/test_scale.py::test_a_model_whose_weights_exceed_the_budget_precompiles_within_it",),
+    ),
+    Sabotage(
+        "check-weights-per-layer",
+        "Real scale: the self-check's random weights are one of each unique piece's",
+        "every piece gets random values of its own, so N identical layers cost N layers",
+        (
+            (
+                "aotcache/backend/weights.py",
+                "            if same is None or same.shape",
+                "            if True or same.shape",
+            ),
+        ),
+        ("tests/test_scale.py::test_a_model_whose_weights_exceed_the_budget_precompiles_within_it",),
+    ),
+    Sabotage(
+        "check-at-the-range-maximum",
+        "Real scale: the self-check is bounded in memory",
+        "a range is checked at its largest size, whatever that holds",
+        (
+            (
+                "aotcache/backend/check_budget.py",
+                "    mid = max(low, min((unit.start + unit.end) // 2, cap))\n",
+                "    mid = unit.end\n",
+            ),
+        ),
+        ("tests/test_scale.py::test_a_model_whose_weights_exceed_the_budget_precompiles_within_it",),
+    ),
+    Sabotage(
+        "over-budget-size-checked",
+        "Real scale: the self-check is bounded in memory",
+        "a compile size is run by the self-check whatever it holds",
+        (
+            (
+                "aotcache/backend/units.py",
+                "                sizes = [unit.start] if unit.start <= self.check_cap else []\n",
+                "                sizes = [unit.start]\n",
+            ),
+        ),
+        ("tests/test_scale.py::test_a_model_whose_weights_exceed_the_budget_precompiles_within_it",),
+    ),
+    Sabotage(
+        "hf-routing-unchecked-in-graph",
+        "HF: an hf: target whose attention is not routed is refused",
+        "precompile (a model without weights) does not count the op in the traced graph",
+        (("aotcache/hf.py", "        if calls < layers:\n", "        if False:\n"),),
+        ("tests/test_trust.py::test_an_hf_target_whose_attention_is_not_routed_is_refused_by_name",),
+    ),
+    Sabotage(
+        "spec-check-graph-dropped",
+        "HF: an hf: target whose attention is not routed is refused",
+        "the CLI's precompile does not pass the spec's graph check on",
+        (
+            (
+                "aotcache/cli/app.py",
+                "progress=progress, check_graph=spec.check_graph, **options",
+                "progress=progress, **options",
+            ),
+        ),
+        ("tests/test_scale.py::test_a_spec_check_graph_reaches_the_cli_precompile",),
+    ),
 ]
 
 

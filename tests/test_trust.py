@@ -174,8 +174,9 @@ def test_each_attention_argument_the_op_would_drop_is_refused_and_an_empty_one_p
 
 
 def test_an_hf_target_whose_attention_is_not_routed_is_refused_by_name(tmp_path, monkeypatch) -> None:
-    """hf.spec runs the model once and counts the op's calls: a model split_attention
-    could not route is refused naming its architecture, never compiled as one piece."""
+    """hf.spec runs the model once and counts the op's calls; precompile, which builds
+    it without weights, counts them in the traced graph: a model split_attention could
+    not route is refused naming its architecture, never compiled as one piece."""
     folder = tmp_path / "llama"
     config = transformers.LlamaConfig(
         vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -186,6 +187,9 @@ def test_an_hf_target_whose_attention_is_not_routed_is_refused_by_name(tmp_path,
     monkeypatch.setattr(hf, "split_attention", lambda model: model)  # as if transformers would not switch it
     with pytest.raises(aotcache.TargetError, match=r"llama: 0 of its 2 layers"):
         hf.spec(f"hf:{folder}").build_model()
+    with pytest.raises(aotcache.TargetError, match=r"llama: 0 of its 2 layers"):
+        aotcache.precompile(f"hf:{folder}", {"max_num_batched_tokens": 16}, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "entries").exists() or not any((tmp_path / "cache" / "entries").iterdir())
 
 
 # -- usage stamps, held locks ------------------------------------------------------------------

@@ -3,6 +3,8 @@ Imported only when something is compiled; the serving path never imports it.
 
 Modules, one line each, in the order a precompile uses them:
   `precompile`       the orchestration: calls each step below
+  `weights`          a model built without weights: placeholders, and random values for the check
+  `peak_memory`      each stage's peak resident memory, for progress and --json
   `request`          BuildRequest: what one precompile is asked to do
   `remote_trust`     what a build may take from a remote (signed by whom, or nothing)
   `unchanged`        the no-change path: the entry found before any trace
@@ -13,6 +15,7 @@ Modules, one line each, in the order a precompile uses them:
   `split`            the captured graph cut at the splitting ops
   `units`            every unique piece for every compile range and size, compiled or reused
   `compile`          one piece through Inductor for one range or size
+  `check_budget`     the sizes the self-check runs at, within a memory budget
   `shape_guards`     Inductor's shape guards, read by a grammar (never eval'd)
   `parallel`         units compiled in forked worker processes (--jobs)
   `reuse`            the index of built artifacts (local and remote) a rebuild takes units from

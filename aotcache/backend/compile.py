@@ -1,7 +1,8 @@
 """Compile: each unique piece once per compile range and once per concrete size.
 
 A range compiles from the graph's symbolic inputs ("from_graph"); a concrete size from
-real inputs of that size, recorded by running the split graph eagerly. Inductor records
+inputs of that size (the weights, and uninitialised tensors of the traced layout: a
+compile reads shapes, never values). Inductor records
 the shape guards of what it compiled (e.g. `2 <= s0`): sizes of a range that fail them
 get a concrete compile of their own, because loaded artifacts do not check guards.
 """
@@ -90,13 +91,17 @@ def save_artifact(artifact: Any, unit: Range) -> bytes:
 
 
 def record_piece_inputs(stitch: fx.GraphModule, values: list[Any], wanted: set[str]) -> dict[str, list[Any]]:
-    """Run the split graph eagerly and record the inputs each wanted piece receives."""
+    """Run the split graph eagerly and record the inputs each wanted piece receives (a
+    copy of each activation; the graph's own inputs, the weights, as they are)."""
     recorded: dict[str, list[Any]] = {}
+    given = {id(v) for v in values if isinstance(v, torch.Tensor)}
 
     class Recorder(fx.Interpreter):
         def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
             if target in wanted and target not in recorded:
-                recorded[target] = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+                recorded[target] = [
+                    a.clone() if isinstance(a, torch.Tensor) and id(a) not in given else a for a in args
+                ]
             return super().call_module(target, args, kwargs)
 
     with torch.no_grad():
@@ -108,7 +113,7 @@ def compile_unit(
     graph: fx.GraphModule,
     digest: str,
     unit: Range,
-    real_inputs: list[Any] | None,
+    concrete_inputs: list[Any] | None,
     config_patches: dict[str, Any],
     artifact_format: str = "auto",
 ) -> CompiledUnit:
@@ -117,9 +122,9 @@ def compile_unit(
     inductor (torch's CompiledArtifact), or auto (native where it can be)."""
     start = time.perf_counter()
     if unit.is_single_size():
-        if real_inputs is None:
-            raise CompileError(f"no inputs of size {unit.start} recorded for a concrete compile")
-        inputs = [unit.start if isinstance(v, (int, torch.SymInt)) else v for v in real_inputs]
+        if concrete_inputs is None:
+            raise CompileError(f"no inputs of size {unit.start} for a concrete compile")
+        inputs = [unit.start if isinstance(v, (int, torch.SymInt)) else v for v in concrete_inputs]
         dynamic_shapes = "from_example_inputs"
     else:
         inputs = [n.meta["example_value"] for n in graph.graph.nodes if n.op == "placeholder"]

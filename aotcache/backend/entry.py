@@ -183,6 +183,8 @@ def build_facts(result: CompiledUnits, seconds: dict[str, float]) -> dict[str, A
         "units_deduplicated": result.deduplicated,
         "units_compiled_in_workers": result.in_workers,
         "worker_processes": result.workers,
+        "unchecked_sizes": result.unchecked_sizes,
+        "check_weights_bytes": result.check_weights_bytes,
     }
 
 

@@ -18,6 +18,7 @@ from aotcache.errors import ConfigError
 from aotcache.serve.parts import compiled_parts, part_examples
 
 from .precompile import BuildRequest, PrecompileResult, precompile
+from .weights import fill_meta_tensors
 
 ConfigOf = Callable[[dict[str, Any]], CompilationConfig]  # a class's own fields -> its config
 
@@ -45,6 +46,7 @@ def precompile_model(
 ) -> PrecompileResult | PartsResult:
     """The model's entry, with config_of(spec_fields); or, for a model served as parts,
     one entry per part, each with config_of(its class's fields), as it is served."""
+    fill_meta_tensors(model)  # built without weights (weights.py)
     parts = compiled_parts(model, config_of)
     if not parts:
         return precompile(model, config_of(spec_fields), example_inputs, request)

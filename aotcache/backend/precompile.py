@@ -19,11 +19,13 @@ from . import _torch_compat as compat
 from . import inductor_passes, unchanged
 from .entry import source_date
 from .parallel import available_cores
+from .peak_memory import StagePeaks
 from .publish import Build, build_unless_present
 from .remote_trust import remote_artifacts
 from .request import BuildRequest
 from .result import PrecompileResult
 from .tracing import ExampleInputs, TraceArguments, check_splitting_ops, extra_build_factors, trace
+from .weights import fill_meta_tensors
 
 __all__ = ["BuildRequest", "ExampleInputs", "PrecompileResult", "precompile"]
 
@@ -37,6 +39,7 @@ def precompile(
     """Build (or reuse) the entry for `model` and `config`, as `request` asks."""
     request = request or BuildRequest()
     started = time.perf_counter()
+    fill_meta_tensors(model)  # built without weights: placeholders nothing reads (weights.py)
     source_date()  # a bad SOURCE_DATE_EPOCH fails now, not after the compile
     root = CacheRoot(resolve_cache_dir(request.cache_dir, config.cache_dir))
     root.ensure_writable()
@@ -53,10 +56,12 @@ def precompile(
             seconds = {"total": time.perf_counter() - started}
             hit = PrecompileResult(same.entry_id, same.path, True, same.manifest, seconds, remote_trust=remote_trust)
             return _filled_in(config, hit)
-    progress = request.progress if request.progress is not None else logged_progress()
+    progress = StagePeaks(request.progress if request.progress is not None else logged_progress())
     with compat.inductor_settings(passes.settings):
         traced = trace(model, config, arguments, request.mark_unbacked_dims, progress, passes.files, extra)
         check_splitting_ops(traced.captured, config, request.strict)
+        if request.check_graph is not None:
+            request.check_graph(traced.captured.graph)
         build = Build(
             model=model,
             config=config,
@@ -75,6 +80,7 @@ def precompile(
         )
         result = build_unless_present(build)
         result.remote_trust = remote_trust
+        result.peak_rss = progress.finish()
         return _filled_in(config, result)
 
 

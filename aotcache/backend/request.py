@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,8 @@ from aotcache.errors import ConfigError
 from aotcache.progress import Progress
 
 if TYPE_CHECKING:
+    from torch import fx
+
     from aotcache.fleet.remote import Remote
 
 
@@ -25,7 +28,8 @@ class BuildRequest:
     lacks are looked up before they are built, only from entries signed by `sign_key`,
     else by the trusted key (AOTCACHE_TRUSTED_KEY); a build with neither takes nothing
     from it unless `trust_unsigned_remote` (backend/remote_trust.py). `part_of`:
-    "Model.path" of a model served as parts (backend/parts.py), recorded."""
+    "Model.path" of a model served as parts (backend/parts.py), recorded. `check_graph`:
+    called with the traced graph before anything compiles (ModelSpec.check_graph)."""
 
     dynamic_arg_dims: dict[str, Any] | None = None
     mark_unbacked_dims: dict[str, Any] | None = None
@@ -40,6 +44,7 @@ class BuildRequest:
     insecure: bool = False
     part_of: str | None = None
     trust_unsigned_remote: bool = False
+    check_graph: Callable[[fx.GraphModule], None] | None = None
 
     def __post_init__(self) -> None:
         if self.jobs is not None and self.jobs < 1:

@@ -21,6 +21,7 @@ class PrecompileResult:
     seconds: dict[str, float] = field(default_factory=dict)
     build: dict[str, Any] = field(default_factory=dict)  # entry.build_facts of a build; empty on a hit
     remote_trust: str | None = None  # what a remote was trusted with (None: no remote)
+    peak_rss: dict[str, int] = field(default_factory=dict)  # bytes, by stage (peak_memory.py); empty on a hit
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -52,6 +53,9 @@ class PrecompileResult:
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "added_sizes": stats.get("added_sizes", []),
             "refused_sizes": stats.get("refused_sizes", []),
+            "unchecked_sizes": build.get("unchecked_sizes", []),
+            "check_weights_bytes": build.get("check_weights_bytes", 0),
+            "peak_rss_bytes": self.peak_rss,
             "remote_trust": self.remote_trust,
             **self._graph_partitions(),
         }

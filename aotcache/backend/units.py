@@ -28,6 +28,7 @@ from aotcache.store.failpoints import failpoint
 from aotcache.store.records import Unit
 
 from .capture import Capture
+from .check_budget import CheckMemory, check_budget, range_check_sizes
 from .compile import (
     CompiledUnit,
     compile_unit,
@@ -40,6 +41,7 @@ from .parallel import no_inductor_pool, run_in_workers
 from .reproducible import library_bytes
 from .reuse import ArtifactIndex, ReusedUnit, unit_key
 from .split import SplitGraph
+from .weights import check_values, has_unset, is_unset
 
 log = logging.getLogger("aotcache.reuse")
 
@@ -62,6 +64,8 @@ class CompiledUnits:
     in_workers: int = 0  # compiled in a forked worker (precompile --jobs), not this process
     workers: int = 0  # distinct worker processes that compiled
     refused_sizes: list[int] = field(default_factory=list)  # where the trace does not hold
+    unchecked_sizes: list[int] = field(default_factory=list)  # compile sizes over the self-check's budget
+    check_weights_bytes: int = 0  # random values the self-check of a model without weights built
 
 
 def compile_inputs_key(unit: Range, piece_digest: str) -> tuple[str, int | None]:
@@ -123,11 +127,49 @@ class UnitCompiler:
         self.binder = GraphBinder(model, [item.to_json() for item in captured.inputs], captured.input_spec)
         self.done: dict[Range, dict[str, CompiledUnit | ReusedUnit]] = {}
         self._recorded: dict[int, dict[str, list[Any]]] = {}
+        self._calls = {str(n.target): n for n in split.stitch.graph.nodes if n.op == "call_module"}
+        self.symbol = captured.symbol
+        # Without weights (weights.py), every eager run binds random values instead.
+        self.without_weights = has_unset(model)
+        self._check_template: list[Any] | None = None
+        self.check_weights_bytes = 0
+        self.check_memory = CheckMemory.of([p.graph for p in self.unique], captured.symbol)
+        self.check_cap = self.check_memory.largest_size(check_budget(), config.max_num_batched_tokens)
+        self.unchecked: set[int] = set()
+
+    def eager_values(self, arguments: dict[str, Any], size: int) -> list[Any]:
+        """The split graph's inputs for an eager run: the model's tensors, or for a model
+        without weights, random ones built on first use (one layer's worth)."""
+        values = self.binder.values(arguments, size)
+        if not self.without_weights:
+            return values
+        if self._check_template is None:
+            digests = {p.name: p.digest for p in self.split.pieces}
+            self._check_template = check_values(self.split.stitch, self.binder.bound_values(), digests)
+            made = {id(t): t for t in self._check_template if isinstance(t, torch.Tensor) and not is_unset(t)}
+            bound = {id(t) for t in self.binder.bound_values() if isinstance(t, torch.Tensor)}
+            self.check_weights_bytes = sum(t.numel() * t.element_size() for i, t in made.items() if i not in bound)
+        return [mine if is_unset(value) else value for value, mine in zip(values, self._check_template, strict=True)]
+
+    def compile_inputs(self, piece: Any, size: int) -> list[Any]:
+        """What a concrete size compiles from: the bound model tensors where the piece
+        takes them, else uninitialised tensors of the traced layout at that size (a
+        compile reads shapes, never values, so no eager run is needed at any size)."""
+        bound = self.binder.bound_values()
+        slots = {n.name: i for i, n in enumerate(n for n in self.split.stitch.graph.nodes if n.op == "placeholder")}
+        placeholders = [n for n in piece.graph.graph.nodes if n.op == "placeholder"]
+        inputs: list[Any] = []
+        for arg, node in zip(self._calls[piece.name].args, placeholders, strict=True):
+            if isinstance(arg, fx.Node) and arg.op == "placeholder" and bound[slots[arg.name]] is not None:
+                inputs.append(bound[slots[arg.name]])
+            else:
+                inputs.append(empty_at(node.meta["example_value"], self.symbol, size))
+        return inputs
 
     def piece_inputs(self, size: int) -> dict[str, list[Any]]:
         """The inputs every unique piece receives in an eager run at this size."""
         if size not in self._recorded:
-            values = self.binder.values(self.inputs_at(size), size)
+            values = self.eager_values(self.inputs_at(size), size)
             wanted = {p.name for p in self.unique}
             try:
                 self._recorded[size] = record_piece_inputs(self.split.stitch, values, wanted)
@@ -167,6 +209,8 @@ class UnitCompiler:
             unit_names = {digest: names[unit, digest] for digest in self.done[unit]}
             result.unit_records.append(Unit(unit.start, unit.end, unit_names))
         self._self_check(names, result.artifacts, files)
+        result.unchecked_sizes = sorted(self.unchecked)
+        result.check_weights_bytes = self.check_weights_bytes
         return result
 
     def _compile(self, units: list[Range]) -> None:
@@ -195,8 +239,6 @@ class UnitCompiler:
         (the warm-up), or all here."""
         if self.jobs <= 1 or len(todo) <= 2:
             return [self._compiled(unit, piece, self._compile_one(unit, piece)) for unit, piece in todo]
-        for unit in {unit for unit, _ in todo if unit.is_single_size()}:
-            self.piece_inputs(unit.start)  # recorded before the fork: every worker inherits them
         first = self._compiled(*todo[0], self._compile_one(*todo[0]))
         rest = todo[1:]
         tasks = [functools.partial(_detached, self._compile_one, unit, piece) for unit, piece in rest]
@@ -229,10 +271,10 @@ class UnitCompiler:
         return True
 
     def _compile_one(self, unit: Range, piece: Any) -> CompiledUnit:
-        real = self.piece_inputs(unit.start)[piece.name] if unit.is_single_size() else None
+        inputs = self.compile_inputs(piece, unit.start) if unit.is_single_size() else None
         config = self.config
         return compile_unit(
-            piece.graph, piece.digest, unit, real, config.inductor_compile_config, config.artifact_format
+            piece.graph, piece.digest, unit, inputs, config.inductor_compile_config, config.artifact_format
         )
 
     def _compiled(self, unit: Range, piece: Any, result: CompiledUnit) -> CompiledUnit:
@@ -267,12 +309,16 @@ class UnitCompiler:
     def _trace_holds(self, size: int) -> bool:
         """Whether the traced graph computes what forward does at a size the compiled
         pieces' guards exclude: a guard may come from forward itself (a branch on the
-        size), and then no compile of this trace is right there. Both run eagerly."""
+        size), and then no compile of this trace is right there. Both run eagerly, at sizes
+        within the self-check's budget (a larger one is assumed to hold, and said)."""
+        if size > self.check_cap:
+            self.unchecked.add(size)
+            return True
         arguments = self.inputs_at(size)
-        values = self.binder.values(arguments, size)
+        values = self.eager_values(arguments, size)
         with torch.no_grad():
             traced = torch.utils._pytree.tree_leaves(fx.Interpreter(self.split.stitch).run(*values))
-            expected = torch.utils._pytree.tree_leaves(self.binder.model.forward(**arguments))
+            expected = torch.utils._pytree.tree_leaves(self._eager_forward(arguments, values))
         if len(traced) != len(expected):
             return False
         return all(
@@ -280,29 +326,81 @@ class UnitCompiler:
             for a, b in zip(traced, expected, strict=True)
         )
 
+    def _eager_forward(self, arguments: dict[str, Any], values: list[Any]) -> Any:
+        """forward itself, run eagerly; for a model without weights, on the same random
+        values as the split graph (bound by name)."""
+        model = self.binder.model
+        if not self.without_weights:
+            return model.forward(**arguments)
+        tensors = {
+            item["source"]: value
+            for item, value, own in zip(self.binder.graph_inputs, values, self.binder.bound_values(), strict=True)
+            if item["kind"] in ("parameter", "buffer") and is_unset(own)
+        }
+        return torch.func.functional_call(model, tensors, (), arguments)
+
+    def _check_plan(self) -> dict[int, list[tuple[Range, str]]]:
+        """The sizes each built artifact is checked at (check_budget.py), by size."""
+        singles = {u.start for u in self.done if u.is_single_size()}
+        plan: dict[int, list[tuple[Range, str]]] = {}
+        for unit, results in self.done.items():
+            if unit.is_single_size():
+                sizes = [unit.start] if unit.start <= self.check_cap else []
+                if not sizes:
+                    self.unchecked.add(unit.start)
+            else:
+                sizes = range_check_sizes(unit, singles, self.check_cap)
+            for piece_digest, result in results.items():
+                if not isinstance(result, ReusedUnit):  # a reused one was checked when it was built
+                    for size in sizes:
+                        plan.setdefault(size, []).append((unit, piece_digest))
+        return plan
+
     def _self_check(
         self, names: dict[tuple[Range, str], str], artifacts: dict[str, Artifact], files: dict[str, bytes]
     ) -> None:
         """Run every stored artifact the way the loader will, next to Inductor's in-process
-        result, at the sizes it serves; any difference means the export is wrong."""
-        singles = {u.start for u in self.done if u.is_single_size()}
+        result, at sizes it serves (within the budget); any difference means the export
+        is wrong. One size's recorded inputs are held at a time."""
         by_digest = {p.digest: p for p in self.unique}
         loaded: dict[str, Any] = {}
-        for unit, results in self.done.items():
-            sizes = [unit.start] if unit.is_single_size() else sorted({unit.start, unit.end} - singles)
-            for piece_digest, result in results.items():
-                if isinstance(result, ReusedUnit):
-                    continue  # self-checked when it was first built
+        plan = self._check_plan()
+        for size in sorted(plan):
+            for unit, piece_digest in plan[size]:
                 name = names[unit, piece_digest]
                 if name not in loaded:
                     loaded[name] = artifact_call(files, artifacts[name], name[:12])
                 piece = by_digest[piece_digest]
                 run = piece_runner(loaded[name], piece.single_output)
-                for size in sizes:
-                    args = self.piece_inputs(size)[piece.name]
-                    ours = _run_checked(run, args, "the stored artifact", piece.name, unit, size)
-                    theirs = _run_checked(result.reference(), args, "Inductor's artifact", piece.name, unit, size)
-                    compare_outputs(ours, theirs, piece.name, unit, size)
+                result = self.done[unit][piece_digest]
+                assert isinstance(result, CompiledUnit)
+                args = self.piece_inputs(size)[piece.name]
+                ours = _run_checked(run, args, "the stored artifact", piece.name, unit, size)
+                theirs = _run_checked(result.reference(), args, "Inductor's artifact", piece.name, unit, size)
+                compare_outputs(ours, theirs, piece.name, unit, size)
+                del ours, theirs
+            self._recorded.pop(size, None)
+        for size in sorted(self.unchecked):
+            log.warning(
+                "size %d is compiled but not self-checked: running it would hold about %.1f GiB, over the "
+                "self-check's budget (AOTCACHE_CHECK_BYTES, default 1 GiB)",
+                size,
+                self.check_memory.bytes_at(size) / 2**30,
+            )
+
+
+def empty_at(value: Any, symbol: Any, size: int) -> Any:
+    """An uninitialised tensor of a traced placeholder's layout at this size (the size
+    itself for a size placeholder)."""
+    if not isinstance(value, torch.Tensor):
+        return size
+
+    def at(dim: Any) -> int:
+        return int(dim.node.expr.subs(symbol, size)) if isinstance(dim, torch.SymInt) else int(dim)
+
+    shape = [at(d) for d in value.shape]
+    stride = [at(d) for d in value.stride()]
+    return torch.empty_strided(shape, stride, dtype=value.dtype, device=value.device)
 
 
 def _detached(compile_one: Callable[[Range, Any], CompiledUnit], unit: Range, piece: Any) -> CompiledUnit:

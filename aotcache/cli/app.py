@@ -161,8 +161,11 @@ def _run_precompile(spec: Any, config_of: Any, options: dict[str, Any], *, show_
     from aotcache.backend.request import BuildRequest
 
     with render.precompile_progress(enabled=show_progress) as progress:
-        request = BuildRequest(dynamic_arg_dims=spec.dynamic_arg_dims, progress=progress, **options)
-        result = precompile_model(spec.build_model(), config_of, spec.config_dict(), spec.example_inputs, request)
+        request = BuildRequest(
+            dynamic_arg_dims=spec.dynamic_arg_dims, progress=progress, check_graph=spec.check_graph, **options
+        )
+        model = spec.build_model(weights=False)
+        result = precompile_model(model, config_of, spec.config_dict(), spec.example_inputs, request)
     schema = "aotcache.precompile-parts/1" if isinstance(result, PartsResult) else "aotcache.precompile/2"
     return {"schema": schema, **result.summary}
 

@@ -54,6 +54,9 @@ class _BarProgress:
     def stage(self, name: str) -> None:
         self._progress.update(self._task, description=STAGE_LABELS.get(name, name))
 
+    def stage_done(self, name: str, peak_rss: int | None) -> None:
+        pass  # the bar is transient; precompile --json keeps each stage's peak
+
     def units(self, total: int) -> None:
         self._progress.update(self._task, total=total, description=STAGE_LABELS["compile"])
 

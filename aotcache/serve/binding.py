@@ -44,6 +44,10 @@ class GraphBinder:
                 template.append(tensor)
         self._template = template
 
+    def bound_values(self) -> list[Any]:
+        """One item per graph input: the bound model tensor, or None (an argument, the size)."""
+        return list(self._template)
+
     def bound_tensors(self) -> list[torch.Tensor]:
         """The model tensors bound as graph inputs (weights, buffers)."""
         return [t for t in self._template if isinstance(t, torch.Tensor)]
