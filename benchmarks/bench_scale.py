@@ -161,6 +161,14 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _last_json(text: str) -> Any:
+    """The command's JSON: its whole output (precompile --json), else its last line."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return json.loads(text.strip().splitlines()[-1])
+
+
 def watched(argv: list[str], env: dict[str, str], timeout: float = 3600) -> dict[str, Any]:
     """Run a command: its wall time, its last JSON line, and the largest resident memory
     seen of it and of any process it started."""
@@ -183,7 +191,7 @@ def watched(argv: list[str], env: dict[str, str], timeout: float = 3600) -> dict
         raise RuntimeError(f"{' '.join(argv[:4])} failed:\n{stderr[-3000:]}")
     return {
         "seconds": time.perf_counter() - spawned,
-        "result": json.loads(stdout.strip().splitlines()[-1]),
+        "result": _last_json(stdout),
         "peak_rss_main": peaks["main"],
         "peak_rss_workers": peaks["workers"],
     }
