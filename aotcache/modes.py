@@ -55,13 +55,13 @@ class CUDAGraphMode(enum.Enum):
 
 
 def parse_enum(enum_cls: type[enum.Enum], field: str, value: Any) -> Any:
-    """Accept a member, its name (any case) or, for int enums, its int value."""
+    """Accept a member, its name (any case), or its int value (vLLM's validation takes
+    the enum's values: 0-3 for a mode, 0-2 for a CUDA-graph mode)."""
     from aotcache.errors import ConfigError
 
     names = [m.name for m in enum_cls]
-    allowed = "one of " + ", ".join(names)
-    if issubclass(enum_cls, enum.IntEnum):
-        allowed += f" or 0-{len(names) - 1}"
+    numbers = [m.value for m in enum_cls if isinstance(m.value, int)]
+    allowed = "one of " + ", ".join(names) + (f" or {min(numbers)}-{max(numbers)}" if numbers else "")
     if isinstance(value, enum_cls):
         return value
     if isinstance(value, str):
@@ -70,9 +70,6 @@ def parse_enum(enum_cls: type[enum.Enum], field: str, value: Any) -> Any:
             return enum_cls[key]
         if key.isdigit() and issubclass(enum_cls, enum.IntEnum):
             value = int(key)
-    if isinstance(value, int) and not isinstance(value, bool) and issubclass(enum_cls, enum.IntEnum):
-        try:
-            return enum_cls(value)
-        except ValueError:
-            pass
+    if isinstance(value, int) and not isinstance(value, bool) and value in numbers:
+        return enum_cls(value)
     raise ConfigError(field, value, allowed)

@@ -27,7 +27,7 @@ def test_mode_names_and_ints_agree() -> None:
     assert CompilationConfig(mode=2).mode == CompilationConfig(mode="dynamo_trace_once").mode == CompilationMode(2)
 
 
-@pytest.mark.parametrize("value", [4, -1, "fast", None, True, 2.0])
+@pytest.mark.parametrize("value", [4, -1, "fast", True, 2.0])  # None is vLLM's "unset": the default
 def test_bad_mode_lists_valid_values(value: object) -> None:
     with pytest.raises(ConfigError) as info:
         CompilationConfig(mode=value)  # type: ignore[arg-type]
@@ -53,8 +53,10 @@ def test_range_contains_both_ends() -> None:
 
 def test_compile_units_add_single_sizes_not_already_ranges() -> None:
     config = CompilationConfig(compile_sizes=[1, 4], compile_ranges_split_points=[1, 8], max_num_batched_tokens=16)
-    # [1, 1] is already a range of its own, so size 1 adds nothing; size 4 gets a unit.
-    assert config.get_compile_units() == [Range(1, 1), Range(2, 8), Range(9, 16), Range(4, 4)]
+    # a split point of 1 is dropped, as vLLM drops it; sizes 1 and 4 get units of their own
+    assert config.get_compile_units() == [Range(1, 8), Range(9, 16), Range(1, 1), Range(4, 4)]
+    ranged = CompilationConfig(compile_sizes=[9], compile_ranges_split_points=[8, 9], max_num_batched_tokens=16)
+    assert ranged.get_compile_units() == [Range(1, 8), Range(9, 9), Range(10, 16)]  # [9, 9] is a range already
 
 
 @pytest.mark.parametrize("points", [[0], [64], [65], [-3]])
@@ -77,8 +79,12 @@ def test_compile_sizes_sorted_and_duplicates_rejected() -> None:
 
 
 def test_compile_sizes_alias_expands_capture_sizes() -> None:
-    config = CompilationConfig(compile_sizes="cudagraph_capture_sizes", cudagraph_capture_sizes=[4, 1, 2])
+    graphs = {"cudagraph_mode": "FULL", "cudagraph_capture_sizes": [4, 1, 2]}
+    config = CompilationConfig(compile_sizes="cudagraph_capture_sizes", **graphs)  # type: ignore[arg-type]
     assert config.compile_sizes == [1, 2, 4]
+    assert CompilationConfig(compile_sizes=["cudagraph_capture_sizes", 16], **graphs).compile_sizes == [1, 2, 4, 16]
+    # without graphs no capture size is in use, as in vLLM: the alias is no size
+    assert CompilationConfig(compile_sizes="cudagraph_capture_sizes").compile_sizes == []  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="compile_sizes"):
         CompilationConfig(compile_sizes="all")  # type: ignore[arg-type]
 
@@ -119,7 +125,7 @@ def test_unknown_field_is_an_error_listing_valid_fields() -> None:
 
 def test_bs_to_padded_graph_size() -> None:
     config = CompilationConfig(cudagraph_capture_sizes=[1, 2, 4, 8], max_num_batched_tokens=64)
-    assert config.compute_bs_to_padded_graph_size() == [1, 1, 2, 4, 4, 8, 8, 8, 8]
+    assert config.compute_bs_to_padded_graph_size() == [0, 1, 2, 4, 4, 8, 8, 8, 8]  # 0 pads to 0, as in vLLM
 
 
 def test_bs_to_padded_graph_size_default_sizes() -> None:
@@ -127,7 +133,7 @@ def test_bs_to_padded_graph_size_default_sizes() -> None:
     table = config.compute_bs_to_padded_graph_size()
     assert len(table) == 513 and table[3] == 4 and table[9] == 16 and table[257] == 272 and table[512] == 512
     sizes = config.cudagraph_capture_sizes or []
-    for bs, padded in enumerate(table):
+    for bs, padded in enumerate(table[1:], start=1):
         assert padded == min(s for s in sizes if s >= bs)
 
 
@@ -135,7 +141,8 @@ def test_default_capture_sizes_follow_vllm() -> None:
     sizes = default_capture_sizes(512)
     assert sizes[:5] == [1, 2, 4, 8, 16] and 256 in sizes and 264 not in sizes and 272 in sizes and sizes[-1] == 512
     assert default_capture_sizes(20) == [1, 2, 4, 8, 16]
-    assert CompilationConfig(max_num_batched_tokens=100).max_cudagraph_capture_size == 96
+    # current vLLM captures the largest batch too, when it is within the capture maximum
+    assert CompilationConfig(max_num_batched_tokens=100).max_cudagraph_capture_size == 100
 
 
 def test_capture_sizes_validation() -> None:
@@ -198,7 +205,10 @@ def test_pyproject_discovery(tmp_path, monkeypatch) -> None:
 
 
 def test_json_forms_and_errors() -> None:
-    assert parse_json("3") == {"mode": 3}
+    assert parse_json("3") == {"mode": "VLLM_COMPILE"}  # vLLM's -O: the optimization level
+    assert parse_json("1") == {"mode": "VLLM_COMPILE"} and parse_json("0") == {"mode": "NONE"}
+    with pytest.raises(ConfigError, match="optimization level 0-3"):
+        parse_json("4")
     with pytest.raises(ConfigError, match="valid JSON"):
         parse_json("{compile_sizes: [1]}")
     with pytest.raises(ConfigError, match="JSON object"):
@@ -274,11 +284,11 @@ def test_compile_mm_encoder_is_a_bool_left_out_of_the_key() -> None:
     ("rules", "allowed"),
     [
         ("all", 'a list of "all", "none", "+name" or "-name"'),
-        (["all", "none"], 'one of "all" and "none", not both'),
+        (["all", "none"], '"all" or "none" at most once, and not both'),
+        (["all", "all"], '"all" or "none" at most once, and not both'),
         (["+rms_norm", "-rms_norm"], "rms_norm enabled (+) or disabled (-), not both"),
         (["rms_norm"], '"all", "none", "+name" or "-name"'),
         (["+rms-norm"], '"all", "none", "+name" or "-name"'),
-        (["+a", "+a"], "each rule once"),
     ],
 )
 def test_custom_ops_take_vllms_grammar_only(rules: Any, allowed: str) -> None:
@@ -334,7 +344,9 @@ def test_spec_decode_rounds_capture_sizes_up_to_the_query_length_as_vllm_does() 
     small = from_dict({"cudagraph_capture_sizes": [1, 2], "max_num_batched_tokens": 64})
     small.adjust_cudagraph_sizes_for_spec_decode(2, 1)
     assert small.cudagraph_capture_sizes == [2] and small.max_cudagraph_capture_size == 2
-    aliased = from_dict({"cudagraph_capture_sizes": [1, 4], "compile_sizes": "cudagraph_capture_sizes"})
+    aliased = from_dict(
+        {"cudagraph_capture_sizes": [1, 4], "compile_sizes": "cudagraph_capture_sizes", "cudagraph_mode": "FULL"}
+    )
     aliased.adjust_cudagraph_sizes_for_spec_decode(4, 1)
     assert aliased.compile_sizes == [4] == aliased.cudagraph_capture_sizes
     with pytest.raises(ConfigError, match="uniform_decode_query_len"):

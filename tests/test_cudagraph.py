@@ -173,7 +173,7 @@ def test_graph_outputs_alias_until_the_next_call_unless_copied(tiny_entry) -> No
     with cudagraph.use_graph_backend(cudagraph.EmulatedGraphs()):
         copying = aotcache.load(
             model,
-            {**TINY_CONFIG, "cudagraph_mode": "FULL", "cudagraph_capture_sizes": [4, 8]},
+            {**TINY_CONFIG, "cudagraph_mode": "FULL", "cudagraph_capture_sizes": [1, 2, 4, 8]},
             cache_dir=tiny_entry.cache_dir,
             strict=True,
             cudagraph_copy_outputs=True,
@@ -186,10 +186,11 @@ def test_graph_outputs_alias_until_the_next_call_unless_copied(tiny_entry) -> No
 
 def test_settings_given_at_load_are_the_ones_used(tiny_entry) -> None:
     """cudagraph_* fields do not change the artifacts (same entry), so the ones given at
-    load decide: a mode and capture sizes never seen at build time are honoured."""
-    _, loaded = _emulated(tiny_entry, "FULL", cudagraph_capture_sizes=[2, 6])
+    load decide: a mode and capture sizes never seen at build time are honoured (every
+    compile size up to the largest is a capture size, as vLLM requires)."""
+    _, loaded = _emulated(tiny_entry, "FULL", cudagraph_capture_sizes=[1, 2, 4, 6])
     keys = loaded.graph_runner.dispatcher.all_keys()
-    assert {key.num_tokens for _, key in keys} == {2, 6}
+    assert {key.num_tokens for _, key in keys} == {1, 2, 4, 6}
     assert loaded.manifest.config["cudagraph_mode"] == "NONE"
 
 
@@ -206,7 +207,7 @@ def test_a_cpu_model_gets_no_graphs_even_on_a_gpu_host(tiny_entry, caplog, monke
     a CUDA graph would be an empty graph replaying its capture-time output forever."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(backends, "_warned", set())
-    config = {**TINY_CONFIG, "cudagraph_mode": "FULL", "cudagraph_capture_sizes": [4, 8]}
+    config = {**TINY_CONFIG, "cudagraph_mode": "FULL", "cudagraph_capture_sizes": [1, 2, 4, 8]}
     with caplog.at_level(logging.WARNING, logger="aotcache.serve.cudagraph"):
         loaded = aotcache.load(tiny_llama.build(2), config, cache_dir=tiny_entry.cache_dir, strict=True)
         aotcache.load(tiny_llama.build(2), config, cache_dir=tiny_entry.cache_dir, strict=True)
@@ -309,8 +310,9 @@ def test_copy_inputs_never_clones_weights(tiny_entry) -> None:
 def test_graph_memory_does_not_grow_with_the_sizes_captured(tiny_entry) -> None:
     """Every piece but the last keeps nothing per size: its outputs are the pool's, and
     its copy targets are one buffer for every size."""
-    _, one = _emulated(tiny_entry, "PIECEWISE", cudagraph_capture_sizes=[16])
-    _, four = _emulated(tiny_entry, "PIECEWISE", cudagraph_capture_sizes=[10, 12, 14, 16])  # one compile unit
+    # the compile sizes 1, 2 and 4 are captured too (vLLM requires it); range [9, 32] is one unit
+    _, one = _emulated(tiny_entry, "PIECEWISE", cudagraph_capture_sizes=[1, 2, 4, 16])
+    _, four = _emulated(tiny_entry, "PIECEWISE", cudagraph_capture_sizes=[1, 2, 4, 10, 12, 14, 16])
 
     def held(loaded: object) -> dict[str, int]:
         pieces = vars(loaded.graph_runner.piecewise[loaded.unit_index(16)]).values()
@@ -333,7 +335,7 @@ def test_graphs_are_captured_at_start_up_in_one_session_and_never_later(tiny_ent
 
 def test_captured_in_inference_mode_replays_outside_it(tiny_entry) -> None:
     model = tiny_llama.build(2)
-    config = {**TINY_CONFIG, "cudagraph_mode": "FULL", "cudagraph_capture_sizes": [4, 8]}
+    config = {**TINY_CONFIG, "cudagraph_mode": "FULL", "cudagraph_capture_sizes": [1, 2, 4, 8]}
     with torch.inference_mode(), cudagraph.use_graph_backend(cudagraph.EmulatedGraphs()):
         loaded = aotcache.load(model, config, cache_dir=tiny_entry.cache_dir, strict=True)
     ids = tiny_llama.example_inputs(6)[0]
@@ -379,7 +381,7 @@ def test_the_emulation_refuses_an_empty_graph_and_a_replay_on_another_device() -
 
 def test_a_runner_on_a_second_device_captures_and_replays_inside_it(tiny_entry) -> None:
     model = tiny_llama.build(2)
-    config = {**TINY_CONFIG, "cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [2, 4, 8]}
+    config = {**TINY_CONFIG, "cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}
     with cudagraph.use_graph_backend(cudagraph.EmulatedGraphs("cuda:1")):
         loaded = aotcache.load(model, config, cache_dir=tiny_entry.cache_dir, strict=True)
     for size in (1, 3, 8):

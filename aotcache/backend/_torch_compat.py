@@ -104,13 +104,23 @@ def made_with_custom_op(name: str) -> bool:
 
 
 def op_qualname(target: Any) -> str | None:
-    """'ns::op' for an OpOverloadPacket (what Dynamo graphs carry), 'ns::op.overload' for
-    an OpOverload; None for anything else."""
+    """'ns::op' for an OpOverloadPacket and for the default OpOverload (torch leaves out
+    ".default"), 'ns::op.overload' for another OpOverload; None for anything else."""
     if isinstance(target, torch._ops.OpOverloadPacket):
         return target._qualified_op_name
     if isinstance(target, torch._ops.OpOverload):
         return target.name()
     return None
+
+
+def op_names(target: Any) -> list[str]:
+    """Every name a node's op goes by: op_qualname's, and 'ns::op.default' for the
+    default OpOverload (vLLM's should_split takes both); [] for anything else."""
+    name = op_qualname(target)
+    if name is None:
+        return []
+    default = isinstance(target, torch._ops.OpOverload) and target._overloadname == "default"
+    return [name, f"{name}.default"] if default else [name]
 
 
 def dim_repr(dim: Any) -> Any:

@@ -45,22 +45,22 @@ class SplitGraph:
         return list(seen.values())
 
 
-def _matches(name: str | None, wanted: set[str]) -> str | None:
-    """The splitting op a node's qualified op name matches, if any."""
-    if name is None:
-        return None
-    if name in wanted:
-        return name
-    base = name.split(".")[0]
+def _matches(target: Any, wanted: set[str]) -> str | None:
+    """The splitting op a node's target matches, if any: "ns::op" matches every overload
+    of the op, "ns::op.overload" that overload, with ".default" for the default one
+    (torch names it "ns::op"; vLLM's should_split takes both)."""
+    names = compat.op_names(target)
+    for candidate in names:
+        if candidate in wanted:
+            return candidate
+    base = names[0].split(".")[0] if names else None
     return base if base in wanted else None
 
 
 def unused_splitting_ops(graph: fx.GraphModule, splitting_ops: list[str]) -> list[str]:
     """The splitting ops the traced graph never calls (a typo, or an op forward does not use)."""
     wanted = set(splitting_ops)
-    used = {
-        _matches(compat.op_qualname(node.target), wanted) for node in graph.graph.nodes if node.op == "call_function"
-    }
+    used = {_matches(node.target, wanted) for node in graph.graph.nodes if node.op == "call_function"}
     return [name for name in splitting_ops if name not in used]
 
 
@@ -79,7 +79,7 @@ def split_graph(graph: fx.GraphModule, splitting_ops: list[str]) -> SplitGraph:
         if node.op in ("placeholder", "output"):
             continue
         name = compat.op_qualname(node.target) if node.op == "call_function" else None
-        if _matches(name, wanted) is not None:
+        if node.op == "call_function" and _matches(node.target, wanted) is not None:
             index += 1
             partition_of[node] = index
             op_of_partition[index] = name

@@ -265,7 +265,12 @@ def verify(
     ] = None,
     compilation_config: Annotated[
         str | None,
-        typer.Option("--compilation-config", "-O", metavar="JSON", help="JSON config fields (for a TARGET)."),
+        typer.Option(
+            "--compilation-config",
+            "-O",
+            metavar="JSON",
+            help="JSON config fields, or an optimization level 0-3 as vLLM's -O (for a TARGET).",
+        ),
     ] = None,
     hf_class: HfClass = None,
     no_split: NoSplit = False,

@@ -77,7 +77,8 @@ ConfigJson = Annotated[
         "--compilation-config",
         "-O",
         metavar="JSON",
-        help="JSON object of config fields (as vLLM's --compilation-config).",
+        help="JSON object of config fields (as vLLM's --compilation-config), or an optimization level 0-3 "
+        "(as vLLM's -O: 0 no compilation, 1-3 VLLM_COMPILE).",
     ),
 ]
 Jobs = Annotated[

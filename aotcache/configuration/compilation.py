@@ -100,6 +100,7 @@ class CompilationConfig:
     _given: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._fill_unset()
         self._given = {name: getattr(self, name) for name in _DERIVED_FIELDS}
         self.mode = parse_enum(CompilationMode, "mode", self.mode)
         self.cudagraph_mode = parse_enum(CUDAGraphMode, "cudagraph_mode", self.cudagraph_mode)
@@ -126,10 +127,22 @@ class CompilationConfig:
         self.debug_dump_path = values.optional_str("debug_dump_path", self.debug_dump_path)
         self.compile_ranges_split_points = self._split_points()
         self._init_cudagraph_sizes()
-        self.compile_sizes = self._compile_sizes()
+        self.compile_sizes = self._compile_sizes(self.compile_sizes)
+        self._check_compile_sizes_unpadded()
         self._check_modes()
 
     # -- validation ---------------------------------------------------------------------
+
+    def _fill_unset(self) -> None:
+        """vLLM's "unset": None for these fields (and "" for backend and cache_dir) is
+        the default, as vLLM fills them in, so a config dict vLLM printed loads."""
+        for name, default in UNSET_MEANS_DEFAULT.items():
+            if getattr(self, name) is None:
+                setattr(self, name, list(default) if isinstance(default, list) else default)
+        if self.backend == "":
+            self.backend = "inductor"  # vLLM: current_platform.get_compile_backend(), inductor on CPU and CUDA
+        if self.cache_dir == "":
+            self.cache_dir = None
 
     def _split_points(self) -> list[int]:
         points = values.int_list("compile_ranges_split_points", self.compile_ranges_split_points)
@@ -141,10 +154,16 @@ class CompilationConfig:
                     point,
                     f"each split point must satisfy 1 <= point < max_num_batched_tokens ({limit})",
                 )
-        return sorted(set(points))
+        # 1 is dropped, as vLLM does: every range starts at 1 already ([1, 1] is compile_sizes=[1])
+        return sorted({p for p in points if p > 1})
 
     def _init_cudagraph_sizes(self) -> None:
         limit = self.max_num_batched_tokens
+        graphs = self.cudagraph_mode != CUDAGraphMode.NONE
+        if not graphs and (self.cudagraph_capture_sizes == [] or self.max_cudagraph_capture_size == 0):
+            # vLLM's spellings of "no graphs" (sizes [] or maximum 0), with cudagraph_mode NONE
+            self._no_capture_sizes()
+            return
         if self.max_cudagraph_capture_size is not None:
             self.max_cudagraph_capture_size = values.positive_int(
                 "max_cudagraph_capture_size", self.max_cudagraph_capture_size
@@ -158,29 +177,70 @@ class CompilationConfig:
         if self.cudagraph_capture_sizes is None:
             top = self.max_cudagraph_capture_size or min(DEFAULT_MAX_CAPTURE_SIZE, limit)
             self.cudagraph_capture_sizes = default_capture_sizes(top)
+            if limit <= top and limit not in self.cudagraph_capture_sizes:
+                self.cudagraph_capture_sizes.append(limit)  # vLLM: the largest batch is captured too
             # The largest default size at or below the limit is the real maximum.
             self.max_cudagraph_capture_size = self.cudagraph_capture_sizes[-1]
             return
         sizes = values.size_list("cudagraph_capture_sizes", self.cudagraph_capture_sizes, limit)
         if not sizes:
-            raise ConfigError("cudagraph_capture_sizes", sizes, "a non-empty list (or leave it unset for the defaults)")
-        if self.max_cudagraph_capture_size is None:
-            self.max_cudagraph_capture_size = sizes[-1]
-        elif sizes[-1] > self.max_cudagraph_capture_size:
             raise ConfigError(
                 "cudagraph_capture_sizes",
                 sizes,
-                f"sizes at most max_cudagraph_capture_size ({self.max_cudagraph_capture_size})",
+                f"a non-empty list with cudagraph_mode {self.cudagraph_mode.name} (or leave it unset for the "
+                "defaults; [] means no graphs only with cudagraph_mode NONE)",
+            )
+        if self.max_cudagraph_capture_size is None:
+            self.max_cudagraph_capture_size = sizes[-1]
+        elif sizes[-1] != self.max_cudagraph_capture_size:
+            raise ConfigError(
+                "max_cudagraph_capture_size",
+                self.max_cudagraph_capture_size,
+                f"the largest of cudagraph_capture_sizes ({sizes[-1]}) when both are given, as vLLM requires",
             )
         self.cudagraph_capture_sizes = sizes
 
-    def _compile_sizes(self) -> list[int]:
-        value = self.compile_sizes
+    def _no_capture_sizes(self) -> None:
+        sizes, top = self.cudagraph_capture_sizes, self.max_cudagraph_capture_size
+        if sizes:
+            raise ConfigError("max_cudagraph_capture_size", top, f"the largest of cudagraph_capture_sizes ({sizes})")
+        if top:
+            raise ConfigError("cudagraph_capture_sizes", sizes, f"sizes up to max_cudagraph_capture_size ({top})")
+        self.cudagraph_capture_sizes, self.max_cudagraph_capture_size = [], 0
+
+    def _compile_sizes(self, value: Any) -> list[int]:
+        """vLLM's compile_sizes: ints, and "cudagraph_capture_sizes" for the capture sizes
+        in use (none with cudagraph_mode NONE, as in vLLM); the bare string is aotcache's
+        short form of ["cudagraph_capture_sizes"]."""
+        if value == CAPTURE_SIZES_ALIAS:
+            value = [CAPTURE_SIZES_ALIAS]
+        if isinstance(value, list) and CAPTURE_SIZES_ALIAS in value:
+            given = values.size_list(
+                "compile_sizes", [v for v in value if v != CAPTURE_SIZES_ALIAS], self.max_num_batched_tokens
+            )
+            in_use = self.cudagraph_capture_sizes if self.cudagraph_mode != CUDAGraphMode.NONE else []
+            return sorted(set(given) | set(in_use or []))
         if isinstance(value, str):
-            if value != CAPTURE_SIZES_ALIAS:
-                raise ConfigError("compile_sizes", value, f'a list of ints or the string "{CAPTURE_SIZES_ALIAS}"')
-            return list(self.cudagraph_capture_sizes or [])
+            raise ConfigError("compile_sizes", value, f'a list of ints and "{CAPTURE_SIZES_ALIAS}"')
         return values.size_list("compile_sizes", value, self.max_num_batched_tokens)
+
+    def _check_compile_sizes_unpadded(self) -> None:
+        """vLLM's CudagraphDispatcher: with graphs, a compile size up to the largest capture
+        size must be a capture size, or padding sends its batches to another size and its
+        compile never runs."""
+        if self.cudagraph_mode == CUDAGraphMode.NONE or not self.cudagraph_capture_sizes:
+            return
+        capture = self.cudagraph_capture_sizes
+        for size in self.compile_sizes:
+            if size <= capture[-1] and size not in capture:
+                padded = min(s for s in capture if s >= size)
+                raise ConfigError(
+                    "compile_sizes",
+                    size,
+                    f"a capture size or above {capture[-1]}: with cudagraph_mode {self.cudagraph_mode.name} a batch "
+                    f"of {size} is padded to {padded}, so its compile would never run",
+                    hint="use values from cudagraph_capture_sizes",
+                )
 
     def _check_modes(self) -> None:
         if self.cudagraph_mode.requires_piecewise_compilation():
@@ -243,8 +303,9 @@ class CompilationConfig:
         self.max_cudagraph_capture_size = rounded[-1]
         self.uniform_decode_query_len = multiple  # what the dispatcher's uniform-decode batches hold
         self._given.update(cudagraph_capture_sizes=rounded, max_cudagraph_capture_size=rounded[-1])
-        if self._given.get("compile_sizes") == CAPTURE_SIZES_ALIAS:
-            self.compile_sizes = list(rounded)
+        given = self._given.get("compile_sizes")
+        if given == CAPTURE_SIZES_ALIAS or (isinstance(given, list) and CAPTURE_SIZES_ALIAS in given):
+            self.compile_sizes = self._compile_sizes(given)
 
     def get_compile_ranges(self) -> list[Range]:
         """[1, p1], [p1+1, p2], ..., [pk+1, max_num_batched_tokens], both ends inclusive."""
@@ -266,10 +327,12 @@ class CompilationConfig:
     def compute_bs_to_padded_graph_size(self) -> list[int]:
         """For every batch size 0..max_cudagraph_capture_size, the smallest capture size >= it."""
         sizes = self.cudagraph_capture_sizes or []
+        if not sizes:
+            return []
         top = self.max_cudagraph_capture_size or 0
-        table = []
+        table = [0]  # an empty batch pads to nothing (vLLM)
         index = 0
-        for batch_size in range(top + 1):
+        for batch_size in range(1, top + 1):
             while sizes[index] < batch_size:
                 index += 1
             table.append(sizes[index])
@@ -298,6 +361,16 @@ class CompilationConfig:
 
 
 _DERIVED_FIELDS = ("compile_sizes", "cudagraph_capture_sizes", "max_cudagraph_capture_size")
+# vLLM's fields whose None means "fill in the default" (aotcache's defaults; vLLM's own for
+# mode and cudagraph_mode depend on its optimization level, which aotcache has not got).
+UNSET_MEANS_DEFAULT: dict[str, Any] = {
+    "mode": CompilationMode.VLLM_COMPILE,
+    "cudagraph_mode": CUDAGraphMode.NONE,
+    "use_inductor_graph_partition": False,
+    "splitting_ops": [],
+    "compile_sizes": [],
+    "compile_ranges_split_points": [],
+}
 
 
 def default_capture_sizes(max_size: int) -> list[int]:

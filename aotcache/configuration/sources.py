@@ -20,6 +20,12 @@ from .compilation import CompilationConfig, _from_fields, check_field_names
 NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "pass_config": ({}, None),  # vLLM's own fusion passes: aotcache has none (inductor_passes takes yours)
     "cudagraph_specialize_lora": (True, False, None),  # no LoRA in aotcache: either is the same
+    # how vLLM saves its own compile cache; an entry is stored as artifact_format says
+    "compile_cache_save_format": ("binary", "unpacked", None),
+}
+UNUSED_BECAUSE = {
+    "compile_cache_save_format": "vLLM's values (how vLLM saves its own cache; aotcache stores entries as "
+    "artifact_format says)",
 }
 # Fields aotcache fills in (as vLLM does), never given: a config copied from vLLM loads
 # with them at their initial value; any other value is a ConfigError.
@@ -30,9 +36,12 @@ def _vllm_only_fields(data: dict[str, Any]) -> dict[str, Any]:
     """The config without vLLM's deprecated `level` (its name for `mode`) and without
     vLLM fields at their unused value; ConfigError for one set to anything else."""
     data = dict(data)
+    _read_endpoints(data)
     if "level" in data:
         level = data.pop("level")
-        if "mode" in data and data["mode"] != level:
+        if level is None:  # vLLM's "unset"
+            return _vllm_only_fields(data)
+        if "mode" in data and data["mode"] is not None and data["mode"] != level:
             raise ConfigError("level", level, f"the same as mode ({data['mode']!r}): level is vLLM's old name for mode")
         data["mode"] = level
     for name, unused in {**NOT_IMPLEMENTED, **FILLED_IN}.items():
@@ -40,9 +49,34 @@ def _vllm_only_fields(data: dict[str, Any]) -> dict[str, Any]:
             value = data.pop(name)
             if not any(value == u and type(value) is type(u) for u in unused):
                 allowed = " or ".join(repr(u) for u in unused)
-                why = "aotcache fills it in" if name in FILLED_IN else f"aotcache does not implement {name} yet"
+                why = (
+                    "aotcache fills it in"
+                    if name in FILLED_IN
+                    else UNUSED_BECAUSE.get(name, f"aotcache does not implement {name} yet")
+                )
                 raise ConfigError(name, value, f"{allowed}: {why}")
     return data
+
+
+def _read_endpoints(data: dict[str, Any]) -> None:
+    """Current vLLM's `compile_ranges_endpoints`, read as compile_ranges_split_points (its
+    old name). vLLM prints it with max_num_batched_tokens appended: that end is dropped."""
+    if "compile_ranges_endpoints" not in data:
+        return
+    endpoints = data.pop("compile_ranges_endpoints")
+    if endpoints is None:
+        return
+    top = data.get("max_num_batched_tokens") or CompilationConfig.max_num_batched_tokens
+    if isinstance(endpoints, list):
+        endpoints = [p for p in endpoints if p != top]
+    points = data.get("compile_ranges_split_points")
+    if points is not None and points != endpoints:
+        raise ConfigError(
+            "compile_ranges_endpoints",
+            endpoints,
+            f"the same as compile_ranges_split_points ({points!r}): it is vLLM's new name for them",
+        )
+    data["compile_ranges_split_points"] = endpoints
 
 
 def from_dict(data: dict[str, Any], *, source: str | None = None) -> CompilationConfig:
@@ -53,14 +87,22 @@ def from_dict(data: dict[str, Any], *, source: str | None = None) -> Compilation
     return _from_fields(_vllm_only_fields(data))
 
 
+OPTIMIZATION_LEVELS = (0, 1, 2, 3)
+
+
 def parse_json(text: str) -> dict[str, Any]:
-    """A `--compilation-config` value: a JSON object, or a bare mode number as vLLM's -O."""
+    """A `--compilation-config` value: a JSON object, or a bare number, read as vLLM's
+    `-O` reads it now: the optimization level (0: no compilation; 1-3: VLLM_COMPILE).
+    The CUDA-graph mode vLLM's levels also set is aotcache's default (NONE): set
+    cudagraph_mode for graphs. (vLLM's -O once meant the mode: `{"mode": 1}` says that.)"""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError("compilation_config", text, f"valid JSON ({exc.msg} at char {exc.pos})") from None
     if isinstance(value, int) and not isinstance(value, bool):
-        return {"mode": value}
+        if value not in OPTIMIZATION_LEVELS:
+            raise ConfigError("-O", value, "an optimization level 0-3, or a JSON object such as '{\"mode\": 1}'")
+        return {"mode": "NONE" if value == 0 else "VLLM_COMPILE"}
     if not isinstance(value, dict):
         raise ConfigError("compilation_config", text, "a JSON object such as '{\"compile_sizes\": [1, 2]}'")
     return value
@@ -129,5 +171,5 @@ def _named(data: dict[str, Any], source: str) -> dict[str, Any]:
     """`data`, once every field it names is one a config has (vLLM's names too), so that
     a misspelt field is reported with the source it came from."""
     if isinstance(data, dict):
-        check_field_names(data, source, also_known=("level", *NOT_IMPLEMENTED, *FILLED_IN))
+        check_field_names(data, source, also_known=("level", "compile_ranges_endpoints", *NOT_IMPLEMENTED, *FILLED_IN))
     return data

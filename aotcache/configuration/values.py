@@ -133,7 +133,8 @@ def _pass_target(target: str) -> str | None:
 
 
 def custom_op_rules(value: Any) -> list[str]:
-    """vLLM's grammar: "all" or "none" (at most one), "+name" or "-name" (not both)."""
+    """vLLM's grammar: "all" or "none" (one of them, once), "+name" or "-name" (not both);
+    a rule repeated means what it says once (vLLM accepts it too)."""
     if not isinstance(value, list):
         raise ConfigError("custom_ops", value, 'a list of "all", "none", "+name" or "-name"')
     for rule in value:
@@ -141,14 +142,12 @@ def custom_op_rules(value: Any) -> list[str]:
             raise ConfigError(
                 "custom_ops", rule, '"all", "none", "+name" or "-name" (name: a CustomOp\'s registered name)'
             )
-    if "all" in value and "none" in value:
-        raise ConfigError("custom_ops", value, 'one of "all" and "none", not both')
+    if value.count("all") + value.count("none") > 1:
+        raise ConfigError("custom_ops", value, '"all" or "none" at most once, and not both')
     both = sorted({r[1:] for r in value if r[0] == "+"} & {r[1:] for r in value if r[0] == "-"})
     if both:
         raise ConfigError("custom_ops", value, f"{both[0]} enabled (+) or disabled (-), not both")
-    if len(set(value)) != len(value):
-        raise ConfigError("custom_ops", value, "each rule once")
-    return sorted(value)  # the order means nothing: one key for any order
+    return sorted(set(value))  # neither order nor repeats mean anything: one key for all of them
 
 
 DYNAMIC_SHAPE_TYPES = ("backed", "unbacked", "backed_size_oblivious")
