@@ -423,6 +423,10 @@ def test_read_only_mount_exits_3_and_loses_nothing(tiny_entry, tmp_path) -> None
     assert json.loads(done.stdout)["freed_bytes"] == 0
     built = _read_only(cache, "precompile", SMALL, "--cache-dir", str(cache))
     _one_line_error(built, 3, "not writable")
+    # a precompile that is a hit writes nothing, so it works on the read-only cache (exit 0)
+    target, config = "examples/tiny_llama.py:spec", json.dumps(TINY_CONFIG)
+    hit = _read_only(cache, "precompile", target, "-O", config, "--cache-dir", str(cache), "--json")
+    assert hit.returncode == 0 and json.loads(hit.stdout)["hit"] is True, hit.stderr[-2000:]
     assert tree_snapshot(cache) == before
     assert aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=cache, strict=True) is not None
 
@@ -494,9 +498,17 @@ def test_a_custom_op_splitting_op_is_warned_about_with_the_fix(tmp_path) -> None
     assert "is a torch.library.custom_op" in done.stderr and "torch.library.Library" in done.stderr
 
 
-def test_a_splitting_op_that_matches_nothing_warns(tmp_path) -> None:
-    done = run_cli("precompile", SMALL, "--splitting-ops", "nosuch::op", "--cache-dir", str(tmp_path))
-    assert done.returncode == 0 and "splitting op nosuch::op" in done.stderr and "never calls it" in done.stderr
+def test_a_splitting_op_forward_never_calls_warns(tmp_path) -> None:
+    done = run_cli("precompile", SMALL, "--splitting-ops", "aten::sin", "--cache-dir", str(tmp_path))
+    assert done.returncode == 0 and "splitting op aten::sin" in done.stderr and "never calls it" in done.stderr
+
+
+def test_a_splitting_op_torch_does_not_know_is_a_config_error_with_the_nearest_name(tmp_path) -> None:
+    """A typo is exit 2 before anything is traced or built, never an unsplit entry."""
+    done = run_cli("precompile", SMALL, "--splitting-ops", "aten::sni", "--cache-dir", str(tmp_path))
+    _one_line_error(done, 2, "invalid splitting_ops='aten::sni': an op registered with torch")
+    assert "did you mean aten::sin?" in done.stderr
+    assert not (tmp_path / "entries").exists() or not any((tmp_path / "entries").iterdir())
 
 
 # -- 6. the self-check names what went wrong ---------------------------------------------------

@@ -102,6 +102,9 @@ def test_a_model_whose_weights_exceed_the_budget_precompiles_within_it(tmp_path)
     assert {"trace", "compile", "self-check", "publish"} <= set(peaks)
     assert main * 0.95 <= max(peaks[s] for s in ("trace", "compile", "self-check", "publish")) < BUDGET
     assert "peak RSS" in done.stderr
+    # the unit count is said once, right: size 1, which the range's guards leave out, counted from the start
+    counts = [line for line in done.stderr.splitlines() if line.endswith("units to build")]
+    assert len(counts) == 1 and counts[0].split("] ")[1] == f"{summary['units']} units to build", counts
     # the size over the check's budget is compiled, not run, and both outputs say so
     assert summary["unchecked_sizes"] == [OVER_BUDGET_SIZE]
     assert f"size {OVER_BUDGET_SIZE} is compiled but not self-checked" in done.stderr

@@ -123,6 +123,26 @@ def op_names(target: Any) -> list[str]:
     return [name, f"{name}.default"] if default else [name]
 
 
+def registered_op_names() -> set[str]:
+    """Every op torch's dispatcher knows, as 'ns::op' and 'ns::op.overload' (the default
+    overload also as 'ns::op.default')."""
+    names = set(torch._C._dispatch_get_all_op_names())
+    return names | {f"{n}.default" for n in names if "." not in n.split("::", 1)[-1]}
+
+
+def traced_lower_bound(example_values: list[Any], symbol: Any) -> int:
+    """The smallest value the trace lets the dynamic size take (2 for a backed size:
+    Dynamo specialises 0 and 1), from the ShapeEnv's range of the symbol; 1 if unknown."""
+    for value in example_values:
+        if isinstance(value, torch.SymInt):
+            bounds = value.node.shape_env.var_to_range.get(symbol)
+            try:
+                return max(1, int(bounds.lower)) if bounds is not None else 1
+            except (TypeError, ValueError):  # -oo
+                return 1
+    return 1
+
+
 def dim_repr(dim: Any) -> Any:
     """An int, or the printed sympy expression of a symbolic dimension."""
     if isinstance(dim, torch.SymInt):

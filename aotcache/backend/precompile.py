@@ -24,7 +24,14 @@ from .publish import Build, build_unless_present
 from .remote_trust import remote_artifacts
 from .request import BuildRequest
 from .result import PrecompileResult
-from .tracing import ExampleInputs, TraceArguments, check_splitting_ops, extra_build_factors, trace
+from .tracing import (
+    ExampleInputs,
+    TraceArguments,
+    check_splitting_ops,
+    check_splitting_ops_exist,
+    extra_build_factors,
+    trace,
+)
 from .weights import fill_meta_tensors
 
 __all__ = ["BuildRequest", "ExampleInputs", "PrecompileResult", "precompile"]
@@ -42,20 +49,27 @@ def precompile(
     fill_meta_tensors(model)  # built without weights: placeholders nothing reads (weights.py)
     source_date()  # a bad SOURCE_DATE_EPOCH fails now, not after the compile
     root = CacheRoot(resolve_cache_dir(request.cache_dir, config.cache_dir))
-    root.ensure_writable()
+    root.check_is_directory()
     sign_key = signing.read_key(request.sign_key) if request.sign_key else None
     remote, remote_trust = remote_artifacts(request, sign_key)
     passes = inductor_passes.resolve(config)
+    check_splitting_ops_exist(config)
     # CustomOp layers run what the config's rules choose, in the trace and in every eager
     # run beside it; every compile runs with the config's Inductor passes.
     extra = extra_build_factors(passes, bind_custom_ops(model, config), request.part_of)
     arguments = TraceArguments.of(model, config, example_inputs, request.dynamic_arg_dims)
     if not request.force:
         probe = unchanged.Probe.of(model, config, arguments.spec.to_json(), compat.cpp_march_unimported(), extra)
-        if (same := unchanged.find(root, probe, sign_key, remote)) is not None:
+        # a hit in the cache dir writes nothing, so it needs no write access (a read-only mount)
+        same = unchanged.find(root, probe, sign_key, None) if root.path.is_dir() else None
+        if same is None and remote is not None:
+            root.ensure_writable()
+            same = unchanged.find(root, probe, sign_key, remote)
+        if same is not None:
             seconds = {"total": time.perf_counter() - started}
             hit = PrecompileResult(same.entry_id, same.path, True, same.manifest, seconds, remote_trust=remote_trust)
             return _filled_in(config, hit)
+    root.ensure_writable()
     progress = StagePeaks(request.progress if request.progress is not None else logged_progress())
     with compat.inductor_settings(passes.settings):
         traced = trace(model, config, arguments, request.mark_unbacked_dims, progress, passes.files, extra)

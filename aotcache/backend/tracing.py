@@ -3,6 +3,7 @@ the one Dynamo trace, and the entry's key from what it read."""
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 from collections.abc import Callable
@@ -122,6 +123,23 @@ def extra_build_factors(
     extra = [Factor("inductor_passes", passes.uuids)] if passes.uuids else []
     extra += [Factor("custom_ops", custom_ops)] if custom_ops else []
     return extra + ([Factor("part_of", part_of)] if part_of else [])
+
+
+def check_splitting_ops_exist(config: CompilationConfig) -> None:
+    """Before the trace: a splitting op torch does not know is a typo (a ConfigError
+    with the nearest name), never an entry built unsplit with a warning."""
+    known = compat.registered_op_names()
+    for name in config.splitting_ops:
+        if name in known:
+            continue
+        bases = {n.split(".")[0] for n in known}
+        near = difflib.get_close_matches(name, sorted(bases), n=1, cutoff=0.6)
+        raise ConfigError(
+            "splitting_ops",
+            name,
+            "an op registered with torch (torch.ops.NS.OP, defined by torch.library or a loaded extension)",
+            hint=f"did you mean {near[0]}?" if near else "check the name, and that the module defining it is imported",
+        )
 
 
 def check_splitting_ops(captured: Capture, config: CompilationConfig, strict: bool) -> None:

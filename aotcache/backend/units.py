@@ -27,6 +27,7 @@ from aotcache.serve.runtime import artifact_call, piece_runner
 from aotcache.store.failpoints import failpoint
 from aotcache.store.records import Unit
 
+from . import _torch_compat as compat
 from .capture import Capture
 from .check_budget import CheckMemory, check_budget, range_check_sizes
 from .compile import (
@@ -129,6 +130,7 @@ class UnitCompiler:
         self._recorded: dict[int, dict[str, list[Any]]] = {}
         self._calls = {str(n.target): n for n in split.stitch.graph.nodes if n.op == "call_module"}
         self.symbol = captured.symbol
+        self.traced_minimum = compat.traced_lower_bound(captured.example_values, captured.symbol)
         # Without weights (weights.py), every eager run binds random values instead.
         self.without_weights = has_unset(model)
         self._check_template: list[Any] | None = None
@@ -185,7 +187,10 @@ class UnitCompiler:
         `files`, and self-check them."""
         refused = [u.start for u in units if u.is_single_size() and not self._trace_holds(u.start)]
         units[:] = [u for u in units if not (u.is_single_size() and u.start in refused)]
-        self.progress.units(len(self.unique) * len(units))
+        # the sizes below the traced minimum (size 1 for a backed size) will be compiled
+        # apart: counted now, so that the count is said once (it changes only if Inductor's
+        # own guards exclude more)
+        self.progress.units(len(self.unique) * (len(units) + len(self._below_traced_minimum(units))))
         with no_inductor_pool() if self.jobs > 1 else contextlib.nullcontext():
             self._compile(units)
             guarded = [size for size in self._guard_sizes(units) if size not in refused]
@@ -290,6 +295,11 @@ class UnitCompiler:
 
     def _announce(self, unit: Range, piece: Any) -> None:
         self.progress.unit_done(f"{piece.name} {unit_label(unit)}: compiled")
+
+    def _below_traced_minimum(self, units: list[Range]) -> set[int]:
+        singles = {u.start for u in units if u.is_single_size()}
+        below = {s for u in units for s in range(u.start, min(u.end, self.traced_minimum - 1) + 1)}
+        return below - singles
 
     def _guard_sizes(self, units: list[Range]) -> list[int]:
         """Sizes that a range's artifacts do not cover (their guards say e.g. size >= 2):
