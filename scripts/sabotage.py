@@ -791,6 +791,46 @@ SABOTAGES = [
         ),
         ("tests/test_scale.py::test_a_spec_check_graph_reaches_the_cli_precompile",),
     ),
+    Sabotage(
+        "inconsistent-capture-maximum",
+        "vLLM parity: a config vLLM refuses is refused when it is built, never a crash later",
+        "a capture maximum other than the largest capture size is accepted (the dispatcher's padding table fails)",
+        (
+            (
+                "aotcache/configuration/compilation.py",
+                "        elif sizes[-1] != self.max_cudagraph_capture_size:\n",
+                "        elif False:\n",
+            ),
+        ),
+        ("tests/test_vllm_parity.py::test_cudagraph_sizes_post_init_refused",),
+    ),
+    Sabotage(
+        "padded-compile-size",
+        "vLLM parity: a config vLLM refuses is refused when it is built, never a crash later",
+        "a compile size that padding would skip under CUDA graphs is accepted",
+        (
+            (
+                "aotcache/configuration/compilation.py",
+                "            if size <= capture[-1] and size not in capture:\n",
+                "            if False:\n",
+            ),
+        ),
+        ("tests/test_vllm_parity.py::test_compile_sizes_padding_validation_refused",),
+    ),
+    Sabotage(
+        "unknown-splitting-op",
+        "Bad input is exit 2 with one line",
+        "a splitting op torch does not know is traced and built unsplit",
+        (("aotcache/backend/tracing.py", "        if name in known:\n", "        if True:\n"),),
+        ("tests/test_hostile.py::test_a_splitting_op_torch_does_not_know_is_a_config_error_with_the_nearest_name",),
+    ),
+    Sabotage(
+        "hit-needs-write",
+        "Hostile or odd input: a read-only cache dir",
+        "precompile asks for write access before it looks for the entry",
+        (("aotcache/backend/precompile.py", "    root.check_is_directory()\n", "    root.ensure_writable()\n"),),
+        ("tests/test_hostile.py::test_read_only_mount_exits_3_and_loses_nothing",),
+    ),
 ]
 
 
