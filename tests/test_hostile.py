@@ -420,7 +420,13 @@ def test_read_only_mount_exits_3_and_loses_nothing(tiny_entry, tmp_path) -> None
     before = tree_snapshot(cache)
     done = _read_only(cache, "clear", "--all", "--yes", "--cache-dir", str(cache), "--json")
     _one_line_error(done, 3, "could not remove")
-    assert json.loads(done.stdout)["freed_bytes"] == 0
+    # what was really removed: nothing; every entry is kept and listed as not removed
+    cleared = json.loads(done.stdout)
+    entries = len(list((cache / "entries").iterdir()))
+    assert cleared["freed_bytes"] == 0 and cleared["removed"] == [] and cleared["kept"] == entries
+    assert len([r for r in cleared["not_removed"] if r["error"]]) >= entries
+    said = _read_only(cache, "clear", "--all", "--yes", "--cache-dir", str(cache))
+    assert f"removed 0 item(s), freed 0 B; {entries} entr" in said.stdout and "could not be removed" in said.stdout
     built = _read_only(cache, "precompile", SMALL, "--cache-dir", str(cache))
     _one_line_error(built, 3, "not writable")
     # a precompile that is a hit writes nothing, so it works on the read-only cache (exit 0)

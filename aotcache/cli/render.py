@@ -378,11 +378,14 @@ def clear_plan(out: Output, chosen: list[Any]) -> None:
 def clear_report(out: Output, report: Any) -> None:
     verb = "would remove" if report.dry_run else "removed"
     for r in report.removed:
-        failed = f"  (not removed: {r.error})" if r.error else ""
+        failed = f"  (partly: {r.error})" if r.error else ""
         out.print(f"  {verb} {r.key} {human_bytes(r.bytes):>9}  {r.reason}{failed}", markup=False)
+    for r in report.not_removed:
+        out.print(f"  could not remove {r.key}: {r.error}", markup=False)
     freeing = "freeing" if report.dry_run else "freed"
     kept = f"{report.kept} {'entry' if report.kept == 1 else 'entries'} kept"
-    out.print(f"{verb} {len(report.removed)} item(s), {freeing} {human_bytes(report.freed)}; {kept}")
+    failed = f" ({len(report.not_removed)} could not be removed)" if report.not_removed else ""
+    out.print(f"{verb} {len(report.removed)} item(s), {freeing} {human_bytes(report.freed)}; {kept}{failed}")
 
 
 class ByteProgress:

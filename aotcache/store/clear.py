@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Removal:
 class ClearReport:
     dry_run: bool
     removed: list[Removal] = field(default_factory=list)
+    not_removed: list[Removal] = field(default_factory=list)  # still there after an error: kept
     locks_removed: int = 0
     kept: int = 0
     lock_errors: list[str] = field(default_factory=list)
@@ -68,17 +70,18 @@ class ClearReport:
 
     @property
     def freed(self) -> int:
-        return sum(r.bytes for r in self.removed)
+        return sum(r.bytes for r in (*self.removed, *self.not_removed))
 
     @property
     def errors(self) -> list[str]:
-        return [r.error for r in self.removed if r.error] + self.lock_errors
+        return [r.error for r in (*self.removed, *self.not_removed) if r.error] + self.lock_errors
 
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": "aotcache.clear/1",
             "dry_run": self.dry_run,
             "removed": [r.__dict__ for r in self.removed],
+            "not_removed": [r.__dict__ for r in self.not_removed],
             "freed_bytes": self.freed,
             "locks_removed": self.locks_removed,
             "index_records_removed": self.index_records_removed,
@@ -157,6 +160,10 @@ def clear(root: CacheRoot, chosen: list[tuple[EntryReport, str]], kept: int, *, 
             root.forget_usage(entry.entry_id)
         else:
             removal.bytes, removal.error = root.remove_leftover(entry.path)
+        if removal.error and os.path.lexists(entry.path):  # what failed is still there: kept, and said
+            report.removed.remove(removal)
+            report.not_removed.append(removal)
+            report.kept += entry.manifest is not None
     if not dry_run:
         report.locks_removed, report.lock_errors = root.remove_idle_locks()
         report.index_records_removed = root.prune_index()
