@@ -270,3 +270,22 @@ def test_the_readme_is_short_and_its_links_resolve() -> None:
     assert len(text.splitlines()) < 250
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
         assert (REPO / target).exists(), target
+
+
+# -- a damaged entry is said once --------------------------------------------------------------
+
+
+def test_a_damaged_entry_is_said_once_and_replaced(tiny_entry, tmp_path) -> None:
+    """precompile over an entry whose file changed: one warning naming the file (not one
+    before the lock and another under it), and the entry is built again."""
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_entry.cache_dir, cache)
+    victim = sorted((cache / "entries" / tiny_entry.entry_id / "artifacts").iterdir())[0]
+    data = bytearray(victim.read_bytes())
+    data[10] ^= 1
+    victim.write_bytes(bytes(data))
+    target, config = "examples/tiny_llama.py:spec", json.dumps(TINY_CONFIG)
+    done = run_cli("precompile", target, "-O", config, "--cache-dir", str(cache), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("is not reused") == 1 and victim.name in done.stderr, done.stderr
+    assert json.loads(done.stdout)["hit"] is False

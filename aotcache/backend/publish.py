@@ -67,12 +67,13 @@ def build_unless_present(build: Build) -> PrecompileResult:
     """The entry of the build's key: the valid one present (also when another process
     built it while this one waited for its lock), else built and published under that lock."""
     root, entry_id, sign_key = build.root, build.traced.key.entry_id, build.sign_key
-    if not build.force and (hit := existing(root, entry_id, sign_key)) is not None:
+    said: set[str] = set()  # why an existing entry is not reused: said once, not again under the lock
+    if not build.force and (hit := existing(root, entry_id, sign_key, said)) is not None:
         return build.result(hit.path, True, hit.manifest)
     waited = time.perf_counter()
     with held(root.lock(entry_id), build.progress.waiting, "builds the same entry"):
         build.seconds["lock_wait"] = time.perf_counter() - waited
-        if not build.force and (hit := existing(root, entry_id, sign_key)) is not None:
+        if not build.force and (hit := existing(root, entry_id, sign_key, said)) is not None:
             log.info("another process built entry %s while we waited; reusing it", entry_id)
             return build.result(hit.path, True, hit.manifest)
         path, manifest, facts = _build_and_publish(build)
@@ -127,7 +128,9 @@ def _built(build: Build, staging: Path, index: ArtifactIndex) -> tuple[Manifest,
         )
 
 
-def existing(root: CacheRoot, entry_id: str, sign_key: signing.Key | None) -> OpenedEntry | None:
+def existing(
+    root: CacheRoot, entry_id: str, sign_key: signing.Key | None, said: set[str] | None = None
+) -> OpenedEntry | None:
     """The valid entry this build would produce, if there is one. With a signing key,
     only an entry already signed by that key counts: aotcache signs only what it built
     itself in this process, so an unsigned entry (which anyone with write access to the
@@ -139,7 +142,11 @@ def existing(root: CacheRoot, entry_id: str, sign_key: signing.Key | None) -> Op
     try:
         return open_entry(path, verify_signature=check)
     except CacheMiss as exc:
-        log.warning("existing entry %s is not reused (%s); building it again", entry_id, exc.one_line())
+        why = exc.message
+        if said is None or why not in said:
+            log.warning("existing entry %s is not reused (%s); it is built again and replaced", entry_id, why)
+        if said is not None:
+            said.add(why)
         return None
 
 
