@@ -141,7 +141,7 @@ def test_swapped_for_a_link_between_listing_and_removal(tiny_entry, tmp_path) ->
     outside.mkdir()
     (outside / "precious.txt").write_text("precious")
     before = tree_snapshot(outside)
-    chosen, kept = select(root, all_entries=True)
+    chosen, kept, _ = select(root, all_entries=True)
     entry = cache / "entries" / tiny_entry.entry_id
     shutil.rmtree(entry)
     entry.symlink_to(outside, target_is_directory=True)
@@ -149,7 +149,7 @@ def test_swapped_for_a_link_between_listing_and_removal(tiny_entry, tmp_path) ->
     assert report.errors == [] and tree_snapshot(outside) == before and not entry.is_symlink()
     # the folder itself swapped after the listing
     cache2 = copy_cache(tiny_entry.cache_dir, tmp_path / "cache2")
-    chosen, kept = select(CacheRoot(cache2), all_entries=True)
+    chosen, kept, _ = select(CacheRoot(cache2), all_entries=True)
     shutil.move(str(cache2 / "entries"), tmp_path / "moved-entries")
     (cache2 / "entries").symlink_to(outside, target_is_directory=True)
     report = clear(CacheRoot(cache2), chosen, kept, dry_run=False)
@@ -320,7 +320,7 @@ def _assert_a_clean_miss(cache: Path, tiny_entry: Any, small_entry: tuple[Path, 
     statuses = {r.entry_id: r.status for r in scan(CacheRoot(cache))}
     assert statuses == {tiny_entry.entry_id: "corrupt", small_entry[1]: "ok"}
     assert _load_small(cache) is not None  # one bad entry blocks nobody else
-    chosen, kept = select(CacheRoot(cache), broken=True)
+    chosen, kept, _ = select(CacheRoot(cache), broken=True)
     assert [r.entry_id for r, _ in chosen] == [tiny_entry.entry_id] and kept == 1
 
 

@@ -59,6 +59,12 @@ def test_a_source_not_found_from_here_is_unknown_never_stale(tiny_entry, tmp_pat
     assert sources["status"] == ("ok" if where == "repo" else "unknown")
     cleared = _cli_in(cwd, "clear", "--stale", "--yes", "--cache-dir", str(cache), "--json")
     assert cleared.returncode == 0 and json.loads(cleared.stdout)["removed"] == []
+    # clear says how many entries it could not check, and why (as inspect-cache warns)
+    unchecked = json.loads(cleared.stdout)["unchecked"]
+    assert [u.split(":")[0] for u in unchecked] == ([] if where == "repo" else [tiny_entry.entry_id])
+    said = _cli_in(cwd, "clear", "--stale", "--yes", "--cache-dir", str(cache))
+    assert ("1 entry not checked for staleness" in said.stdout) is (where != "repo"), said.stdout
+    assert where == "repo" or "run from the project root" in said.stdout
     assert (cache / "entries" / tiny_entry.entry_id).is_dir()
 
 

@@ -345,7 +345,7 @@ def clear(
     if not (keys or all_entries or stale or broken or older_than or max_size):
         raise UsageError("nothing selected: pass KEY, --all, --stale, --broken, --older-than or --max-size")
     root = cache_root(cache_dir, must_exist=True)
-    chosen, kept = select(
+    chosen, kept, unchecked = select(
         root,
         keys=keys,
         all_entries=all_entries,
@@ -358,7 +358,7 @@ def clear(
         render.clear_plan(out, chosen)
         if not typer.confirm(f"Remove {len(chosen)} item(s)?", default=False):
             raise typer.Exit(EXIT_CHECK_FAILED)
-    report = run_clear(root, chosen, kept, dry_run=dry_run)
+    report = run_clear(root, chosen, kept, unchecked, dry_run=dry_run)
     if json_out:
         out.emit_json(report.to_json())
     else:

@@ -386,6 +386,10 @@ def clear_report(out: Output, report: Any) -> None:
     kept = f"{report.kept} {'entry' if report.kept == 1 else 'entries'} kept"
     failed = f" ({len(report.not_removed)} could not be removed)" if report.not_removed else ""
     out.print(f"{verb} {len(report.removed)} item(s), {freeing} {human_bytes(report.freed)}; {kept}{failed}")
+    if report.unchecked:
+        count = len(report.unchecked)
+        what = "entry" if count == 1 else "entries"
+        out.print(f"  warning: {count} {what} not checked for staleness: {report.unchecked[0]}", markup=False)
 
 
 class ByteProgress:

@@ -67,6 +67,7 @@ class ClearReport:
     kept: int = 0
     lock_errors: list[str] = field(default_factory=list)
     index_records_removed: int = 0  # artifact-index records of entries that are gone
+    unchecked: list[str] = field(default_factory=list)  # --stale: entries whose sources are not found from here
 
     @property
     def freed(self) -> int:
@@ -86,6 +87,7 @@ class ClearReport:
             "locks_removed": self.locks_removed,
             "index_records_removed": self.index_records_removed,
             "kept": self.kept,
+            "unchecked": self.unchecked,
             "errors": self.errors,
         }
 
@@ -109,8 +111,9 @@ def select(
     broken: bool = False,
     older_than: float | None = None,
     max_size: int | None = None,
-) -> tuple[list[tuple[EntryReport, str]], int]:
-    """What clear would remove, with the reason for each, and how many entries stay."""
+) -> tuple[list[tuple[EntryReport, str]], int, list[str]]:
+    """What clear would remove, with the reason for each, how many entries stay, and (for
+    --stale) the entries that could not be checked from here, each with why."""
     reports = scan(root)
     chosen: dict[str, tuple[EntryReport, str]] = {}
 
@@ -142,11 +145,20 @@ def select(
             pick(report, "over max size (least recently used)")
             total -= report.bytes
     kept = sum(1 for r in reports if r.manifest is not None and str(r.path) not in chosen)
-    return list(chosen.values()), kept
+    unknown = [r for r in reports if stale and r.warnings and str(r.path) not in chosen]
+    unchecked = [f"{r.entry_id}: {r.warnings[0]}" for r in unknown]
+    return list(chosen.values()), kept, unchecked
 
 
-def clear(root: CacheRoot, chosen: list[tuple[EntryReport, str]], kept: int, *, dry_run: bool) -> ClearReport:
-    report = ClearReport(dry_run=dry_run, kept=kept)
+def clear(
+    root: CacheRoot,
+    chosen: list[tuple[EntryReport, str]],
+    kept: int,
+    unchecked: list[str] | None = None,
+    *,
+    dry_run: bool,
+) -> ClearReport:
+    report = ClearReport(dry_run=dry_run, kept=kept, unchecked=list(unchecked or []))
     # Damaged folders of the root first: a link in place of trash/ must go before any
     # entry can be deleted through a real trash/.
     chosen = sorted(chosen, key=lambda item: item[0].path.parent != root.path)
