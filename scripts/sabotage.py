@@ -831,6 +831,14 @@ SABOTAGES = [
         (("aotcache/backend/precompile.py", "    root.check_is_directory()\n", "    root.ensure_writable()\n"),),
         ("tests/test_hostile.py::test_read_only_mount_exits_3_and_loses_nothing",),
     ),
+    Sabotage(
+        "own-sources-by-path-only",
+        "Whether an entry is stale never depends on the working directory",
+        "a traced file of an imported package installed by an import hook (aotcache in editable mode) is looked "
+        "for only under sys.path",
+        (("aotcache/key/sources.py", "    return _in_imported_package(portable)\n", "    return None\n"),),
+        ("tests/test_hf.py::test_aotcache_own_sources_are_found_from_any_directory",),
+    ),
 ]
 
 

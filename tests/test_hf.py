@@ -308,3 +308,30 @@ def test_no_split_compiles_an_hf_model_whole(checkpoints, tmp_path) -> None:
     assert summary["pieces_total"] == 1
     manifest = json.loads((Path(summary["path"]) / "manifest.json").read_text())
     assert manifest["recorded"]["target"].endswith("+whole") and manifest["config"]["splitting_ops"] == []
+
+
+def test_aotcache_own_sources_are_found_from_any_directory(checkpoints, tmp_path) -> None:
+    """An hf: entry records aotcache/hf.py; aotcache installed in editable mode (an import
+    hook, not a sys.path entry) is found as Python finds it, from any working directory:
+    no false "not found from here", and the sources check of verify --strict is ok."""
+    import subprocess
+    import sys
+
+    from _support import python_env
+
+    env = {k: v for k, v in python_env().items() if k != "PYTHONPATH"}  # as a user has it
+    exe = str(Path(sys.executable).with_name("aotcache"))
+    entry = checkpoints["llama-result"].entry_id
+    args = ["--cache-dir", str(checkpoints["cache"]), "--json"]
+
+    def run(*command: str) -> dict[str, Any]:
+        done = subprocess.run([exe, *command, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        return json.loads(done.stdout)
+
+    listed = run("inspect-cache", entry)
+    assert "aotcache/hf.py" in [s["path"] for s in listed["sources"]]
+    assert not listed["warnings"], listed["warnings"]
+    report = run("verify", entry, "--strict")
+    sources = next(c for c in report["checks"] if c["check"] == "sources")
+    assert sources["status"] == "ok", sources  # not "unknown": every file found, so none fails --strict
+    assert not any("not found from here" in w for w in report["warnings"]), report["warnings"]

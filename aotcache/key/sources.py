@@ -134,6 +134,19 @@ def locate(portable: str) -> Path | None:
     for path, relative in _module_relpaths().items():
         if relative == portable and os.path.isfile(path):
             return Path(path)
+    return _in_imported_package(portable)
+
+
+def _in_imported_package(portable: str) -> Path | None:
+    """The file under the directory of an already imported package of the path's first
+    name (aotcache itself, installed in editable mode, is found so from anywhere); no
+    module is imported to find it, so nothing a manifest names is run."""
+    top = portable.split("/", 1)[0]
+    package = sys.modules.get(top)
+    for folder in getattr(package, "__path__", None) or []:
+        candidate = Path(folder).parent / portable
+        if candidate.is_file():
+            return candidate
     return None
 
 
