@@ -839,6 +839,13 @@ SABOTAGES = [
         (("aotcache/key/sources.py", "    return _in_imported_package(portable)\n", "    return None\n"),),
         ("tests/test_hf.py::test_aotcache_own_sources_are_found_from_any_directory",),
     ),
+    Sabotage(
+        "killed-build-debris-kept",
+        "Crash safety: nothing a killed build left blocks or litters the next one",
+        "the next build of a key does not remove what a killed build of it left in staging",
+        (("aotcache/backend/publish.py", "    _sweep_abandoned_builds(root, entry_id)\n", ""),),
+        ("tests/test_fault.py::test_the_next_build_of_a_key_removes_what_a_killed_build_of_it_left",),
+    ),
 ]
 
 

@@ -29,7 +29,7 @@ from aotcache.cli.app import app
 from aotcache.errors import CacheDirError, CorruptEntry, SignatureError, UnsupportedFormat
 from aotcache.store import failpoints
 from aotcache.store.checks import open_entry
-from aotcache.store.root import CacheRoot
+from aotcache.store.root import CacheRoot, staging_is_abandoned
 from aotcache.store.scan import scan
 from aotcache.verify.report import verify_entry
 from examples import tiny_llama
@@ -492,3 +492,20 @@ def test_signed_entries_and_what_a_trusted_key_refuses(kind: str, tiny_entry, tm
     refused = CliRunner().invoke(app, ["verify", tiny_entry.entry_id, "--cache-dir", str(tampered), "--json"])
     signature = next(c for c in json.loads(refused.stdout)["checks"] if c["check"] == "signature")
     assert refused.exit_code == 1 and not signature["ok"]
+
+
+def test_the_next_build_of_a_key_removes_what_a_killed_build_of_it_left(tmp_path) -> None:
+    """A build killed at its kernel writes leaves a staging dir (incomplete); the next
+    precompile of the same key, once it holds the key's lock, removes it (its process is
+    gone), with no `clear --broken`."""
+    cache = tmp_path / "cache"
+    config = _config(48)
+    killed = _start_build(config, cache, env={"AOTCACHE_FAILPOINT": "kernel-write"})
+    killed.communicate(timeout=600)
+    assert killed.returncode == -signal.SIGKILL
+    left = CacheRoot(cache).staging_dirs()
+    assert left and all(staging_is_abandoned(p) for p in left)
+    again = _finish(_start_build(config, cache))
+    assert again["hit"] is False and not CacheRoot(cache).staging_dirs()
+    assert all(r.status == "ok" for r in scan(CacheRoot(cache)))
+

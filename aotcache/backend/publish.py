@@ -21,7 +21,7 @@ from aotcache.store import signing
 from aotcache.store.atomic import cleanup_on_error, is_disk_full, write_file
 from aotcache.store.checks import OpenedEntry, open_entry
 from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
-from aotcache.store.root import CacheRoot, held
+from aotcache.store.root import CacheRoot, held, staging_is_abandoned
 from aotcache.target import portable_target
 
 from . import _torch_compat as compat
@@ -84,6 +84,7 @@ def build_unless_present(build: Build) -> PrecompileResult:
 
 def _build_and_publish(build: Build) -> tuple[Path, Manifest, dict[str, Any]]:
     root, entry_id = build.root, build.traced.key.entry_id
+    _sweep_abandoned_builds(root, entry_id)
     staging = root.new_staging_dir(entry_id)
     try:
         with cleanup_on_error(staging):
@@ -126,6 +127,17 @@ def _built(build: Build, staging: Path, index: ArtifactIndex) -> tuple[Manifest,
             index,
             build.jobs,
         )
+
+
+def _sweep_abandoned_builds(root: CacheRoot, entry_id: str) -> None:
+    """Remove what killed builds of this entry left in staging. Called under the entry's
+    lock, so no live builder of it can own one; and only items whose process is gone
+    (the pid in the name) are removed."""
+    for path in root.staging_dirs():
+        if path.name.startswith(entry_id + ".") and staging_is_abandoned(path):
+            _, error = root.remove_leftover(path)
+            if error is None:
+                log.info("removed %s, left by a build of this entry that was killed", path.name)
 
 
 def existing(
