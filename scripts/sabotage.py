@@ -846,6 +846,13 @@ SABOTAGES = [
         (("aotcache/backend/publish.py", "    _sweep_abandoned_builds(root, entry_id)\n", ""),),
         ("tests/test_fault.py::test_the_next_build_of_a_key_removes_what_a_killed_build_of_it_left",),
     ),
+    Sabotage(
+        "mistyped-remote-is-empty",
+        "A mistyped remote is an error, not an empty remote",
+        "a pull from a remote that does not exist reports nothing to pull",
+        (("aotcache/fleet/pull.py", "    if why is not None:\n", "    if False:\n"),),
+        ("tests/test_fleet.py::test_a_mistyped_remote_is_an_error_and_an_empty_one_is_not",),
+    ),
 ]
 
 

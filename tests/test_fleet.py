@@ -313,9 +313,37 @@ def _closed_port() -> int:
 
 
 def test_a_missing_entry_on_the_remote_exits_1(tiny_entry, oci, tmp_path) -> None:
-    remote = f"oci://{oci[0]}/aot/empty"
+    remote = f"oci://{oci[0]}/aot/holds-one"
+    assert run_cli("push", remote, "--cache-dir", str(tiny_entry.cache_dir), "-q").returncode == 0
     done = run_cli("pull", remote, "0123456789abcdef-0123456789abcdef", "--cache-dir", str(tmp_path / "c"))
     assert done.returncode == 1 and "holds no entry" in done.stderr, done.stderr
+
+
+def _pulled_from_nothing(remote: str, cache: Path, needle: str) -> None:
+    """A pull from a remote that does not exist: exit 3 naming it, one line, nothing
+    written (not even the cache dir); --json says so too."""
+    done = run_cli("pull", remote, "--cache-dir", str(cache))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 3 and len(errors) == 1 and needle in errors[0], done.stderr
+    assert not cache.exists()
+    as_json = run_cli("pull", remote, "--cache-dir", str(cache), "--json")
+    assert as_json.returncode == 3 and json.loads(as_json.stdout)["ok"] is False, as_json.stdout
+
+
+def test_a_mistyped_remote_is_an_error_and_an_empty_one_is_not(tiny_entry, oci, s3, tmp_path) -> None:
+    """A typo in the remote (no such directory, repository or bucket) fails the init
+    container instead of starting the replica cold; a remote that exists but holds
+    nothing is still a clean "nothing to pull"."""
+    _pulled_from_nothing(f"file://{tmp_path / 'remotee'}", tmp_path / "c1", "no such directory")
+    _pulled_from_nothing(f"oci://{oci[0]}/aot/nosuch", tmp_path / "c2", "no such repository aot/nosuch")
+    s3_env = {**s3}
+    done = run_cli("pull", "s3://nosuchbucket/fleet", "--cache-dir", str(tmp_path / "c3"), env=s3_env)
+    assert done.returncode == 3 and "no such bucket nosuchbucket" in done.stderr, done.stderr
+    (tmp_path / "empty").mkdir()
+    empty = run_cli("pull", f"file://{tmp_path / 'empty'}", "--cache-dir", str(tmp_path / "c4"), "--json")
+    assert empty.returncode == 0 and json.loads(empty.stdout)["entries"] == [], empty.stderr
+    in_bucket = run_cli("pull", "s3://aotcache/nothing-yet", "--cache-dir", str(tmp_path / "c5"), env=s3_env)
+    assert in_bucket.returncode == 0 and "nothing to pull" in in_bucket.stdout + in_bucket.stderr, in_bucket.stderr
 
 
 # -- S3 (moto in server mode) ---------------------------------------------------------------

@@ -54,6 +54,15 @@ class ObjectStoreRemote:
     def restart_deadline(self) -> None:
         self.deadline = Deadline(self.deadline.seconds)
 
+    def missing(self) -> str | None:
+        """A directory must exist; in an object store, its bucket (a prefix with nothing
+        under it yet is an empty remote, not a missing one)."""
+        with self._errors("checking that it exists"):
+            if self._local:
+                return None if self.fs.isdir(self.root) else f"no such directory {self.root}"
+            bucket = self.root.split("/", 1)[0]
+            return None if self.fs.exists(bucket) else f"no such bucket {bucket}"
+
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         self.deadline.check(self.url, what)

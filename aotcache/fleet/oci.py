@@ -110,6 +110,13 @@ class OciRemote:
         """A new deadline, for the next entry of a push or pull."""
         self.deadline = self.session.deadline = Deadline(self.deadline.seconds)
 
+    def missing(self) -> str | None:
+        """A registry knows a repository once something was pushed to it: listing its
+        tags is a 404 before."""
+        if self._get_json("tags/list?n=1", "application/json", "checking the repository") is None:
+            return f"no such repository {self.repository} on {self.host}"
+        return None
+
     # -- HTTP, with the registry's token dance (under the policy of .http) ----------
 
     def _send(self, method: str, url: str, **kwargs: Any) -> Any:

@@ -302,7 +302,16 @@ def pull(
     on_start: Callable[[int], None] | None = None,
 ) -> list[Transfer]:
     """Pull the entries named (every entry the remote holds if none), each on its own:
-    one that fails is reported and the others still arrive."""
+    one that fails is reported and the others still arrive. A remote that does not
+    exist (a mistyped URL) is a RemoteError before anything is written."""
+    try:
+        why = remote.missing()
+    except AotCacheError:
+        raise
+    except Exception as exc:  # whatever a hostile or broken remote makes a client raise
+        raise RemoteError(f"{remote.url}: checking that it exists: {type(exc).__name__}: {exc}") from None
+    if why is not None:
+        raise RemoteError(f"{remote.url}: {why}", hint="check the remote's URL; nothing was pulled or written")
     root.ensure_writable()
     records: list[EntryRecord] = []
     results: list[Transfer] = []

@@ -113,6 +113,11 @@ class Remote(Protocol):
         """A new deadline for the next entry (push and pull give each entry its own)."""
         ...
 
+    def missing(self) -> str | None:
+        """Why the remote itself does not exist (no such directory, bucket or repository:
+        a mistyped URL), or None where it exists, holding entries or not."""
+        ...
+
 
 # How many of a lookup key's entries a load considers (newest first, duplicates dropped):
 # each costs a manifest request, and a remote may list any number.
