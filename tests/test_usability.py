@@ -295,3 +295,19 @@ def test_a_damaged_entry_is_said_once_and_replaced(tiny_entry, tmp_path) -> None
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.count("is not reused") == 1 and victim.name in done.stderr, done.stderr
     assert json.loads(done.stdout)["hit"] is False
+
+
+# -- verify takes the flags precompile takes ----------------------------------------------------
+
+
+def test_verify_takes_precompiles_config_flags_and_finds_the_same_entry(tiny_entry) -> None:
+    """The same TARGET and flags give the same key in precompile and verify: the tiny
+    entry was built with --compile-sizes 1,2,4 --split-points 8 --max-num-batched-tokens
+    32 (TINY_CONFIG); verify with those flags checks it, without them it is another key."""
+    target = "examples/tiny_llama.py:spec"
+    flags = ["--compile-sizes", "1,2,4", "--split-points", "8", "--max-num-batched-tokens", "32"]
+    done = run_cli("verify", target, *flags, "--cache-dir", str(tiny_entry.cache_dir), "--json")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads(done.stdout)["entry"] == tiny_entry.entry_id
+    without = run_cli("verify", target, "--cache-dir", str(tiny_entry.cache_dir), "--json")
+    assert without.returncode != 0 and json.loads(without.stdout).get("entry") != tiny_entry.entry_id

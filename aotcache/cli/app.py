@@ -40,12 +40,17 @@ from .common import (
     stderr,
 )
 from .options import (
+    Backend,
+    CompileSizes,
     ConfigFile,
     ConfigJson,
     HfClass,
     Jobs,
+    MaxTokens,
     NoSplit,
     SignKey,
+    SplitPoints,
+    SplittingOps,
     Target,
     config_from,
     precompile_overrides,
@@ -98,17 +103,11 @@ def precompile(
     target: Target,
     config: ConfigFile = None,
     compilation_config: ConfigJson = None,
-    compile_sizes: Annotated[
-        str | None, typer.Option(metavar="SIZES", help="Concrete sizes to compile, e.g. 1,2,4,8.")
-    ] = None,
-    split_points: Annotated[
-        str | None, typer.Option(metavar="SIZES", help="compile_ranges_split_points, e.g. 16,32.")
-    ] = None,
-    max_num_batched_tokens: Annotated[int | None, typer.Option(metavar="N", help="Largest size served.")] = None,
-    splitting_ops: Annotated[
-        str | None, typer.Option(metavar="OPS", help="Ops to split at, e.g. myns::attention.")
-    ] = None,
-    backend: Annotated[str | None, typer.Option(metavar="NAME", help="inductor or eager.")] = None,
+    compile_sizes: CompileSizes = None,
+    split_points: SplitPoints = None,
+    max_num_batched_tokens: MaxTokens = None,
+    splitting_ops: SplittingOps = None,
+    backend: Backend = None,
     cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Compile even if a valid entry exists.")] = False,
     jobs: Jobs = None,
@@ -260,25 +259,21 @@ def verify(
             help="Require a valid signature by this key.",
         ),
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", metavar="FILE", help="TOML file of config fields (for a TARGET).")
-    ] = None,
-    compilation_config: Annotated[
-        str | None,
-        typer.Option(
-            "--compilation-config",
-            "-O",
-            metavar="JSON",
-            help="JSON config fields, or an optimization level 0-3 as vLLM's -O (for a TARGET).",
-        ),
-    ] = None,
+    config: ConfigFile = None,
+    compilation_config: ConfigJson = None,
+    compile_sizes: CompileSizes = None,
+    split_points: SplitPoints = None,
+    max_num_batched_tokens: MaxTokens = None,
+    splitting_ops: SplittingOps = None,
+    backend: Backend = None,
     hf_class: HfClass = None,
     no_split: NoSplit = False,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
 ) -> None:
-    """Check an entry before rollout: manifest, checksums, signature, environment, sources."""
+    """Check an entry before rollout: manifest, checksums, signature, environment, sources.
+    For a TARGET, the config options precompile takes find the entry those options built."""
     from aotcache.verify import check
 
     out = Output(json_out, quiet, verbose)
@@ -286,10 +281,11 @@ def verify(
     if ":" in target_or_key:
         target_or_key = with_hf_options(target_or_key, hf_class, no_split)
     bar = not (json_out or quiet)
+    overrides = precompile_overrides(compile_sizes, split_points, max_num_batched_tokens, splitting_ops, backend)
     report = check(
         target_or_key,
         cache_dir=cache_dir,
-        config_of=lambda fields: config_from(fields, config, compilation_config, {}),
+        config_of=lambda fields: config_from(fields, config, compilation_config, overrides),
         trusted_key=trusted_key,
         strict=strict,
         run=run_check,

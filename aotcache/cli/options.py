@@ -81,6 +81,13 @@ ConfigJson = Annotated[
         "(as vLLM's -O: 0 no compilation, 1-3 VLLM_COMPILE).",
     ),
 ]
+# The config fields precompile and verify both take as options: the same TARGET and
+# flags give the same config, so the same key, in both.
+CompileSizes = Annotated[str | None, typer.Option(metavar="SIZES", help="Concrete sizes to compile, e.g. 1,2,4,8.")]
+SplitPoints = Annotated[str | None, typer.Option(metavar="SIZES", help="compile_ranges_split_points, e.g. 16,32.")]
+MaxTokens = Annotated[int | None, typer.Option(metavar="N", help="Largest size served.")]
+SplittingOps = Annotated[str | None, typer.Option(metavar="OPS", help="Ops to split at, e.g. myns::attention.")]
+Backend = Annotated[str | None, typer.Option(metavar="NAME", help="inductor or eager.")]
 Jobs = Annotated[
     int | None,
     typer.Option(
