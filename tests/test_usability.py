@@ -311,3 +311,25 @@ def test_verify_takes_precompiles_config_flags_and_finds_the_same_entry(tiny_ent
     assert json.loads(done.stdout)["entry"] == tiny_entry.entry_id
     without = run_cli("verify", target, "--cache-dir", str(tiny_entry.cache_dir), "--json")
     assert without.returncode != 0 and json.loads(without.stdout).get("entry") != tiny_entry.entry_id
+
+
+# -- output fits 80 columns ------------------------------------------------------------------
+
+
+def test_inspect_output_fits_80_columns(tiny_entry, tmp_path) -> None:
+    """inspect-cache and inspect-cache KEY on an 80-column terminal: every line fits
+    (only a line naming the cache dir's path, which must stay whole to be copied, may
+    not), prose wraps,
+    and a date never prints as None."""
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_entry.cache_dir, cache)
+    victim = sorted((cache / "entries" / tiny_entry.entry_id / "artifacts").iterdir())[0]
+    victim.write_bytes(victim.read_bytes() + b"#")  # a problem line too
+    env = {"COLUMNS": "80"}
+    for args in (["inspect-cache"], ["inspect-cache", tiny_entry.entry_id]):
+        done = run_cli(*args, "--cache-dir", str(cache), env=env)
+        assert done.returncode in (0, 1), done.stderr
+        lines = [line for line in done.stdout.splitlines() if str(cache) not in line]  # a path stays whole
+        too_wide = [line for line in lines if len(line) > 80]
+        assert not too_wide, too_wide
+        assert "None" not in done.stdout.replace("=None", ""), done.stdout

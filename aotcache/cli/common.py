@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +88,18 @@ class Output:
     def print(self, *args: Any, **kwargs: Any) -> None:
         if not self.quiet and not self.json:
             stdout.print(*args, **kwargs)
+
+    def paragraph(self, text: str, indent: str = "", hang: str = "    ") -> None:
+        """Prose (a message, a warning, a list of fields) wrapped to the output's width,
+        continuation lines indented by `hang`; printed as it is, never as markup."""
+        if self.quiet or self.json:
+            return
+        lines = textwrap.wrap(
+            text, width=max(40, stdout.width), initial_indent=indent, subsequent_indent=indent + hang,
+            break_on_hyphens=False,
+        )  # fmt: skip
+        for line in lines or [indent]:
+            stdout.print(line, markup=False, highlight=False)
 
     def print_table(self, table: Any, *, wide: bool = False) -> None:
         """A table without the spaces rich pads its lines with (CI logs, diffs, grep);

@@ -281,9 +281,10 @@ def cache_table(out: Output, root: Any, reports: list[Any], *, wide: bool = Fals
         for p in r.problems:
             detail = "; ".join(f"{d.name}: {d.old} -> {d.new}" for d in p.differences[:3])
             more = f" (+{len(p.differences) - 3} more)" if len(p.differences) > 3 else ""
-            out.print(f"  {r.entry_id[:key_width]} {p.status}: {p.message}{': ' + detail if detail else ''}{more}")
+            found = f"{p.message}{': ' + detail if detail else ''}{more}"
+            out.paragraph(f"{r.entry_id[:key_width]} {p.status}: {found}", "  ")
         for warning in getattr(r, "warnings", []):
-            out.print(f"  {r.entry_id[:key_width]} warning: {warning}")
+            out.paragraph(f"{r.entry_id[:key_width]} warning: {warning}", "  ")
 
 
 def entry_detail(out: Output, report: Any) -> None:
@@ -296,13 +297,14 @@ def entry_detail(out: Output, report: Any) -> None:
         return
     m = report.manifest
     part = f" (part {report.part_of})" if report.part_of else ""
-    out.print(f"  model    {m.model_class}{part}   created {m.created}   last used {_ago(report.last_used)}")
-    out.print(f"  loading needs {', '.join(report.load_needs) or 'nothing but torch (compiler-free)'}")
+    out.print(f"  model    {m.model_class}{part}   created {_ago(m.created)}   last used {_ago(report.last_used)}")
+    out.paragraph(f"loading needs {', '.join(report.load_needs) or 'nothing but torch (compiler-free)'}", "  ")
     state = m.traced_state
     covered = sum(state.not_checked.values())
-    out.print(
-        f"  traced state: {state.count} checks on the model at load "
-        f"({covered} more of Dynamo's guards covered by other checks)"
+    out.paragraph(
+        f"traced state: {state.count} checks on the model at load ({covered} more of Dynamo's guards covered by "
+        "other checks)",
+        "  ",
     )
     factors = _table("KEY FACTOR", "VALUE")
     for factor in m.lookup + m.build:
@@ -314,7 +316,7 @@ def entry_detail(out: Output, report: Any) -> None:
         text = " ".join(value) if isinstance(value, list) else str(value)
         recorded.add_row(name, text if len(text) < 100 else text[:97] + "...")
     out.print_table(recorded)
-    out.print("config: " + ", ".join(f"{k}={v}" for k, v in m.config.items() if v not in (None, [], {})))
+    out.paragraph("config: " + ", ".join(f"{k}={v}" for k, v in m.config.items() if v not in (None, [], {})))
     sources = _table("TRACED FILE", "SHA256")
     for s in m.sources:
         sources.add_row(s["path"], s["sha256"][:16])
@@ -324,9 +326,9 @@ def entry_detail(out: Output, report: Any) -> None:
         files.add_row(rel if len(rel) < 60 else rel[:28] + "…" + rel[-28:], human_bytes(rec.bytes), rec.sha256[:16])
     out.print_table(files)
     for p in report.problems:
-        out.print(f"[{STATUS_STYLE.get(p.status, '')}]{p.status}[/]: {p.message}")
+        out.paragraph(f"{p.status}: {p.message}")
         for d in p.differences:
-            out.print(f"    {d.name}: {d.old} -> {d.new}", markup=False)
+            out.paragraph(f"{d.name}: {d.old} -> {d.new}", "    ")
 
 
 def verify_report(out: Output, report: dict[str, Any]) -> None:
@@ -389,7 +391,7 @@ def clear_report(out: Output, report: Any) -> None:
     if report.unchecked:
         count = len(report.unchecked)
         what = "entry" if count == 1 else "entries"
-        out.print(f"  warning: {count} {what} not checked for staleness: {report.unchecked[0]}", markup=False)
+        out.paragraph(f"warning: {count} {what} not checked for staleness: {report.unchecked[0]}", "  ")
 
 
 class ByteProgress:
