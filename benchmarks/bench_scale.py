@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -151,26 +150,6 @@ def child_serve(folder: str, cache: str) -> dict[str, Any]:
 # -- the parent ---------------------------------------------------------------------------
 
 
-def _resident(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return found
-
-
 def _last_json(text: str) -> Any:
     """The command's JSON: its whole output (precompile --json), else its last line."""
     try:
@@ -182,28 +161,19 @@ def _last_json(text: str) -> Any:
 def watched(argv: list[str], env: dict[str, str], timeout: float = 3600) -> dict[str, Any]:
     """Run a command: its wall time, its last JSON line, and the largest resident memory
     seen of it and of any process it started."""
+    from aotcache.backend.peak_memory import ResidentWatcher
+
     spawned = time.perf_counter()
     process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peaks = {"main": 0, "workers": 0}
-
-    def watch() -> None:
-        while process.poll() is None:
-            peaks["main"] = max(peaks["main"], _resident(process.pid))
-            for child in _children(process.pid):
-                peaks["workers"] = max(peaks["workers"], _resident(child))
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    stdout, stderr = process.communicate(timeout=timeout)
-    watcher.join()
+    with ResidentWatcher(process) as seen:
+        stdout, stderr = process.communicate(timeout=timeout)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])} failed:\n{stderr[-3000:]}")
     return {
         "seconds": time.perf_counter() - spawned,
         "result": _last_json(stdout),
-        "peak_rss_main": peaks["main"],
-        "peak_rss_workers": peaks["workers"],
+        "peak_rss_main": seen.main,
+        "peak_rss_workers": seen.workers,
     }
 
 

@@ -508,4 +508,3 @@ def test_the_next_build_of_a_key_removes_what_a_killed_build_of_it_left(tmp_path
     again = _finish(_start_build(config, cache))
     assert again["hit"] is False and not CacheRoot(cache).staging_dirs()
     assert all(r.status == "ok" for r in scan(CacheRoot(cache)))
-

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 import transformers
 
 from aotcache.backend.check_budget import CheckMemory, range_check_sizes
+from aotcache.backend.peak_memory import ResidentWatcher
 from aotcache.configuration import Range
 from tests._support import REPO, last_json, python_env, run_cli
 
@@ -44,46 +43,14 @@ def _weights_bytes(config: dict[str, Any]) -> int:
     return 4 * (config["num_hidden_layers"] * per_layer + 2 * config["vocab_size"] * hidden + hidden)
 
 
-def _resident(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return found
-
-
 def _watched(argv: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], int, int]:
     """Run a command; the largest resident memory seen of it and of any of its workers."""
     process = subprocess.Popen(
         argv, cwd=REPO, env=python_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    peaks = {"main": 0, "workers": 0}
-
-    def watch() -> None:
-        while process.poll() is None:
-            peaks["main"] = max(peaks["main"], _resident(process.pid))
-            for child in _children(process.pid):
-                peaks["workers"] = max(peaks["workers"], _resident(child))
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    stdout, stderr = process.communicate(timeout=900)
-    watcher.join()
-    done = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
-    return done, peaks["main"], peaks["workers"]
+    with ResidentWatcher(process) as seen:
+        stdout, stderr = process.communicate(timeout=900)
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr), seen.main, seen.workers
 
 
 def test_a_model_whose_weights_exceed_the_budget_precompiles_within_it(tmp_path) -> None:

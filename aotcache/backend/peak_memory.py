@@ -8,6 +8,9 @@ Elsewhere nothing is measured and nothing is reported."""
 from __future__ import annotations
 
 import resource
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 from aotcache.progress import Progress
@@ -85,3 +88,50 @@ class StagePeaks:
 
     def waiting(self, what: str, seconds: float) -> None:
         self.inner.waiting(what, seconds)
+
+
+def resident(pid: int) -> int:
+    """Another process's resident memory now, in bytes (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+class ResidentWatcher:
+    """The largest resident memory seen of a running process and of any process it
+    started, sampled from outside every 20 ms (its own VmHWM is reset per stage):
+    `with ResidentWatcher(popen) as seen: popen.communicate()`, then seen.main, .workers."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.main = 0
+        self.workers = 0
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while self.process.poll() is None:
+            self.main = max(self.main, resident(self.process.pid))
+            for child in child_pids(self.process.pid):
+                self.workers = max(self.workers, resident(child))
+            time.sleep(0.02)
+
+    def __enter__(self) -> ResidentWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join()
