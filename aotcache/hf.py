@@ -202,14 +202,19 @@ def check_routed(model: torch.nn.Module, inputs: dict[str, Any]) -> None:
     """Run the model once, eagerly, and count the calls of aotcache::attention: one per
     layer at least, or a TargetError naming the architecture (never a silent single
     piece)."""
-    layers = int(getattr(getattr(model, "config", None), "num_hidden_layers", 1) or 1)
+    config = getattr(model, "config", None)
     _calls.clear()
     with torch.no_grad():
         model(**inputs)
-    if len(_calls) < layers:
-        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    _require_routed(config, getattr(config, "model_type", type(model).__name__), len(_calls))
+
+
+def _require_routed(config: Any, kind: str, calls: int) -> None:
+    """A TargetError unless the op is called once per layer at least."""
+    layers = int(getattr(config, "num_hidden_layers", 1) or 1)
+    if calls < layers:
         raise TargetError(
-            f"{kind}: {len(_calls)} of its {layers} layers' attention goes through aotcache::attention, so the graph "
+            f"{kind}: {calls} of its {layers} layers' attention goes through aotcache::attention, so the graph "
             "cannot be split at attention",
             hint="precompile it whole: --no-split for an hf:PATH TARGET",
         )
@@ -287,18 +292,11 @@ def spec(target: str) -> ModelSpec:
 def routed_in_graph(config: Any) -> Callable[[torch.fx.GraphModule], None]:
     """check_routed for a traced graph (a model built without weights cannot run): the
     graph calls aotcache::attention once per layer at least, or a TargetError."""
-    layers = int(getattr(config, "num_hidden_layers", 1) or 1)
-    kind = getattr(config, "model_type", "the model")
 
     def check(graph: torch.fx.GraphModule) -> None:
         op = torch.ops.aotcache.attention
         calls = sum(1 for n in graph.graph.nodes if n.op == "call_function" and n.target in (op, op.default))
-        if calls < layers:
-            raise TargetError(
-                f"{kind}: {calls} of its {layers} layers' attention goes through aotcache::attention, so the graph "
-                "cannot be split at attention",
-                hint="precompile it whole: --no-split for an hf:PATH TARGET",
-            )
+        _require_routed(config, getattr(config, "model_type", "the model"), calls)
 
     return check
 

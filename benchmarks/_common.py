@@ -49,6 +49,16 @@ def write_section(name: str, report: dict[str, Any]) -> Path:
     return path
 
 
+def stamp() -> dict[str, str]:
+    """When and where a benchmark ran: the date and the machine (cores, torch)."""
+    import torch
+
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}",
+    }
+
+
 def run_rows(
     section: str,
     models: list[str],
@@ -59,8 +69,6 @@ def run_rows(
 ) -> int:
     """Measure each model in a scratch dir of its own, write the section of latest.json
     (date, machine, reps, goals, rows) and print its table."""
-    import torch
-
     started = time.time()
     scratch = Path(tempfile.mkdtemp(prefix=f"aotcache-bench-{section}-"))
     try:
@@ -68,8 +76,7 @@ def run_rows(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}",
+        **stamp(),
         "reps": reps,
         "goals": goals,
         "rows": rows,

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, write_section
+from _common import REPO, stamp, write_section
 from scale_models import MODELS, write_config
 
 RUNS = [  # (model, layers or None for the model's own, whether its weights fit in memory here)
@@ -292,8 +292,6 @@ def main() -> int:
         result = child_torch_compile(*rest) if mode == "torch" else child_serve(*rest)
         print(json.dumps(result))
         return 0
-    import torch
-
     started = time.time()
     scratch = Path(tempfile.mkdtemp(prefix="aotcache-bench-scale-"))
     try:
@@ -303,8 +301,7 @@ def main() -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{os.uname().machine}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}",
+        **stamp(),
         "goals": GOALS,
         "rows": rows,
         "seconds": round(time.time() - started, 1),

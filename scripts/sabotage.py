@@ -775,7 +775,13 @@ SABOTAGES = [
         "hf-routing-unchecked-in-graph",
         "HF: an hf: target whose attention is not routed is refused",
         "precompile (a model without weights) does not count the op in the traced graph",
-        (("aotcache/hf.py", "        if calls < layers:\n", "        if False:\n"),),
+        (
+            (
+                "aotcache/hf.py",
+                '        _require_routed(config, getattr(config, "model_type", "the model"), calls)\n',
+                "        pass\n",
+            ),
+        ),
         ("tests/test_trust.py::test_an_hf_target_whose_attention_is_not_routed_is_refused_by_name",),
     ),
     Sabotage(

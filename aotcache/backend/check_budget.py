@@ -80,15 +80,19 @@ class CheckMemory:
         element, shape = item
         count = 1
         for dim in shape:
-            count *= dim if isinstance(dim, int) else _at(dim, self.symbol, size)
+            try:
+                count *= dim_at(dim, self.symbol, size)
+            except TypeError:  # another symbol (an unbacked size): count it as the size
+                count *= size
         return element * count
 
 
-def _at(expr: Any, symbol: Any, size: int) -> int:
-    try:
-        return int(expr.subs(symbol, size))
-    except TypeError:  # another symbol (an unbacked size): count it as the size
-        return size
+def dim_at(dim: Any, symbol: Any, size: int) -> int:
+    """A traced dimension (an int, a SymInt or its sympy expression) where the dynamic
+    size is `size`; TypeError if it depends on another symbol."""
+    if isinstance(dim, torch.SymInt):
+        dim = dim.node.expr
+    return dim if isinstance(dim, int) else int(dim.subs(symbol, size))
 
 
 def _expr(dim: Any) -> Any:

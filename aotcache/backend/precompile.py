@@ -60,12 +60,7 @@ def precompile(
     arguments = TraceArguments.of(model, config, example_inputs, request.dynamic_arg_dims)
     if not request.force:
         probe = unchanged.Probe.of(model, config, arguments.spec.to_json(), compat.cpp_march_unimported(), extra)
-        # a hit in the cache dir writes nothing, so it needs no write access (a read-only mount)
-        same = unchanged.find(root, probe, sign_key, None) if root.path.is_dir() else None
-        if same is None and remote is not None:
-            root.ensure_writable()
-            same = unchanged.find(root, probe, sign_key, remote)
-        if same is not None:
+        if (same := unchanged.find(root, probe, sign_key, remote)) is not None:
             seconds = {"total": time.perf_counter() - started}
             hit = PrecompileResult(same.entry_id, same.path, True, same.manifest, seconds, remote_trust=remote_trust)
             return _filled_in(config, hit)

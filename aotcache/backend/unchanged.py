@@ -137,10 +137,12 @@ def find(
     sign_key: signing.Key | None,
     remote: Any,
 ) -> OpenedEntry | None:
-    """The entry this build would make, found before the trace: in the cache dir, then
-    (a remote to take entries from) on the remote."""
-    found = local_entry(root, probe, sign_key)
+    """The entry this build would make, found before the trace: in the cache dir (read
+    only: a hit needs no write access), then (a remote to take entries from) on the
+    remote, pulled into the cache dir, which must then be writable."""
+    found = local_entry(root, probe, sign_key) if root.path.is_dir() else None
     if found is None and remote is not None:
+        root.ensure_writable()
         found = remote_entry(root, remote, probe)
     if found is not None:
         log.info("entry %s: every traced source is unchanged; nothing traced or compiled", found.entry_id)

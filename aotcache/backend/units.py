@@ -29,7 +29,7 @@ from aotcache.store.records import Unit
 
 from . import _torch_compat as compat
 from .capture import Capture
-from .check_budget import CheckMemory, check_budget, range_check_sizes
+from .check_budget import CheckMemory, check_budget, dim_at, range_check_sizes
 from .compile import (
     CompiledUnit,
     compile_unit,
@@ -129,6 +129,8 @@ class UnitCompiler:
         self.done: dict[Range, dict[str, CompiledUnit | ReusedUnit]] = {}
         self._recorded: dict[int, dict[str, list[Any]]] = {}
         self._calls = {str(n.target): n for n in split.stitch.graph.nodes if n.op == "call_module"}
+        placeholders = (n for n in split.stitch.graph.nodes if n.op == "placeholder")
+        self._slots = {n.name: i for i, n in enumerate(placeholders)}  # graph input index by name
         self.symbol = captured.symbol
         self.traced_minimum = compat.traced_lower_bound(captured.example_values, captured.symbol)
         # Without weights (weights.py), every eager run binds random values instead.
@@ -147,10 +149,10 @@ class UnitCompiler:
             return values
         if self._check_template is None:
             digests = {p.name: p.digest for p in self.split.pieces}
-            self._check_template = check_values(self.split.stitch, self.binder.bound_values(), digests)
-            made = {id(t): t for t in self._check_template if isinstance(t, torch.Tensor) and not is_unset(t)}
-            bound = {id(t) for t in self.binder.bound_values() if isinstance(t, torch.Tensor)}
-            self.check_weights_bytes = sum(t.numel() * t.element_size() for i, t in made.items() if i not in bound)
+            bound = self.binder.bound_values()
+            self._check_template = check_values(self.split.stitch, bound, digests)
+            made = {id(t): t for t, own in zip(self._check_template, bound, strict=True) if is_unset(own)}
+            self.check_weights_bytes = sum(t.numel() * t.element_size() for t in made.values())
         return [mine if is_unset(value) else value for value, mine in zip(values, self._check_template, strict=True)]
 
     def compile_inputs(self, piece: Any, size: int) -> list[Any]:
@@ -158,12 +160,11 @@ class UnitCompiler:
         takes them, else uninitialised tensors of the traced layout at that size (a
         compile reads shapes, never values, so no eager run is needed at any size)."""
         bound = self.binder.bound_values()
-        slots = {n.name: i for i, n in enumerate(n for n in self.split.stitch.graph.nodes if n.op == "placeholder")}
         placeholders = [n for n in piece.graph.graph.nodes if n.op == "placeholder"]
         inputs: list[Any] = []
         for arg, node in zip(self._calls[piece.name].args, placeholders, strict=True):
-            if isinstance(arg, fx.Node) and arg.op == "placeholder" and bound[slots[arg.name]] is not None:
-                inputs.append(bound[slots[arg.name]])
+            if isinstance(arg, fx.Node) and arg.op == "placeholder" and bound[self._slots[arg.name]] is not None:
+                inputs.append(bound[self._slots[arg.name]])
             else:
                 inputs.append(empty_at(node.meta["example_value"], self.symbol, size))
         return inputs
@@ -405,11 +406,8 @@ def empty_at(value: Any, symbol: Any, size: int) -> Any:
     if not isinstance(value, torch.Tensor):
         return size
 
-    def at(dim: Any) -> int:
-        return int(dim.node.expr.subs(symbol, size)) if isinstance(dim, torch.SymInt) else int(dim)
-
-    shape = [at(d) for d in value.shape]
-    stride = [at(d) for d in value.stride()]
+    shape = [dim_at(d, symbol, size) for d in value.shape]
+    stride = [dim_at(d, symbol, size) for d in value.stride()]
     return torch.empty_strided(shape, stride, dtype=value.dtype, device=value.device)
 
 

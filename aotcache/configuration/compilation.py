@@ -212,11 +212,11 @@ class CompilationConfig:
         """vLLM's compile_sizes: ints, and "cudagraph_capture_sizes" for the capture sizes
         in use (none with cudagraph_mode NONE, as in vLLM); the bare string is aotcache's
         short form of ["cudagraph_capture_sizes"]."""
-        if value == CAPTURE_SIZES_ALIAS:
-            value = [CAPTURE_SIZES_ALIAS]
-        if isinstance(value, list) and CAPTURE_SIZES_ALIAS in value:
+        if names_capture_sizes(value):
             given = values.size_list(
-                "compile_sizes", [v for v in value if v != CAPTURE_SIZES_ALIAS], self.max_num_batched_tokens
+                "compile_sizes",
+                [] if value == CAPTURE_SIZES_ALIAS else [v for v in value if v != CAPTURE_SIZES_ALIAS],
+                self.max_num_batched_tokens,
             )
             in_use = self.cudagraph_capture_sizes if self.cudagraph_mode != CUDAGraphMode.NONE else []
             return sorted(set(given) | set(in_use or []))
@@ -303,9 +303,8 @@ class CompilationConfig:
         self.max_cudagraph_capture_size = rounded[-1]
         self.uniform_decode_query_len = multiple  # what the dispatcher's uniform-decode batches hold
         self._given.update(cudagraph_capture_sizes=rounded, max_cudagraph_capture_size=rounded[-1])
-        given = self._given.get("compile_sizes")
-        if given == CAPTURE_SIZES_ALIAS or (isinstance(given, list) and CAPTURE_SIZES_ALIAS in given):
-            self.compile_sizes = self._compile_sizes(given)
+        if names_capture_sizes(self._given.get("compile_sizes")):
+            self.compile_sizes = self._compile_sizes(self._given["compile_sizes"])
 
     def get_compile_ranges(self) -> list[Range]:
         """[1, p1], [p1+1, p2], ..., [pk+1, max_num_batched_tokens], both ends inclusive."""
@@ -371,6 +370,14 @@ UNSET_MEANS_DEFAULT: dict[str, Any] = {
     "compile_sizes": [],
     "compile_ranges_split_points": [],
 }
+
+
+def names_capture_sizes(compile_sizes: Any) -> bool:
+    """Whether compile_sizes uses the capture-sizes alias: vLLM's list form, or aotcache's
+    bare string."""
+    return compile_sizes == CAPTURE_SIZES_ALIAS or (
+        isinstance(compile_sizes, list) and CAPTURE_SIZES_ALIAS in compile_sizes
+    )
 
 
 def default_capture_sizes(max_size: int) -> list[int]:

@@ -37,10 +37,8 @@ def _vllm_only_fields(data: dict[str, Any]) -> dict[str, Any]:
     vLLM fields at their unused value; ConfigError for one set to anything else."""
     data = dict(data)
     _read_endpoints(data)
-    if "level" in data:
-        level = data.pop("level")
-        if level is None:  # vLLM's "unset"
-            return _vllm_only_fields(data)
+    level = data.pop("level", None)  # None: vLLM's "unset"
+    if level is not None:
         if "mode" in data and data["mode"] is not None and data["mode"] != level:
             raise ConfigError("level", level, f"the same as mode ({data['mode']!r}): level is vLLM's old name for mode")
         data["mode"] = level
