@@ -859,6 +859,13 @@ SABOTAGES = [
         (("aotcache/fleet/pull.py", "    if why is not None:\n", "    if False:\n"),),
         ("tests/test_fleet.py::test_a_mistyped_remote_is_an_error_and_an_empty_one_is_not",),
     ),
+    Sabotage(
+        "torch-log-on-one-line-error",
+        "Bad input is exit 2 with one line",
+        "torch's own ERROR log (a traceback from the trace) is printed before the one-line error",
+        (("aotcache/cli/common.py", "        import torch  # noqa: F401\n", "\n"),),
+        ("tests/test_hostile.py::test_a_trace_error_is_one_line_and_torchs_own_log_only_with_verbose",),
+    ),
 ]
 
 

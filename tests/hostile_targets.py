@@ -107,3 +107,18 @@ lying = ModelSpec(model=Lying, example_inputs=_inputs, config=TINY)
 
 def factory_that_raises() -> ModelSpec:
     raise OSError("config.json not found")
+
+
+class ShapeBug(nn.Module):
+    """A shape mistake that only shows under the trace: Inductor's fake tensors run the
+    matmul's meta function, which raises (and torch logs the traceback at ERROR)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(5, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+
+shape_bug = ModelSpec(model=ShapeBug, example_inputs=_inputs, config=TINY)

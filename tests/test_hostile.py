@@ -525,3 +525,15 @@ def test_self_check_names_piece_unit_size_and_the_likely_cause(tmp_path) -> None
     _one_line_error(done, 1, "self-check failed: running the stored artifact of submod_0")
     assert "at size" in done.stderr and "AssertionError" in done.stderr and "torch.library.opcheck" in done.stderr
     assert not any((tmp_path / "entries").iterdir())
+
+
+def test_a_trace_error_is_one_line_and_torchs_own_log_only_with_verbose(tmp_path) -> None:
+    """A shape mistake makes torch's fake tensors log a ~25-line ERROR traceback through
+    torch's own handler (a real stderr, which typer's runner does not capture): the
+    console script must print only the one-line error, and torch's log from -v on."""
+    args = ("precompile", "tests/hostile_targets.py:shape_bug", "--cache-dir", str(tmp_path))
+    done = run_cli(*args)
+    _one_line_error(done, 2, "ShapeBug.forward raised RuntimeError: mat1 and mat2 shapes cannot be multiplied")
+    assert "fake_tensor" not in done.stderr and len(done.stderr.splitlines()) <= 2, done.stderr
+    verbose = run_cli(*args, "-v")
+    assert verbose.returncode == 2 and "failed while attempting to run meta for aten.mm" in verbose.stderr

@@ -57,6 +57,9 @@ stdout = _console(False)
 stderr = _console(True)
 
 
+_TORCH_QUIET = logging.CRITICAL + 1
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever sys.stderr is at the time of the record (typer's test runner
     swaps it per invocation), never to a stream that has since been closed."""
@@ -81,9 +84,13 @@ class Output:
         logging.basicConfig(
             level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[_StderrHandler()], force=True
         )
-        if verbose == 0:
-            # torch logs loudly on some paths; errors still reach us as exceptions.
-            logging.getLogger("torch").setLevel(logging.ERROR)
+        # torch's own handlers print ERROR records with whole tracebacks (a shape error under
+        # the trace logs ~25 lines from fake_tensor) before the exception reaches us and
+        # becomes the one-line error; they are shown from -v on. Importing torch resets its
+        # logger's level, so it is imported first (every command imports it anyway).
+        import torch  # noqa: F401
+
+        logging.getLogger("torch").setLevel(_TORCH_QUIET if verbose == 0 else logging.WARNING)
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         if not self.quiet and not self.json:
