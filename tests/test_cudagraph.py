@@ -316,7 +316,7 @@ def test_graph_memory_does_not_grow_with_the_sizes_captured(tiny_entry) -> None:
 
     def held(loaded: object) -> dict[str, int]:
         pieces = vars(loaded.graph_runner.piecewise[loaded.unit_index(16)]).values()
-        return {w.name: w.held_bytes() for w in pieces if isinstance(w, CUDAGraphWrapper) and not w.keep_output}
+        return {w.name: w.held_bytes() for w in pieces if isinstance(w, CUDAGraphWrapper)}
 
     assert held(one) == held(four) and sum(held(one).values()) > 0
 
@@ -364,14 +364,15 @@ def test_replay_copies_an_input_whose_strides_changed_and_refuses_a_changed_pyth
             wrapper(x, 3.0)
 
 
-def test_the_emulation_refuses_an_empty_graph_and_a_replay_on_another_device() -> None:
+def test_the_emulation_refuses_a_capture_or_replay_on_another_device() -> None:
     backend = cudagraph.EmulatedGraphs("cuda:1")
-    with backend.device_scope(), pytest.raises(RuntimeError, match="empty"):
-        backend.capture(lambda n: n * 2, (3,), backend.pool())
+    stream = backend.new_stream()
     with pytest.raises(RuntimeError, match="capture outside cuda:1"):
-        backend.capture(lambda x: x * 2, (torch.ones(2),), backend.pool())
+        backend.capture(lambda x: x * 2, (torch.ones(2),), backend.new_pool(), stream)
     with backend.device_scope():
-        graph, _ = backend.capture(lambda x: x * 2, (torch.ones(2),), backend.pool())
+        graph, _ = backend.capture(lambda x: x * 2, (torch.ones(2),), backend.new_pool(), stream)
+        with pytest.raises(RuntimeError, match="captured on a stream of cuda:0"):
+            backend.capture(lambda x: x * 2, (torch.ones(2),), None, cudagraph.EmulatedGraphs("cuda:0").new_stream())
     with pytest.raises(RuntimeError, match="replayed on None"):
         backend.replay(graph)
     other = cudagraph.EmulatedGraphs("cuda:0")

@@ -13,6 +13,8 @@ from aotcache.key.identity import dtype_name, resolve
 
 from .inputs import InputSpec
 
+_data_ptr = torch.Tensor.data_ptr
+
 
 class GraphBinder:
     def __init__(self, model: torch.nn.Module, graph_inputs: list[dict[str, Any]], spec: InputSpec) -> None:
@@ -43,6 +45,7 @@ class GraphBinder:
                 _check_bound_tensor(source, tensor, item)
                 template.append(tensor)
         self._template = template
+        self._bound = [t for t in template if isinstance(t, torch.Tensor)]
 
     def bound_values(self) -> list[Any]:
         """One item per graph input: the bound model tensor, or None (an argument, the size)."""
@@ -54,7 +57,7 @@ class GraphBinder:
 
     def bound_addresses(self) -> tuple[int, ...]:
         """Where the bound model tensors live now (CUDA graphs read them at these addresses)."""
-        return tuple(t.data_ptr() for t in self._template if isinstance(t, torch.Tensor))
+        return tuple(map(_data_ptr, self._bound))
 
     def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if not kwargs and len(args) == len(self._params):  # the common case, on every call

@@ -34,7 +34,7 @@ from .binding import GraphBinder, load_treespec, unflatten
 from .dispatch import SizeDispatcher
 from .inputs import InputSpec
 from .parts import compiled_parts
-from .runtime import build_variants, fx_forward
+from .runtime import build_variants, fx_forward, piece_order
 
 log = logging.getLogger("aotcache")
 
@@ -74,7 +74,7 @@ class LoadedModel:
     Besides being called, it offers the small interface the CUDA-graph runner (and the
     benchmarks) build on, so that neither reaches into its internals:
     `unit_index(size)`, `unit_pieces` (per compile unit, the runnable of every piece by
-    name), `splitting_op_pieces`, `stitch(pieces, *values)`, `graph_values(arguments,
+    name), `piece_order`, `splitting_op_pieces`, `stitch(pieces, *values)`, `graph_values(arguments,
     size)`, `run_unit(arguments, size, unit)`, `finish(outputs)` and `output_dims`."""
 
     def __init__(self, opened: OpenedEntry, model: torch.nn.Module) -> None:
@@ -89,6 +89,7 @@ class LoadedModel:
         refused = {u.start: u.refused for u in manifest.units if u.refused is not None}
         self.unit_index = SizeDispatcher(self.units, refused)
         self.unit_pieces: list[SimpleNamespace] = build_variants(manifest, opened.blobs)
+        self.piece_order = piece_order(manifest.pieces)
         self.splitting_op_pieces = frozenset(
             name for name, piece in manifest.pieces.items() if piece.kind == "splitting_op"
         )
@@ -143,14 +144,15 @@ class LoadedModel:
         self._graphs = GraphRunner.create(self, config, copy_outputs=copy_outputs)
         return self._graphs is not None
 
-    def capture_cudagraphs(self, progress: Any = None) -> int:
+    def capture_cudagraphs(self, progress: Any = None, *, strict: bool = True) -> int:
         """Capture every configured CUDA graph now, largest first, in one session (the
         loader does it when the entry is loaded: graphs are never captured later).
-        Returns how many; 0 without graphs. PaddingError where padding a batch to a
-        capture size would change its real rows."""
+        Returns how many; 0 without graphs. Where padding a batch to a capture size would
+        change its real rows: PaddingError when `strict`, else that size gets no graph
+        (its batches run without one, right) and a warning says so."""
         if self._graphs is None:
             return 0
-        return self._graphs.capture_all(progress)
+        return self._graphs.capture_all(progress, strict=strict)
 
     @property
     def graph_runner(self) -> Any:
@@ -335,6 +337,6 @@ def load(
     _loaded(root, loaded, opened.warnings)
     config.local_cache_dir = str(opened.path)  # vLLM's: the directory of what this config runs
     if capture_cudagraphs and loaded.enable_cudagraphs(config, copy_outputs=cudagraph_copy_outputs):
-        loaded.capture_cudagraphs(progress)
+        loaded.capture_cudagraphs(progress, strict=strict)
     log.info("aotcache: loaded entry %s from %s", loaded.entry_id, root.path)
     return loaded

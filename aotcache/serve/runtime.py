@@ -7,7 +7,8 @@ no file is read again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -51,12 +52,20 @@ def eager_runner(forward: Runnable) -> Runnable:
     return run
 
 
+def piece_order(names: Iterable[str]) -> list[str]:
+    """Piece names in the order forward runs them: split_module numbers its submodules in
+    that order (`submod_2` before `submod_10`; the manifest stores them sorted as text)."""
+    return sorted(names, key=lambda name: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)])
+
+
 def build_variants(manifest: Manifest, blobs: dict[str, bytes]) -> list[SimpleNamespace]:
-    """One namespace per compile unit, holding the runnable of every piece for that unit.
-    The stitching graph's `forward(self, ...)` is called with one of them as `self`."""
+    """One namespace per compile unit, holding the runnable of every piece for that unit,
+    in the order forward runs them. The stitching graph's `forward(self, ...)` is called
+    with one of them as `self`."""
     shared: dict[str, Runnable] = {}
     per_unit_pieces: dict[str, Piece] = {}
-    for name, piece in manifest.pieces.items():
+    for name in piece_order(manifest.pieces):
+        piece = manifest.pieces[name]
         if piece.kind == "compiled":
             per_unit_pieces[name] = piece
         else:
@@ -73,5 +82,5 @@ def build_variants(manifest: Manifest, blobs: dict[str, bytes]) -> list[SimpleNa
             if artifact_name not in calls:
                 calls[artifact_name] = artifact_call(blobs, manifest.artifacts[artifact_name], artifact_name)
             members[name] = piece_runner(calls[artifact_name], piece.single_output)
-        variants.append(SimpleNamespace(**members))
+        variants.append(SimpleNamespace(**{name: members[name] for name in piece_order(members)}))
     return variants

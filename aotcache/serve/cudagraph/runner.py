@@ -1,12 +1,14 @@
 """GraphRunner: a loaded entry's calls through graphs, right by construction as vLLM's
 model runner is: static input buffers each call is copied into, every graph captured at
-start-up (largest size first, into one pool, in one session: one clean-up, gc frozen)
-and none afterwards, a padding check before each padded size is captured, replay, and
-outputs trimmed to the real size."""
+start-up (largest size first, into the device's one pool, in one session: one clean-up,
+gc frozen, at least one warm-up per key) and none afterwards, a padding check before
+each padded size is captured, replay, and outputs trimmed to the real size. A call holds
+the device's graph lock from filling the static buffers to reading the outputs."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -17,9 +19,9 @@ from aotcache.errors import DispatchError
 from aotcache.key.identity import model_device
 from aotcache.modes import CUDAGraphMode
 
-from .backends import GraphBackend, graph_backend
+from .backends import GraphBackend, graph_backend, shared_graphs
 from .dispatcher import BatchDescriptor, CudagraphDispatcher
-from .padding import first_difference, recording, refuse, unpad_tensor
+from .padding import PaddingError, first_difference, recording, refuse, unpad_tensor
 from .wrapper import CUDAGraphWrapper, GraphMemory, graph_context, storage_of
 
 
@@ -30,6 +32,7 @@ class PiecewiseModel(Protocol):
     spec: Any  # the entry's InputSpec: which argument dims are dynamic
     binder: Any  # binds arguments and the model's tensors to graph inputs
     unit_pieces: list[Any]  # per compile unit, the runnable of every piece by name
+    piece_order: list[str]  # every piece's name, in the order forward runs them
     splitting_op_pieces: frozenset[str]  # pieces that stay outside piecewise graphs
     output_dims: list[list[int]]  # per graph output, the dims of the dynamic size
 
@@ -38,6 +41,9 @@ class PiecewiseModel(Protocol):
     def graph_values(self, arguments: dict[str, Any], size: int) -> list[Any]: ...
     def run_unit(self, arguments: dict[str, Any], size: int, unit: int) -> tuple[Any, ...]: ...
     def finish(self, outputs: Any) -> Any: ...
+
+
+log = logging.getLogger("aotcache.serve.cudagraph")
 
 
 @contextlib.contextmanager
@@ -63,26 +69,33 @@ class StaticInputs:
                 dynamic = [i for i, d in enumerate(arg.shape) if d is None]
                 buffer = torch.zeros(shape, dtype=getattr(torch, arg.dtype), device=device)
                 self.buffers[arg.name] = (buffer, dynamic)
+        self._views: dict[int, dict[str, torch.Tensor]] = {}
 
     def storages(self) -> set[int]:
         return {storage_of(buffer) for buffer, _ in self.buffers.values()}
 
     def fill(self, arguments: dict[str, Any], size: int, padded: int) -> dict[str, Any]:
-        """The call's arguments as views of the static buffers at the padded size."""
+        """The call's arguments as views of the static buffers at the padded size (the
+        same view objects on every call of that size: graphs check them by identity)."""
+        views = self._views.get(padded)
+        if views is None:
+            views = {name: _narrow(buffer, dynamic, padded) for name, (buffer, dynamic) in self.buffers.items()}
+            self._views[padded] = views
         filled = dict(arguments)
-        for name, (buffer, dynamic) in self.buffers.items():
-            view = buffer
-            for dim in dynamic:
-                view = view.narrow(dim, 0, padded)
-            target = view
-            for dim in dynamic:
-                target = target.narrow(dim, 0, size)
-            target.copy_(arguments[name])
-            for dim in dynamic:
-                if padded > size:
+        for name, (_, dynamic) in self.buffers.items():
+            view = views[name]
+            _narrow(view, dynamic, size).copy_(arguments[name])
+            if padded > size:
+                for dim in dynamic:
                     view.narrow(dim, size, padded - size).zero_()
             filled[name] = view
         return filled
+
+
+def _narrow(tensor: torch.Tensor, dims: list[int], size: int) -> torch.Tensor:
+    for dim in dims:
+        tensor = tensor.narrow(dim, 0, size)
+    return tensor
 
 
 class GraphRunner:
@@ -103,26 +116,29 @@ class GraphRunner:
         self.bound = loaded.binder.bound_addresses()
         weights = {storage_of(t) for t in loaded.binder.bound_tensors()}
         self.memory = GraphMemory(weights=weights, kept=self.static.storages())
-        self.compiled_pieces = [n for n in vars(loaded.unit_pieces[0]) if n not in loaded.splitting_op_pieces]
+        self.compiled_pieces = [n for n in loaded.piece_order if n not in loaded.splitting_op_pieces]
         self.checked_padding: set[int] = set()
-        pool = backend.pool()
+        self.refused_padding: dict[int, str] = {}  # padded size -> the piece it changes
+        self.shared = shared_graphs(backend)
         options = {
             "backend": backend,
-            "pool": pool,
+            "pool": self.shared.pool,
+            "stream": self.shared.stream,
             "memory": self.memory,
-            "num_warmups": config.cudagraph_num_of_warmups,
+            # vLLM warms every key up at least once: a kernel that autotunes on its first
+            # launch synchronizes, which a capture may not
+            "num_warmups": max(1, config.cudagraph_num_of_warmups),
             "copy_inputs": config.cudagraph_copy_inputs,
         }
         self.piecewise: list[Any] = []
         self.full: list[CUDAGraphWrapper | None] = []
         mode = config.cudagraph_mode
-        last = self.compiled_pieces[-1] if self.compiled_pieces else None
         for index, variant in enumerate(loaded.unit_pieces):
             if mode.has_piecewise_cudagraphs():
                 members = {
                     name: fn
                     if name in loaded.splitting_op_pieces
-                    else CUDAGraphWrapper(fn, CUDAGraphMode.PIECEWISE, name=name, keep_output=name == last, **options)
+                    else CUDAGraphWrapper(fn, CUDAGraphMode.PIECEWISE, name=name, **options)
                     for name, fn in vars(variant).items()
                 }
                 self.piecewise.append(type(variant)(**members))
@@ -146,11 +162,13 @@ class GraphRunner:
         return [w for w in self.full if w is not None] + pieces
 
     def held_bytes(self) -> int:
-        """Bytes the graphs keep alive besides their pool (held outputs, copy targets)."""
+        """Bytes the graphs keep alive besides their pool (the copy targets of inputs no
+        one else keeps); outputs live in the pool."""
         return sum(w.held_bytes() for w in self.wrappers())
 
     def run(self, arguments: dict[str, Any], size: int, *, uniform_decode: bool, capturing: bool = False) -> Any:
         loaded = self.loaded
+        self._check_devices(arguments)
         mode, key = self.dispatcher.dispatch(BatchDescriptor(size, uniform_decode))
         if mode == CUDAGraphMode.NONE or key is None:
             return loaded.finish(loaded.run_unit(arguments, size, loaded.unit_index(size)))
@@ -161,14 +179,26 @@ class GraphRunner:
             )
         padded = key.num_tokens
         unit = loaded.unit_index(padded)
-        with _serving(), self.backend.device_scope():
+        with self.shared.lock, _serving(), self.backend.device_scope():
             values = loaded.graph_values(self.static.fill(arguments, size, padded), padded)
             with graph_context(mode, key, capturing=capturing):
                 if mode == CUDAGraphMode.FULL:
                     outputs = self.full[unit](*values)  # type: ignore[misc]
                 else:
                     outputs = loaded.stitch(self.piecewise[unit], *values)
-        return loaded.finish(tuple(self._trim(outputs, size)))
+            trimmed = tuple(self._trim(outputs, size))
+        return loaded.finish(trimmed)
+
+    def _check_devices(self, arguments: dict[str, Any]) -> None:
+        """Every tensor argument on the model's device: one on another device would be
+        copied into a static buffer at graph sizes and reach the kernels above them."""
+        for name, (buffer, _) in self.static.buffers.items():
+            value = arguments[name]
+            if value.device != buffer.device:
+                raise DispatchError(
+                    f"argument {name!r} is on {value.device}, the model is on {buffer.device}",
+                    hint=f"move it first: {name}.to({str(buffer.device)!r})",
+                )
 
     def _trim(self, outputs: Any, size: int) -> list[Any]:
         dims = self.loaded.output_dims
@@ -181,7 +211,8 @@ class GraphRunner:
 
     def check_padding(self, padded: int) -> None:
         """Before a graph is captured at `padded`: the smallest batch that pads to it gives
-        the same real rows, piece by piece, padded or not (run eagerly)."""
+        the same real rows, padded or not (run eagerly), in every piece (splitting ops
+        included) and in the model's outputs."""
         sizes = sorted(self.dispatcher.capture_sizes)
         below = [s for s in sizes if s < padded]
         size = (below[-1] + 1) if below else 1
@@ -191,30 +222,53 @@ class GraphRunner:
         loaded = self.loaded
         arguments = dummy_arguments(loaded.spec, size, self.device, random=True)
         seen: dict[str, dict[str, Any]] = {"unpadded": {}, "padded": {}}
+        names = loaded.piece_order
         with _serving(), self.backend.device_scope():
-            pieces = recording(loaded.unit_pieces[loaded.unit_index(size)], self.compiled_pieces, seen["unpadded"])
-            loaded.stitch(pieces, *loaded.graph_values(arguments, size))
+            pieces = recording(loaded.unit_pieces[loaded.unit_index(size)], names, seen["unpadded"])
+            seen["unpadded"]["output"] = loaded.stitch(pieces, *loaded.graph_values(arguments, size))
             filled = self.static.fill(arguments, size, padded)
-            pieces = recording(loaded.unit_pieces[loaded.unit_index(padded)], self.compiled_pieces, seen["padded"])
-            loaded.stitch(pieces, *loaded.graph_values(filled, padded))
-        piece = first_difference(seen["unpadded"], seen["padded"], self.compiled_pieces, size, padded)
+            pieces = recording(loaded.unit_pieces[loaded.unit_index(padded)], names, seen["padded"])
+            seen["padded"]["output"] = loaded.stitch(pieces, *loaded.graph_values(filled, padded))
+        piece = first_difference(seen["unpadded"], seen["padded"], [*names, "output"], size, padded)
         if piece is not None:
             raise refuse(piece, size, padded)
 
-    def capture_all(self, progress: Callable[[int, int, str], None] | None = None) -> int:
+    def capture_all(self, progress: Callable[[int, int, str], None] | None = None, *, strict: bool = True) -> int:
         """Capture every key now, largest first, in one session; after this no graph is
-        ever captured (a key without one runs without a graph)."""
+        ever captured (a key without one runs without a graph). A padded size whose
+        padding changes the real rows raises PaddingError when `strict`; otherwise its
+        keys are dropped (those batches run without a graph, right) and a warning names
+        them. Returns how many keys were captured."""
         keys = self.dispatcher.all_keys()
-        with self.backend.session():
+        captured = 0
+        with self.shared.lock, self.backend.session():
             for done, (mode, key) in enumerate(keys, start=1):
-                self.check_padding(key.num_tokens)
+                if key.num_tokens in self.refused_padding:
+                    continue
+                try:
+                    self.check_padding(key.num_tokens)
+                except PaddingError as refused:
+                    if strict:
+                        raise
+                    self.refused_padding[key.num_tokens] = refused.message
+                    continue
                 arguments = dummy_arguments(self.loaded.spec, key.num_tokens, self.device)
-                for _ in range(self.config.cudagraph_num_of_warmups + 1):
+                for _ in range(max(1, self.config.cudagraph_num_of_warmups) + 1):
                     self.run(arguments, key.num_tokens, uniform_decode=key.uniform_decode, capturing=True)
+                captured += 1
                 if progress is not None:
                     label = f"{mode.name} {key.num_tokens}{' decode' if key.uniform_decode else ''}"
                     progress(done, len(keys), label)
-        return len(keys)
+        if self.refused_padding:
+            for key_set in self.dispatcher.keys.values():
+                key_set.difference_update({k for k in key_set if k.num_tokens in self.refused_padding})
+            sizes = sorted(self.refused_padding)
+            log.warning(
+                "CUDA graphs not captured for the padded sizes %s: %s; batches that pad to them run without a graph",
+                sizes,
+                self.refused_padding[sizes[0]],
+            )
+        return captured
 
 
 def dummy_arguments(spec: Any, size: int, device: torch.device, *, random: bool = False) -> dict[str, Any]:
