@@ -44,6 +44,7 @@ TORCHINDUCTOR_CPP_MARCH = "TORCHINDUCTOR_CPP_MARCH"
 TORCHINDUCTOR_CPP_THREADS = "TORCHINDUCTOR_CPP_THREADS"
 TORCHINDUCTOR_CACHE_DIR = "TORCHINDUCTOR_CACHE_DIR"
 TORCHINDUCTOR_TENSOR_DATA_PTR = "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"
+TORCHINDUCTOR_USE_STATIC_CUDA_LAUNCHER = "TORCHINDUCTOR_USE_STATIC_CUDA_LAUNCHER"
 TRITON_CACHE_DIR = "TRITON_CACHE_DIR"
 CC = "CC"
 CXX = "CXX"
@@ -131,6 +132,12 @@ VARIABLES: tuple[Variable, ...] = (
         TORCHINDUCTOR_CACHE_DIR,
         "Inductor's cache; `verify --run` gives its child an empty one",
         "Inductor's default",
+        ours=False,
+    ),
+    Variable(
+        TORCHINDUCTOR_USE_STATIC_CUDA_LAUNCHER,
+        "`0`: every Triton kernel goes through Triton's launcher, so a load needs a C compiler (`load_needs`)",
+        "torch's static launcher where it can",
         ours=False,
     ),
     Variable(

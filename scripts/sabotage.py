@@ -341,8 +341,8 @@ SABOTAGES = [
         (
             (
                 "aotcache/serve/cudagraph/wrapper.py",
-                "        needs_copy = not kept or (self.copy_inputs and not self.memory.is_weight(tensor))",
-                "        needs_copy = not kept or self.copy_inputs",
+                "        return not kept or (self.copy_inputs and not self.memory.is_weight(tensor))",
+                "        return not kept or self.copy_inputs",
             ),
         ),
         ("tests/test_cudagraph.py::test_copy_inputs_never_clones_weights",),
@@ -350,25 +350,18 @@ SABOTAGES = [
     Sabotage(
         "graph-outputs-held",
         "CUDA graphs: graph memory does not grow with the sizes captured",
-        "every graph's outputs are held, for every size",
+        "every graph's outputs are held, for every size (FULL included)",
         (
             (
                 "aotcache/serve/cudagraph/wrapper.py",
-                "        if self.keep_output:\n            entry.output = output",
-                "        if True:\n            entry.output = output",
-            ),
-            (
-                "aotcache/serve/cudagraph/wrapper.py",
-                "        leaves = torch.utils._pytree.tree_leaves(entry.output) if self.keep_output else []",
-                "        leaves = torch.utils._pytree.tree_leaves(entry.output)",
-            ),
-            (
-                "aotcache/serve/cudagraph/wrapper.py",
-                "    def _output(self, entry: _Graph) -> Any:\n        if self.keep_output:",
-                "    def _output(self, entry: _Graph) -> Any:\n        if True:",
+                "        entry.output = (spec, [self.backend.forget(x) if isinstance(x, torch.Tensor) else x for x in leaves])",
+                "        entry.output = (spec, leaves)",
             ),
         ),
-        ("tests/test_cudagraph.py::test_graph_memory_does_not_grow_with_the_sizes_captured",),
+        (
+            "tests/test_cudagraph.py::test_graph_memory_does_not_grow_with_the_sizes_captured",
+            "tests/test_cudagraph.py::test_full_graphs_hold_no_output_per_size",
+        ),
     ),
     Sabotage(
         "cpu-model-captured",
@@ -381,7 +374,13 @@ SABOTAGES = [
         "dynamic-launch-ignored",
         "load_needs: kernels the static launcher cannot take need a C compiler",
         "the recorded kernels that Triton's own launcher loads are ignored",
-        (("aotcache/formats/needs.py", "            if artifact.dynamic_launch:", "            if False:"),),
+        (
+            (
+                "aotcache/formats/needs.py",
+                "            if artifact.dynamic_launch or unknown or (triton and not static_launcher):",
+                "            if unknown or (triton and not static_launcher):",
+            ),
+        ),
         ("tests/test_formats.py::test_kernels_the_static_launcher_cannot_take_make_loading_need_a_c_compiler",),
     ),
     Sabotage(
@@ -865,6 +864,192 @@ SABOTAGES = [
         "torch's own ERROR log (a traceback from the trace) is printed before the one-line error",
         (("aotcache/cli/common.py", "        import torch  # noqa: F401\n", "\n"),),
         ("tests/test_hostile.py::test_a_trace_error_is_one_line_and_torchs_own_log_only_with_verbose",),
+    ),
+    Sabotage(
+        "padding-tolerance-fp32",
+        "CUDA graphs: padding is refused only where tokens mix, not for rounding",
+        "the padding check's tolerance is fp32's for every dtype",
+        (
+            (
+                "aotcache/serve/cudagraph/padding.py",
+                "    rtol = max(1e-3, 4 * torch.finfo(real.dtype).eps)\n",
+                "    rtol = 1e-3\n",
+            ),
+            ("aotcache/serve/cudagraph/padding.py", "atol=max(1e-4, rtol * scale)", "atol=1e-4"),
+        ),
+        (
+            "tests/test_cudagraph.py::test_the_padding_check_allows_the_rounding_of_the_dtype",
+            "tests/test_cudagraph.py::test_a_bf16_llama_with_padding_loads_and_is_right[eager]",
+        ),
+    ),
+    Sabotage(
+        "padding-fatal-unless-strict",
+        "CUDA graphs: a padding refusal is a miss of those sizes unless strict",
+        "a PaddingError escapes load(strict=False)",
+        (
+            (
+                "aotcache/serve/cudagraph/runner.py",
+                "                    if strict:\n                        raise\n",
+                "                    raise\n",
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_a_model_whose_last_op_mixes_tokens_is_refused_or_right[FULL]",),
+    ),
+    Sabotage(
+        "padding-compiled-pieces-only",
+        "CUDA graphs: padding that changes the real rows is refused",
+        "only compiled pieces are compared, not splitting ops or the output",
+        (
+            (
+                "aotcache/serve/cudagraph/runner.py",
+                "        names = loaded.piece_order\n",
+                "        names = self.compiled_pieces\n",
+            ),
+            ("aotcache/serve/cudagraph/runner.py", '[*names, "output"]', "names"),
+        ),
+        ("tests/test_cudagraph.py::test_a_model_whose_last_op_mixes_tokens_is_refused_or_right[PIECEWISE]",),
+    ),
+    Sabotage(
+        "pieces-ordered-as-text",
+        "CUDA graphs: pieces run and are checked in forward's order",
+        "piece names are ordered as text (submod_10 before submod_2)",
+        (
+            (
+                "aotcache/serve/runtime.py",
+                '    return sorted(names, key=lambda name: [int(part) if part.isdigit() else part for part in re.split(r"(\\d+)", name)])',
+                "    return sorted(names)",
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_twelve_layers_serve_right_through_piecewise_graphs_twice_at_every_size",),
+    ),
+    Sabotage(
+        "replay-checks-every-input",
+        "CUDA graphs: per-call host work does not grow with the weight count",
+        "every in-place input (each weight) is compared one by one on every replay",
+        (
+            (
+                "aotcache/serve/cudagraph/wrapper.py",
+                "        if not all(map(operator.is_, live, entry.seen)) or len(live) != len(entry.seen):\n",
+                "        if True:\n",
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_replay_host_work_does_not_grow_with_the_weights",),
+    ),
+    Sabotage(
+        "empty-graph-replayed",
+        "CUDA graphs: a piece without kernels is not a load error",
+        "an empty graph (views only) is replayed like any other",
+        (
+            (
+                "aotcache/serve/cudagraph/wrapper.py",
+                "        if entry.graph is None:\n            return self.runnable(*args)\n        return self._replay(entry, args)",
+                "        return self._replay(entry, args)",
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_a_piece_without_kernels_is_not_a_load_error",),
+    ),
+    Sabotage(
+        "no-warmup-before-capture",
+        "CUDA graphs: every key is warmed up before its capture",
+        "cudagraph_num_of_warmups 0 captures cold",
+        (
+            (
+                "aotcache/serve/cudagraph/runner.py",
+                '"num_warmups": max(1, config.cudagraph_num_of_warmups),',
+                '"num_warmups": config.cudagraph_num_of_warmups,',
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_every_key_is_warmed_up_before_its_capture",),
+    ),
+    Sabotage(
+        "graph-pool-per-runner",
+        "CUDA graphs: one graph pool, stream and lock per device",
+        "each runner makes its own pool and stream",
+        (
+            (
+                "aotcache/serve/cudagraph/runner.py",
+                "        self.shared = shared_graphs(backend)\n",
+                "        self.shared = type(shared_graphs(backend))(backend.new_pool(), backend.new_stream())\n",
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_runners_share_one_pool_stream_and_lock_per_device",),
+    ),
+    Sabotage(
+        "default-capture-stream",
+        "CUDA graphs: a model on a second device captures on a stream of that device",
+        "captures use torch's default capture stream",
+        (
+            (
+                "aotcache/serve/cudagraph/wrapper.py",
+                "self.backend.capture(self.runnable, inputs, self.pool, self.stream)",
+                "self.backend.capture(self.runnable, inputs, self.pool, None)",
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_models_on_two_devices_capture_on_their_own_streams",),
+    ),
+    Sabotage(
+        "no-graph-lock",
+        "CUDA graphs: concurrent callers take turns",
+        "a call fills the static buffers and replays without the device's lock",
+        (
+            (
+                "aotcache/serve/cudagraph/runner.py",
+                "        with self.shared.lock, _serving(), self.backend.device_scope():\n            values",
+                "        with _serving(), self.backend.device_scope():\n            values",
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_concurrent_callers_take_turns",),
+    ),
+    Sabotage(
+        "gc-unfrozen",
+        "CUDA graphs: an application's gc.freeze survives the capture session",
+        "the session freezes and unfreezes even when the application froze objects",
+        (("aotcache/serve/cudagraph/backends.py", "    if gc.get_freeze_count() > 0:\n", "    if False:\n"),),
+        ("tests/test_cudagraph.py::test_an_application_gc_freeze_survives_the_capture_session",),
+    ),
+    Sabotage(
+        "input-device-unchecked",
+        "CUDA graphs: an input on another device is refused at every size",
+        "argument devices are not checked",
+        (
+            (
+                "aotcache/serve/cudagraph/runner.py",
+                "            if value.device != buffer.device:\n",
+                "            if False:\n",
+            ),
+        ),
+        ("tests/test_cudagraph.py::test_an_input_on_another_device_is_refused_at_every_size",),
+    ),
+    Sabotage(
+        "device-name-keyed",
+        "The key holds what the code depends on: a GPU of the same capability hits",
+        "the GPU's product name is a key factor",
+        (
+            (
+                "aotcache/key/env.py",
+                '        Factor("cuda.device_index", index),\n',
+                '        Factor("cuda.device_index", index),\n        Factor("cuda.device_name", torch.cuda.get_device_name(index)),\n',
+            ),
+        ),
+        ("tests/test_key.py::test_a_gpu_of_the_same_capability_and_versions_has_the_same_key",),
+    ),
+    Sabotage(
+        "load-needs-unknown-launch",
+        "load_needs: kernels the static launcher cannot take need a C compiler",
+        "an artifact whose static-launcher kernels are unknown, or a host that turns the static launcher off, needs no C compiler",
+        (
+            (
+                "aotcache/formats/needs.py",
+                "            unknown = triton and artifact.dynamic_launch is None\n",
+                "            unknown = False\n",
+            ),
+            (
+                "aotcache/formats/needs.py",
+                '    static_launcher = envs.get(envs.TORCHINDUCTOR_USE_STATIC_CUDA_LAUNCHER) in (None, "1")\n',
+                "    static_launcher = True\n",
+            ),
+        ),
+        ("tests/test_formats.py::test_kernels_the_static_launcher_cannot_take_make_loading_need_a_c_compiler",),
     ),
 ]
 

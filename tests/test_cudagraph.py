@@ -4,8 +4,11 @@ real GPU where there is one."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
 
+import cudagraph_models
 import pytest
 import torch
 from _support import TINY_CONFIG
@@ -390,3 +393,222 @@ def test_a_runner_on_a_second_device_captures_and_replays_inside_it(tiny_entry) 
         with torch.no_grad():
             torch.testing.assert_close(loaded(ids).clone(), model(ids), atol=1e-4, rtol=1e-4)
     assert sum(w.replays for w in loaded.graph_runner.wrappers()) >= 3  # each size's output came from a replay
+
+
+# -- issue 38: the third review, on the emulation ----------------------------------------------
+
+PADDED = [1, 2, 4, 8, 16]
+
+
+def _graph_config(built: object, mode: str, sizes: list[int]) -> dict:
+    config = {**built.manifest.config, "cudagraph_mode": mode, "cudagraph_capture_sizes": sizes}
+    return {**config, "max_cudagraph_capture_size": sizes[-1]}
+
+
+def _graphs_load(model: torch.nn.Module, config: dict, cache: object, **options: object) -> object:
+    with cudagraph.use_graph_backend(cudagraph.EmulatedGraphs(options.pop("device", "cuda:0"))):
+        return aotcache.load(model, config, cache_dir=cache, strict=options.pop("strict", True), **options)
+
+
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_a_bf16_llama_with_padding_loads_and_is_right(backend: str, tmp_path) -> None:
+    """bf16 kernels round differently for more rows: not a reason to refuse padding."""
+    spec = cudagraph_models.llama_bf16(backend)
+    built = aotcache.precompile(spec, cache_dir=tmp_path)
+    model = spec.build_model()
+    config = _graph_config(built, "FULL_AND_PIECEWISE", PADDED)
+    loaded = _graphs_load(model, config, tmp_path)
+    assert loaded.graph_runner.refused_padding == {}
+    for size in range(1, 17):
+        ids = spec.example_inputs(size)[0]
+        with torch.no_grad():
+            expected = model(ids).float()
+        for decode in (False, True):
+            got = loaded.run_batch(ids, uniform_decode=decode).float()
+            scale = float(expected.abs().max())
+            assert float((got - expected).abs().max()) <= 0.02 * scale, (size, decode)
+    assert sum(w.replays for w in loaded.graph_runner.wrappers()) > 0
+
+
+def test_the_padding_check_allows_the_rounding_of_the_dtype() -> None:
+    """bf16 rounds at 2**-8: a kernel that sums in another order for more rows changes a
+    value by a unit of rounding; tokens that mix change rows by far more."""
+    from aotcache.serve.cudagraph.padding import first_difference
+
+    generator = torch.Generator().manual_seed(0)
+    real = torch.randn(5, 512, generator=generator).to(torch.bfloat16)
+    nudge = 1 + 2.0**-7 * torch.randint(-1, 2, real.shape, generator=generator)
+    rounded = (real.float() * nudge).to(torch.bfloat16)  # one unit of rounding, here and there
+    assert not torch.equal(rounded, real)
+    padded = torch.cat([rounded, torch.zeros(3, 512, dtype=torch.bfloat16)])
+    assert first_difference({"p": real}, {"p": padded}, ["p"], 5, 8) is None
+    mixed = padded.clone()
+    mixed[:5] -= 0.1 * real.float().mean(0).to(torch.bfloat16)
+    assert first_difference({"p": real}, {"p": mixed}, ["p"], 5, 8) == "p"
+    fp32 = torch.randn(5, 8, generator=generator)
+    assert first_difference({"p": fp32}, {"p": torch.cat([fp32 * (1 + 2.0**-7), torch.zeros(3, 8)])}, ["p"], 5, 8)
+
+
+@pytest.mark.parametrize("mode", ["PIECEWISE", "FULL"])
+def test_a_model_whose_last_op_mixes_tokens_is_refused_or_right(mode: str, tmp_path, caplog) -> None:
+    """The mixing op is a splitting op, the model's last: no compiled piece changes when
+    padded, its output does. strict: refused naming it; else those sizes get no graph."""
+    spec = cudagraph_models.MIXES_LAST
+    built = aotcache.precompile(spec, cache_dir=tmp_path)
+    model = spec.build_model()
+    config = _graph_config(built, mode, [4, 8, 16])
+    with pytest.raises(cudagraph.PaddingError, match=r"batch of 9 tokens to the capture size 16 .* piece submod_1"):
+        _graphs_load(model, config, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="aotcache.serve.cudagraph"):
+        loaded = _graphs_load(model, config, tmp_path, strict=False)
+    assert sorted(loaded.graph_runner.refused_padding) == [4, 8, 16]
+    assert any("not captured for the padded sizes [4, 8, 16]" in r.message for r in caplog.records)
+    for size in range(1, 17):
+        x = spec.example_inputs(size)[0]
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x).clone(), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_full_graphs_hold_no_output_per_size(tiny_entry) -> None:
+    """Outputs live in the pool (reused across sizes, largest first): what the graphs
+    keep alive besides it does not grow with the sizes captured."""
+    _, every = _emulated(tiny_entry, "FULL", cudagraph_capture_sizes=PADDED)
+    _, largest = _emulated(tiny_entry, "FULL", cudagraph_capture_sizes=[1, 2, 4, 16])
+    assert every.graph_runner.held_bytes() <= 1.5 * largest.graph_runner.held_bytes()
+    outputs = [every(*tiny_llama.example_inputs(size)) for size in (16, 8)]
+    assert all(o.untyped_storage().nbytes() == 0 or not o.untyped_storage().resizable() for o in outputs)
+
+
+def test_twelve_layers_serve_right_through_piecewise_graphs_twice_at_every_size(tmp_path) -> None:
+    """25 pieces: as text, submod_9 sorts after submod_24; forward's order is numeric."""
+    spec = aotcache.ModelSpec(
+        model=lambda: tiny_llama.build(12),
+        example_inputs=tiny_llama.example_inputs,
+        config={**TINY_CONFIG, "backend": "eager"},
+        dynamic_arg_dims={"input_ids": 0},
+    )
+    built = aotcache.precompile(spec, cache_dir=tmp_path)
+    model = spec.build_model()
+    config = _graph_config(built, "PIECEWISE", PADDED)
+    loaded = _graphs_load(model, config, tmp_path)
+    runner = loaded.graph_runner
+    assert loaded.piece_order == [f"submod_{i}" for i in range(25)]
+    assert runner.compiled_pieces[-1] == "submod_24" and list(vars(loaded.unit_pieces[0])) == loaded.piece_order
+    for _ in range(2):
+        for size in range(1, 17):
+            ids = tiny_llama.example_inputs(size)[0]
+            with torch.no_grad():
+                torch.testing.assert_close(loaded(ids).clone(), model(ids), atol=1e-4, rtol=1e-4)
+    assert sum(w.replays for w in runner.wrappers()) >= 2 * 16 * 13
+
+
+def test_replay_host_work_does_not_grow_with_the_weights(tiny_entry) -> None:
+    """After the first replay of a key, inputs read in place (weights, static buffers,
+    the previous graph's outputs) are the same objects: no per-input check runs."""
+    _, loaded = _emulated(tiny_entry, "PIECEWISE")
+    wrappers = loaded.graph_runner.wrappers()
+    ids = tiny_llama.example_inputs(8)[0]
+    loaded(ids)
+    checked = sum(w.fixed_checks for w in wrappers)
+    for _ in range(3):
+        loaded(ids)
+    assert sum(w.fixed_checks for w in wrappers) == checked
+    assert sum(w.replays for w in wrappers) > 0
+
+
+def test_a_piece_without_kernels_is_not_a_load_error(tmp_path) -> None:
+    """Its graph would be empty (views only): it runs at every call instead."""
+    spec = cudagraph_models.VIEWS_BETWEEN
+    built = aotcache.precompile(spec, cache_dir=tmp_path)
+    model = spec.build_model()
+    config = _graph_config(built, "PIECEWISE", [1, 2, 4, 8])
+    loaded = _graphs_load(model, config, tmp_path)
+    wrappers = loaded.graph_runner.wrappers()
+    assert sum(w.empty for w in wrappers) == 4 and sum(w.replays for w in wrappers) == 0
+    for size in range(1, 9):
+        x = spec.example_inputs(size)[0]
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x).clone(), model(x), atol=1e-5, rtol=1e-5)
+    assert sum(w.replays for w in wrappers) > 0
+
+
+def test_every_key_is_warmed_up_before_its_capture(tmp_path) -> None:
+    """cudagraph_num_of_warmups 0 is raised to 1 (vLLM): an op that synchronizes on its
+    first launch (autotuning) would otherwise do it inside the capture."""
+    spec = cudagraph_models.AUTOTUNES
+    built = aotcache.precompile(spec, cache_dir=tmp_path)
+    model = spec.build_model()
+    config = _graph_config(built, "FULL", list(range(1, 9)))  # no padding check runs the op first
+    cudagraph_models.AUTOTUNE_PENDING["value"] = True
+    loaded = _graphs_load(model, {**config, "cudagraph_num_of_warmups": 0}, tmp_path)
+    assert not cudagraph_models.AUTOTUNE_PENDING["value"]  # it did synchronize, outside a capture
+    x = spec.example_inputs(5)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).clone(), model(x))
+
+
+def test_runners_share_one_pool_stream_and_lock_per_device(tiny_entry) -> None:
+    _, first = _emulated(tiny_entry, "PIECEWISE")
+    _, second = _emulated(tiny_entry, "FULL")
+    other = _graphs_load(
+        tiny_llama.build(2), {**TINY_CONFIG, "cudagraph_mode": "FULL"}, tiny_entry.cache_dir, device="cuda:1"
+    )
+    assert first.graph_runner.shared is second.graph_runner.shared
+    pools = {id(w.pool) for w in first.graph_runner.wrappers() + second.graph_runner.wrappers()}
+    assert pools == {id(first.graph_runner.shared.pool)}
+    assert other.graph_runner.shared is not first.graph_runner.shared
+    assert other.graph_runner.shared.stream.device == torch.device("cuda:1")
+
+
+def test_models_on_two_devices_capture_on_their_own_streams(tiny_entry, monkeypatch) -> None:
+    """torch's default capture stream belongs to the device that captured first."""
+    monkeypatch.setattr(cudagraph.EmulatedGraphs, "default_stream_device", None)
+    for device in ("cuda:0", "cuda:1"):
+        model = tiny_llama.build(2)
+        loaded = _graphs_load(model, {**TINY_CONFIG, "cudagraph_mode": "FULL"}, tiny_entry.cache_dir, device=device)
+        ids = tiny_llama.example_inputs(3)[0]
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(ids).clone(), model(ids), atol=1e-4, rtol=1e-4)
+
+
+def test_concurrent_callers_take_turns(tiny_entry) -> None:
+    """Two threads calling one model: each call fills the static buffers, replays and
+    copies its outputs out under the device's graph lock."""
+    model = tiny_llama.build(2)
+    config = {**TINY_CONFIG, "cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": PADDED}
+    loaded = _graphs_load(model, config, tiny_entry.cache_dir, cudagraph_copy_outputs=True)
+    sizes = [3, 5, 7, 8, 2, 6]
+    with torch.no_grad():
+        expected = {s: model(tiny_llama.example_inputs(s)[0]) for s in sizes}
+    wrong: list[int] = []
+
+    def serve(offset: int) -> None:
+        for call in range(60):
+            size = sizes[(call + offset) % len(sizes)]
+            if not torch.allclose(loaded(tiny_llama.example_inputs(size)[0]), expected[size], atol=1e-4):
+                wrong.append(size)
+
+    threads = [threading.Thread(target=serve, args=(offset,)) for offset in (0, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+
+
+def test_an_application_gc_freeze_survives_the_capture_session(tiny_entry) -> None:
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        _emulated(tiny_entry, "FULL")
+        assert gc.get_freeze_count() > frozen // 2  # gc.unfreeze() would leave none
+    finally:
+        gc.unfreeze()
+
+
+def test_an_input_on_another_device_is_refused_at_every_size(tiny_entry) -> None:
+    _, loaded = _emulated(tiny_entry, "FULL")
+    for size in (3, 20):  # a graph size, and one above the largest capture size
+        ids = tiny_llama.example_inputs(size)[0].to("meta")
+        with pytest.raises(aotcache.DispatchError, match="argument 'input_ids' is on meta, the model is on cpu"):
+            loaded(ids)

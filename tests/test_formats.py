@@ -136,11 +136,17 @@ def test_kernels_the_static_launcher_cannot_take_make_loading_need_a_c_compiler(
     from aotcache.errors import IncompatibleEnvironment
     from aotcache.formats import inductor, load_needs
 
-    static_json = {"format": "inductor", "binary": "artifacts/x.bin", "device_types": ["cuda"], "triton_kernels": 3}
-    static = Artifact.from_json(static_json)
-    dynamic = Artifact.from_json({**static_json, "dynamic_launch": ["triton_red_fused_sum_0"]})
+    unknown_json = {"format": "inductor", "binary": "artifacts/x.bin", "device_types": ["cuda"], "triton_kernels": 3}
+    static = Artifact.from_json({**unknown_json, "dynamic_launch": []})
+    dynamic = Artifact.from_json({**unknown_json, "dynamic_launch": ["triton_red_fused_sum_0"]})
     assert load_needs({"x": static}) == ["inductor", "triton"]
     assert load_needs({"x": static, "y": dynamic}) == ["c compiler", "inductor", "triton"]
+    # a torch whose Triton bundle does not say which kernels the static launcher takes
+    assert load_needs({"x": Artifact.from_json(unknown_json)}) == ["c compiler", "inductor", "triton"]
+    monkeypatch.setenv("TORCHINDUCTOR_USE_STATIC_CUDA_LAUNCHER", "0")  # the serving host turned it off
+    assert load_needs({"x": static}) == ["c compiler", "inductor", "triton"]
+    monkeypatch.setenv("TORCHINDUCTOR_USE_STATIC_CUDA_LAUNCHER", "1")
+    assert load_needs({"x": static}) == ["inductor", "triton"]
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("CC", raising=False)

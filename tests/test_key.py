@@ -112,3 +112,19 @@ def test_moved_cache_dir_still_hits(tiny_entry, tmp_path) -> None:
 
     loaded = aotcache.load(tiny_llama.build(2), TINY_CONFIG, cache_dir=moved, strict=True)
     assert loaded is not None and loaded.entry_id == tiny_entry.entry_id
+
+
+def test_a_gpu_of_the_same_capability_and_versions_has_the_same_key(monkeypatch) -> None:
+    """What the kernels depend on is the capability (and the CUDA, HIP and Triton
+    versions), not the product name: an H100 entry serves an H200."""
+    from aotcache.key.env import cuda_factors
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
+    keys = []
+    for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H200"):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None, name=name: name)
+        keys.append(hash_factors(cuda_factors(0)))
+    assert keys[0] == keys[1]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (8, 0))
+    assert hash_factors(cuda_factors(0)) != keys[0]

@@ -210,10 +210,13 @@ def triton_launch(artifact: Any) -> dict[str, Any] | None:
             stem, extension = os.path.splitext(file.filename)
             if extension in (".cubin", ".hsaco", ".zebin", ".spv"):
                 names.add(stem)
-    static = {autotuner.kernel_name for autotuner in bundle.static_autotuners}
+    autotuners = getattr(bundle, "static_autotuners", None)
+    static = {autotuner.kernel_name for autotuner in autotuners or []}
     if not names and not static:
         return None
-    return {"triton_kernels": len(names | static), "dynamic_launch": sorted(names - static)}
+    # a torch whose bundle does not list them: which kernels need Triton's launcher is unknown
+    dynamic = sorted(names - static) if autotuners is not None else None
+    return {"triton_kernels": len(names | static), "dynamic_launch": dynamic}
 
 
 def extern_kernel(name: str) -> Any:

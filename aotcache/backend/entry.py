@@ -231,6 +231,8 @@ def recorded_build_facts(environment: dict[str, Any], native_kernels: bool, mode
         "vec_isa_flags": "",
         "cpu_flags": [],
     }
+    if recorded["device_type"] == "cuda":  # informational: kernels depend on the capability, which is keyed
+        recorded["cuda_device_name"] = torch.cuda.get_device_name(model_device(model))
     if environment:
         recorded.update(environment["vec_isa"])
         for name in ("cpu_flags", "compiler", "torch_key", "inductor_config"):

@@ -9,8 +9,14 @@ from .artifact import INDUCTOR, Artifact
 
 
 def load_needs(artifacts: dict[str, Artifact]) -> list[str]:
-    """What loading these artifacts needs besides torch: [] for compiler-free entries."""
+    """What loading these artifacts needs besides torch on this host: [] for compiler-free
+    entries. Triton kernels that torch's static launcher cannot take go through Triton's
+    own launcher, whose C stub is built at load: that needs a C compiler. So do all of
+    them where the static launcher is switched off (TORCHINDUCTOR_USE_STATIC_CUDA_LAUNCHER
+    other than 1), and where the build could not tell which kernels it takes (a torch
+    whose Triton bundle does not say: `dynamic_launch` unknown)."""
     needs: set[str] = set()
+    static_launcher = envs.get(envs.TORCHINDUCTOR_USE_STATIC_CUDA_LAUNCHER) in (None, "1")
     for artifact in artifacts.values():
         if artifact.format == INDUCTOR:
             needs.add("inductor")
@@ -19,7 +25,9 @@ def load_needs(artifacts: dict[str, Artifact]) -> list[str]:
                 needs.add("c++ compiler")
             if "cuda" in devices:
                 needs.add("triton")
-            if artifact.dynamic_launch:
+            triton = bool(artifact.triton_kernels)
+            unknown = triton and artifact.dynamic_launch is None
+            if artifact.dynamic_launch or unknown or (triton and not static_launcher):
                 needs.add("c compiler")  # Triton's launcher stub, built at load for those kernels
     return sorted(needs)
 

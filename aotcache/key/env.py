@@ -92,13 +92,16 @@ def lookup_env_factors(device_type: str = "cpu", device_index: int | None = None
 
 
 def cuda_factors(index: int | None = None) -> list[Factor]:
-    """The CUDA facts of the device a model is on (`index`; the current one if None)."""
+    """The CUDA facts of the device a model is on (`index`; the current one if None) that
+    determine the code: the capability (what Triton and Inductor compile for), the CUDA,
+    HIP and Triton versions. Not the device's name: an H100 and an H200 (both sm_90) run
+    the same kernels, so an entry built on one serves the other; the name is recorded
+    in the manifest (`recorded.cuda_device_name`), not keyed."""
     index = torch.cuda.current_device() if index is None else index
     return [
         Factor("cuda.version", torch.version.cuda),
         Factor("hip.version", getattr(torch.version, "hip", None)),
         Factor("cuda.device_index", index),
-        Factor("cuda.device_name", torch.cuda.get_device_name(index)),
         Factor("cuda.capability", list(torch.cuda.get_device_capability(index))),
         Factor("triton.version", triton_version()),
     ]

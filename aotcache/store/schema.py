@@ -102,7 +102,8 @@ RECORDED = record(
         "target": optional(TEXT),
     },
     # part_of: "Model.path" of an entry precompiled as a part of a model (backend/parts.py)
-    {"compiler": TEXT, "torch_key": TEXT, "inductor_config": TEXT, "part_of": TEXT},
+    # cuda_device_name: the GPU it was built on, for people (the capability is what is keyed)
+    {"compiler": TEXT, "torch_key": TEXT, "inductor_config": TEXT, "part_of": TEXT, "cuda_device_name": TEXT},
 )
 ARG = record(
     {

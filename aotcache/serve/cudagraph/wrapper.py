@@ -158,6 +158,7 @@ class CUDAGraphWrapper:
         self.graphs: dict[BatchDescriptor, _Graph] = {}
         self.captures = self.replays = self.input_copies = self.cloned_inputs = self.uncaptured = 0
         self.empty = 0  # keys whose graph was empty (views only): the runnable runs
+        self.fixed_checks = 0  # replays that compared in-place inputs one by one
 
     def __call__(self, *args: Any) -> Any:
         context = _context.get() or _NO_GRAPH
@@ -256,16 +257,23 @@ class CUDAGraphWrapper:
     def _check_fixed(self, entry: _Graph, live: tuple[Any, ...]) -> None:
         """Inputs read in place that arrive as other objects than last time: the same
         memory and layout is what the graph reads; anything else is copied in."""
+        self.fixed_checks += 1
         seen = entry.seen if len(entry.seen) == len(live) else (None,) * len(live)
         for index, now, before in zip(entry.fixed, live, seen, strict=True):
             if now is not before and _signature(now) != entry.signatures[index]:
                 self._copy_in(entry, index, now)
 
     def held_bytes(self) -> int:
-        """Bytes this wrapper keeps alive besides the pool: its copy targets."""
+        """Bytes this wrapper keeps alive besides the pool: its copy targets, and any
+        output it holds (none: outputs are forgotten, the pool keeps them)."""
         held = {
             storage_of(buffer): buffer.untyped_storage().nbytes()
             for (owner, _), buffer in self.memory.copy_targets.items()
             if owner == id(self)
         }
+        for entry in self.graphs.values():
+            leaves = entry.output[1] if entry.output is not None else []
+            for leaf in leaves:
+                if isinstance(leaf, torch.Tensor):
+                    held[storage_of(leaf)] = leaf.untyped_storage().nbytes()
         return sum(held.values())
