@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_CACHE := .aotcache/demo
 
-.PHONY: install test test-gpu test-matrix gpu-check gpu-wheelhouse lint docs sabotage demo bench bench-scale clean test-servers
+.PHONY: install test test-gpu test-matrix gpu-check gpu-bench gpu-wheelhouse lint docs sabotage demo bench bench-scale clean test-servers
 
 install: $(STAMP)
 
@@ -41,7 +41,14 @@ GPU_REPORT ?= $(or $(OUT),gpu-report)
 gpu-check:
 	$(GPU_PYTHON) scripts/gpu_check.py --report $(GPU_REPORT)
 
-# Beforehand, on a networked machine: the pure-Python wheels gpu-check may need (<16 MiB).
+# The same machine, installed the same way: cold precompile, load with CUDA graphs and
+# per-call latency against eager and torch.compile (benchmarks/bench_gpu.py, < 8 min on
+# one H200); gpu-bench.md and gpu-bench.json go to $(GPU_REPORT).
+gpu-bench:
+	$(GPU_PYTHON) benchmarks/bench_gpu.py --install --report $(GPU_REPORT)
+
+# Beforehand, on a networked machine: the wheels gpu-check may need besides torch, pytest
+# included (Python 3.12, <16 MiB).
 gpu-wheelhouse: $(STAMP)
 	$(PY) scripts/gpu_check.py wheelhouse
 

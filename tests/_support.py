@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -52,7 +53,10 @@ def run_python(
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the installed `aotcache` console script as a real subprocess."""
-    return run_argv([str(Path(sys.executable).with_name("aotcache")), *args], env=env, timeout=timeout)
+    script = Path(sys.executable).with_name("aotcache")
+    if not script.exists():  # a system python (the GPU image) puts console scripts elsewhere
+        script = Path(shutil.which("aotcache") or script)
+    return run_argv([str(script), *args], env=env, timeout=timeout)
 
 
 def last_json(text: str) -> Any:
