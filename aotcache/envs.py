@@ -29,6 +29,8 @@ AOTCACHE_FORCE_LOAD = "AOTCACHE_FORCE_LOAD"
 AOTCACHE_DISABLE_CACHE = "AOTCACHE_DISABLE_CACHE"
 AOTCACHE_REMOTE = "AOTCACHE_REMOTE"
 AOTCACHE_REMOTE_TIMEOUT = "AOTCACHE_REMOTE_TIMEOUT"
+AOTCACHE_STATS_DIR = "AOTCACHE_STATS_DIR"
+AOTCACHE_STATS_INTERVAL = "AOTCACHE_STATS_INTERVAL"
 AOTCACHE_TRUSTED_KEY = "AOTCACHE_TRUSTED_KEY"
 AOTCACHE_OCI_USERNAME = "AOTCACHE_OCI_USERNAME"
 AOTCACHE_OCI_PASSWORD = "AOTCACHE_OCI_PASSWORD"
@@ -81,6 +83,12 @@ VARIABLES: tuple[Variable, ...] = (
         "no remote",
     ),
     Variable(AOTCACHE_REMOTE_TIMEOUT, "seconds: the overall deadline of one remote operation", "300"),
+    Variable(
+        AOTCACHE_STATS_DIR,
+        "serving stats: each process records its loads, calls by size and misses there (`aotcache stats`)",
+        "not recorded",
+    ),
+    Variable(AOTCACHE_STATS_INTERVAL, "seconds between two writes of a process's stats file", "60"),
     Variable(
         AOTCACHE_TRUSTED_KEY,
         "a public key (or HMAC key) file: only entries it signed are verified, loaded or pulled",

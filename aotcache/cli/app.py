@@ -25,7 +25,9 @@ from aotcache.errors import (
     UsageError,
 )
 
+from . import explain as explain_command
 from . import fleet, helpformat, render
+from . import stats as stats_command
 from .common import (
     CacheDir,
     JsonFlag,
@@ -129,6 +131,18 @@ def precompile(
     ] = None,
     insecure: fleet.Insecure = False,
     trust_unsigned_remote: fleet.TrustUnsignedRemote = False,
+    sizes_from: Annotated[
+        str | None,
+        typer.Option(
+            "--sizes-from",
+            metavar="SOURCE",
+            help="Add to compile_sizes the sizes replicas served most through a range: a stats dir, or a remote "
+            "they pushed stats to (`push --stats`).",
+        ),
+    ] = None,
+    max_new_sizes: Annotated[
+        int, typer.Option("--max-new-sizes", min=0, metavar="N", help="At most N sizes from --sizes-from.")
+    ] = 8,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -138,13 +152,25 @@ def precompile(
     target = with_hf_options(target, hf_class, no_split)
     spec = spec_of(target)
     overrides = precompile_overrides(compile_sizes, split_points, max_num_batched_tokens, splitting_ops, backend)
-    config_from(spec.config_dict(), config, compilation_config, overrides)  # a bad field fails before the build
+    base = config_from(spec.config_dict(), config, compilation_config, overrides)  # a bad field fails first
     if spec.example_inputs is None:
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
+    chosen = None
+    if sizes_from:
+        chosen = _sizes_from(spec, base, sizes_from, max_new_sizes, insecure)
+        overrides["compile_sizes"] = sorted(set(base.compile_sizes or []) | set(chosen.sizes))
+        if not (json_out or quiet):
+            added = ", ".join(map(str, chosen.sizes)) or "none"
+            out.paragraph(
+                f"compile sizes added from {sizes_from}: {added} ({chosen.share:.0%} of the {chosen.total} recorded "
+                "call(s) of this model)"
+            )
     options = {"cache_dir": cache_dir, "force": force, "strict": strict, "sign_key": sign_key, "origin": target}
     options.update(jobs=jobs, remote=remote, insecure=insecure, trust_unsigned_remote=trust_unsigned_remote)
     config_of = functools.partial(config_from, config_file=config, json_text=compilation_config, overrides=overrides)
     summary = _run_precompile(spec, config_of, options, show_progress=not quiet)
+    if chosen is not None:
+        summary["sizes_from"] = chosen.to_json()
     if verbose:
         from aotcache.compilation_counter import counters
 
@@ -153,6 +179,20 @@ def precompile(
         out.emit_json(summary)
     else:
         render.precompile_summary(out, summary)
+
+
+def _sizes_from(spec: Any, config: Any, source: str, limit: int, insecure: bool) -> Any:
+    """The hottest range-served sizes the stats at `source` recorded for this model."""
+    from aotcache.key.identity import class_name
+    from aotcache.stats.sources import read_stats
+    from aotcache.stats.summary import choose_sizes, summarize
+
+    records, warnings = read_stats(source, insecure=insecure)
+    for warning in warnings:
+        stderr.print(f"warning: {warning}", markup=False, highlight=False)
+    model = class_name(spec.build_model(weights=False))
+    limit_size = config.max_num_batched_tokens or max(config.compile_sizes or [0])
+    return choose_sizes(summarize(records), source, model, list(config.compile_sizes or []), limit_size, limit)
 
 
 def _run_precompile(spec: Any, config_of: Any, options: dict[str, Any], *, show_progress: bool) -> dict[str, Any]:
@@ -393,6 +433,8 @@ def main() -> None:
 
 app.command(cls=helpformat.Command, epilog=fleet.PUSH_EXAMPLES)(fleet.push)
 app.command(cls=helpformat.Command, epilog=fleet.PULL_EXAMPLES)(fleet.pull)
+app.command(cls=helpformat.Command, epilog=explain_command.EXPLAIN_EXAMPLES)(explain_command.explain)
+app.command(cls=helpformat.Command, epilog=stats_command.STATS_EXAMPLES)(stats_command.stats)
 
 
 if __name__ == "__main__":

@@ -459,3 +459,35 @@ def transfer_errors(results: list[Any]) -> None:
         if done.error is not None:
             line = done.error.one_line()
             stderr.print(f"error: {line}" if done.entry_id in line else f"error: {done.entry_id}: {line}", markup=False)
+
+
+def stats_report(out: Output, summary: Any, sources: list[str]) -> None:
+    """Tables that fit 80 columns: models, misses, sizes, load times."""
+    from aotcache.stats.summary import differences_text
+
+    out.paragraph(f"{summary.processes} process(es), {summary.calls} call(s), from {', '.join(sources)}")
+    if not summary.models:
+        out.print("no stats recorded (serve with AOTCACHE_STATS_DIR set, or load(stats_dir=...))")
+        return
+    table = _table("MODEL", "LOADS", "MISSES", "HIT RATE", "CALLS")
+    for model in summary.models:
+        name = model.model if len(model.model) <= 36 else "…" + model.model[-35:]
+        table.add_row(name, str(model.loads), str(model.misses), f"{model.hit_rate:.0%}", str(model.calls))
+    out.print_table(table)
+    for group in summary.misses:
+        because = differences_text(group.differences) or group.message
+        out.paragraph(f"miss ({group.reason}) ×{group.count} in {group.processes} replica(s): {because}")
+    if summary.histogram:
+        table = _table("SIZE", "CALLS", "SHARE", "SERVED BY")
+        by_unit = {h.size: h.served_by for h in summary.hot_range_sizes}
+        hottest = sorted(summary.histogram.items(), key=lambda item: (-item[1], item[0]))[:10]
+        for size, calls in hottest:
+            unit = by_unit.get(size) or next((e.served_by[size] for e in summary.entries if size in e.served_by), "?")
+            table.add_row(str(size), str(calls), f"{calls / summary.calls:.0%}", unit)
+        out.print_table(table)
+    if summary.hot_range_sizes:
+        top = ", ".join(f"{h.size} ({h.calls})" for h in summary.hot_range_sizes[:8])
+        out.paragraph(f"hottest sizes a range serves (candidates for compile_sizes): {top}")
+    p = summary.load_seconds
+    if p["p50"] is not None:
+        out.print(f"load time: p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s, p99 {p['p99']:.2f} s, max {p['max']:.2f} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +26,9 @@ from aotcache.errors import (
 )
 from aotcache.key.env import ENV_FACTOR_PREFIXES
 from aotcache.key.factors import explain, lookup_hash
+from aotcache.key.identity import class_name
 from aotcache.key.lookup import lookup_factors
+from aotcache.stats.recorder import recorder_for
 from aotcache.store.checks import OpenedEntry, open_entry
 from aotcache.store.root import CacheRoot, held, resolve_cache_dir
 from aotcache.store.scan import candidate_entries, nearest_entry
@@ -97,6 +100,7 @@ class LoadedModel:
         self.output_dims: list[list[int]] = manifest.output_dims
         self._output_spec = load_treespec(manifest.output_spec)
         self._graphs: Any = None
+        self._call_counts: dict[int, int] | None = None  # calls by size, when stats are recorded
 
     def rebind(self) -> None:
         """Bind the model's current tensors (call after replacing a parameter object;
@@ -116,8 +120,26 @@ class LoadedModel:
         arguments = self.binder.arguments(args, kwargs)
         size = self.binder.size(arguments)
         if self._graphs is not None:
-            return self._graphs.run(arguments, size, uniform_decode=uniform_decode)
-        return self.finish(self.run_unit(arguments, size, self.unit_index(size)))
+            result = self._graphs.run(arguments, size, uniform_decode=uniform_decode)
+        else:
+            result = self.finish(self.run_unit(arguments, size, self.unit_index(size)))
+        counts = self._call_counts
+        if counts is not None:  # a served size only: the sizes are those the entry accepts
+            counts[size] = counts.get(size, 0) + 1
+        return result
+
+    def served_by(self, size: int) -> str:
+        """What serves a call of `size`: its compile unit ("size 4", "range 9-32"), after
+        the graph that replays it where one does ("graph FULL 8, range 5-8": padded to 8)."""
+        graph = ""
+        if self._graphs is not None:
+            from .cudagraph import BatchDescriptor
+
+            mode, key = self._graphs.dispatcher.dispatch(BatchDescriptor(size))
+            if key is not None:
+                graph, size = f"graph {mode.name} {key.num_tokens}, ", key.num_tokens
+        unit = self.dispatch(size)
+        return graph + (f"size {unit.start}" if unit.start == unit.end else f"range {unit.start}-{unit.end}")
 
     def graph_values(self, arguments: dict[str, Any], size: int) -> list[Any]:
         """The stitching graph's inputs for a call: bound tensors, arguments, the size."""
@@ -234,7 +256,8 @@ def _pull_and_open(
     from aotcache.fleet.connect import open_remote
     from aotcache.fleet.pull import pull_for_lookup
 
-    key = lookup_hash(lookup_factors(config, model))
+    factors = lookup_factors(config, model)
+    key = lookup_hash(factors)
     try:
         from aotcache.fleet.http import Deadline
 
@@ -245,7 +268,7 @@ def _pull_and_open(
                 return find_and_open(model, config, root, verify_signature=checker)
             except CacheMiss:
                 pass
-            done = pull_for_lookup(root, open_remote(remote, deadline=deadline), key, checker, model)
+            done = pull_for_lookup(root, open_remote(remote, deadline=deadline), key, checker, model, factors)
             counters.remote_pulls += 1
             counters.bytes_downloaded += done.bytes_transferred
     except CacheMiss:
@@ -291,6 +314,7 @@ def load(
     cudagraph_copy_outputs: bool = False,
     progress: Any = None,
     remote: str | None = None,
+    stats_dir: str | os.PathLike[str] | None = None,
 ) -> LoadedModel | None:
     """Load the verified entry for `model` and `config`.
 
@@ -310,7 +334,13 @@ def load(
     capture_cudagraphs=False runs without graphs. Graph outputs alias graph memory until
     the next call unless cudagraph_copy_outputs=True. A model that is not on CUDA runs
     without graphs (logged once).
+
+    With `stats_dir` (or AOTCACHE_STATS_DIR) this process records there what it loaded,
+    how long that took, its calls by size and its misses with their factors, for
+    `aotcache stats` (aotcache.stats.recorder: one dict increment per call).
     """
+    started = time.perf_counter()
+    recorder = recorder_for(stats_dir)
     config = as_config(config)
     strict = strict_from_env(strict)
     root = CacheRoot(resolve_cache_dir(cache_dir, config.cache_dir))
@@ -330,6 +360,8 @@ def load(
     except CacheMiss as miss:
         counters.misses[miss.reason] += 1
         _hint_parts(miss, model, config)
+        if recorder is not None:
+            recorder.missed(class_name(model), lookup_hash(lookup_factors(config, model)), miss)
         if strict:
             raise
         log.warning("aotcache miss (%s): %s", miss.reason, miss.one_line())
@@ -338,5 +370,7 @@ def load(
     config.local_cache_dir = str(opened.path)  # vLLM's: the directory of what this config runs
     if capture_cudagraphs and loaded.enable_cudagraphs(config, copy_outputs=cudagraph_copy_outputs):
         loaded.capture_cudagraphs(progress, strict=strict)
+    if recorder is not None:
+        loaded._call_counts = recorder.loaded(loaded, time.perf_counter() - started)
     log.info("aotcache: loaded entry %s from %s", loaded.entry_id, root.path)
     return loaded

@@ -1,0 +1,234 @@
+"""Summing serving records across a fleet: hit rates, misses by reason and factor, the
+size histogram, the hot sizes a range serves (what `precompile --sizes-from` compiles),
+load-time percentiles. Plain dataclasses; the CLI only renders them."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .records import ProcessStats
+
+
+@dataclass
+class EntrySummary:
+    entry_id: str
+    model: str
+    loads: int
+    misses: int  # misses of the same lookup key
+    calls: int
+    hit_rate: float
+    sizes: dict[int, int] = field(default_factory=dict)
+    served_by: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSummary:
+    model: str
+    loads: int
+    misses: int
+    calls: int
+    hit_rate: float
+
+
+@dataclass
+class MissGroup:
+    """Misses of one model for one reason and the same differing factors."""
+
+    model: str
+    reason: str
+    message: str
+    differences: list[dict[str, Any]]
+    count: int
+    processes: int  # replicas that saw it
+
+
+@dataclass
+class HotSize:
+    size: int
+    calls: int
+    share: float  # of every recorded call of the model
+    served_by: str
+
+
+@dataclass
+class FleetStats:
+    processes: int
+    calls: int
+    entries: list[EntrySummary]
+    models: list[ModelSummary]
+    misses: list[MissGroup]
+    histogram: dict[int, int]  # size -> calls, every model
+    hot_range_sizes: list[HotSize]  # served by a range (or a padded graph), hottest first
+    load_seconds: dict[str, float | None]  # p50, p90, p99, max
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = "aotcache.stats/1"
+        data["histogram"] = {str(k): v for k, v in sorted(self.histogram.items())}
+        for entry in data["entries"]:
+            entry["sizes"] = {str(k): v for k, v in sorted(entry["sizes"].items())}
+            entry["served_by"] = {str(k): v for k, v in sorted(entry["served_by"].items())}
+        return data
+
+
+def newest_per_process(records: list[ProcessStats]) -> list[ProcessStats]:
+    """One record per process file: a file pushed and also read locally counts once (the
+    copy written last)."""
+    newest: dict[str, ProcessStats] = {}
+    for record in records:
+        kept = newest.get(record.name)
+        if kept is None or record.updated > kept.updated:
+            newest[record.name] = record
+    return [newest[name] for name in sorted(newest)]
+
+
+def summarize(records: list[ProcessStats], warnings: list[str] | None = None) -> FleetStats:
+    records = newest_per_process(records)
+    sizes: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    served_by: dict[str, dict[int, str]] = defaultdict(dict)
+    loads: dict[str, int] = defaultdict(int)
+    model_of: dict[str, str] = {}
+    lookup_of: dict[str, str] = {}
+    seconds: list[float] = []
+    groups: dict[tuple[str, str, str], MissGroup] = {}
+    missed_lookups: dict[str, int] = defaultdict(int)
+    missed_models: dict[str, int] = defaultdict(int)
+    for record in records:
+        for entry in record.entries.values():
+            loads[entry.entry_id] += entry.loads
+            model_of[entry.entry_id], lookup_of[entry.entry_id] = entry.model, entry.lookup
+            seconds += entry.load_seconds
+            for size, count in entry.calls.items():
+                sizes[entry.entry_id][size] += count
+            served_by[entry.entry_id].update(entry.served_by)
+        for miss in record.misses:
+            missed_lookups[miss.lookup] += miss.count
+            missed_models[miss.model] += miss.count
+            key = miss.kind
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = MissGroup(miss.model, miss.reason, miss.message, miss.differences, 0, 0)
+            group.count += miss.count
+            group.processes += 1
+    entries = []
+    for entry_id in sorted(loads):
+        calls = sum(sizes[entry_id].values())
+        missed = missed_lookups.get(lookup_of[entry_id], 0)
+        entries.append(
+            EntrySummary(
+                entry_id,
+                model_of[entry_id],
+                loads[entry_id],
+                missed,
+                calls,
+                _rate(loads[entry_id], missed),
+                dict(sorted(sizes[entry_id].items())),
+                dict(sorted(served_by[entry_id].items())),
+            )
+        )
+    models = []
+    for model in sorted(set(model_of.values()) | set(missed_models)):
+        mine = [e for e in entries if e.model == model]
+        hits = sum(e.loads for e in mine)
+        models.append(
+            ModelSummary(
+                model, hits, missed_models.get(model, 0), sum(e.calls for e in mine), _rate(hits, missed_models[model])
+            )
+        )
+    histogram: dict[int, int] = defaultdict(int)
+    for per_size in sizes.values():
+        for size, count in per_size.items():
+            histogram[size] += count
+    return FleetStats(
+        processes=len(records),
+        calls=sum(histogram.values()),
+        entries=entries,
+        models=models,
+        misses=sorted(groups.values(), key=lambda g: (-g.count, g.model, g.reason)),
+        histogram=dict(sorted(histogram.items())),
+        hot_range_sizes=hot_sizes(entries),
+        load_seconds=_percentiles(seconds),
+        warnings=list(warnings or []),
+    )
+
+
+def hot_sizes(entries: list[EntrySummary], model: str | None = None) -> list[HotSize]:
+    """Sizes served by a range or a padded graph rather than their own compile size,
+    hottest first (ties: the smaller size), with their share of the model's calls."""
+    calls: dict[int, int] = defaultdict(int)
+    how: dict[int, str] = {}
+    total = 0
+    for entry in entries:
+        if model is not None and entry.model != model:
+            continue
+        total += entry.calls
+        for size, count in entry.sizes.items():
+            unit = entry.served_by.get(size, "?")
+            if unit.rpartition(", ")[2] == f"size {size}":  # its own compile size (under a graph or not)
+                continue
+            calls[size] += count
+            how[size] = unit
+    ordered = sorted(calls.items(), key=lambda item: (-item[1], item[0]))
+    return [HotSize(size, count, count / total if total else 0.0, how[size]) for size, count in ordered]
+
+
+def _rate(hits: int, misses: int) -> float:
+    return hits / (hits + misses) if hits + misses else 0.0
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def at(fraction: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 4)
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(ordered[-1], 4)}
+
+
+def differences_text(differences: list[dict[str, Any]]) -> str:
+    """ "torch.version 2.13.0 in the entry, 2.14.1 here" per factor, for people."""
+    parts = []
+    for d in differences:
+        old, new = (json.dumps(v) if not isinstance(v, str) else v for v in (d.get("old"), d.get("new")))
+        parts.append(f"{d.get('name')}: {old} in the entry, {new} here")
+    return "; ".join(parts)
+
+
+@dataclass
+class SizeChoice:
+    """The sizes `precompile --sizes-from` adds, and the share of the model's recorded
+    calls they cover."""
+
+    source: str
+    sizes: list[int]
+    calls: int  # of the added sizes
+    total: int  # every recorded call of the model
+
+    @property
+    def share(self) -> float:
+        return self.calls / self.total if self.total else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "added": self.sizes,
+            "calls": self.calls,
+            "total": self.total,
+            "share": self.share,
+        }
+
+
+def choose_sizes(
+    summary: FleetStats, source: str, model: str, have: list[int], max_size: int, limit: int
+) -> SizeChoice:
+    """The hottest sizes of `model` served by a range, not yet compile sizes, at most
+    `max_size`, up to `limit` of them."""
+    mine = [e for e in summary.entries if e.model == model]
+    hot = [h for h in hot_sizes(mine) if h.size not in have and 1 <= h.size <= max_size][:limit]
+    return SizeChoice(source, sorted(h.size for h in hot), sum(h.calls for h in hot), sum(e.calls for e in mine))
