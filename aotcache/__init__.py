@@ -10,6 +10,7 @@ Packages, one per stage of the data flow (each `__init__` lists its modules):
   `formats`        how a stored artifact becomes a callable again
   `serve`          load, bind, dispatch, run; CUDA graphs
   `fleet`          push and pull through an OCI registry or an object store
+  `stats`          what replicas served and missed, summed across the fleet
   `verify`         every check of an entry, and verify --run's fresh process
   `backend`        the compile side: trace, split, compile, publish
   `cli`            the aotcache command

@@ -143,10 +143,9 @@ def steady_state(build: Any, cache: str) -> dict[str, Any]:
     model = build()
     loaded = aotcache.load(model, CONFIG, cache_dir=cache, strict=True)
     compiled = torch.compile(model, fullgraph=True, dynamic=True)
-    return {
-        "sizes": {str(size): time_calls(model, loaded, compiled, size) for size in (1, 8)},
-        "python_overhead_us": python_overhead(loaded),
-    }
+    sizes = {str(size): time_calls(model, loaded, compiled, size) for size in (1, 8)}
+    overhead = python_overhead(loaded)
+    return {"sizes": sizes, "python_overhead_us": overhead, "stats_overhead_us": stats_overhead(loaded)}
 
 
 def time_calls(model: Any, loaded: Any, compiled: Any, size: int) -> dict[str, float]:
@@ -215,6 +214,27 @@ def python_overhead(loaded: Any) -> float:
 
     best = {fn: min(timeit.repeat(fn, number=20000, repeat=5)) / 20000 * 1e6 for fn in (direct, full)}
     return best[full] - best[direct]
+
+
+def stats_overhead(loaded: Any) -> float:
+    """What recording serving stats (load(stats_dir=...)) adds to a call (µs), with the
+    pieces stubbed (python_overhead ran first), on and off interleaved, best of many."""
+    import timeit
+
+    from examples import tiny_llama
+
+    ids = tiny_llama.example_inputs(8)[0]
+
+    def call() -> Any:
+        return loaded(ids)
+
+    best = {"off": float("inf"), "on": float("inf")}
+    for _ in range(7):
+        for state, counts in (("off", None), ("on", {})):
+            loaded._call_counts = counts
+            best[state] = min(best[state], timeit.timeit(call, number=20000) / 20000 * 1e6)
+    loaded._call_counts = None
+    return best["on"] - best["off"]
 
 
 # -- the driver -----------------------------------------------------------------------------
@@ -300,6 +320,7 @@ def bench_model(model: str, reps: int, cold_reps: int, scratch: Path) -> dict[st
         "load_over_floor": load / row["floor_s"],
         "dispatch_overhead_us": {size: t["aotcache"] - t["pieces_direct"] for size, t in row["steady_us"].items()},
         "dispatch_python_cpu_us": steady["python_overhead_us"],
+        "stats_recording_us": steady["stats_overhead_us"],
     }
     return row
 
@@ -335,6 +356,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines += [
         f"binding, checks and dispatch alone (pieces stubbed), {r['model']}: "
         f"{r['ratios']['dispatch_python_cpu_us']:.1f} µs per call"
+        for r in rows
+    ]
+    lines += [
+        f"recording serving stats (load(stats_dir=...)), {r['model']}: "
+        f"{r['ratios']['stats_recording_us']:+.2f} µs per call"
         for r in rows
     ]
     lines += [

@@ -1051,6 +1051,46 @@ SABOTAGES = [
         ),
         ("tests/test_formats.py::test_kernels_the_static_launcher_cannot_take_make_loading_need_a_c_compiler",),
     ),
+    Sabotage(
+        "stats-file-trusted",
+        "Stats files from other hosts are data: a damaged or hostile one is skipped with a warning",
+        "a stats file's counts are not checked to be numbers",
+        (
+            (
+                "aotcache/stats/records.py",
+                "    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 62:\n",
+                "    if False:\n",
+            ),
+        ),
+        ("tests/test_stats.py::test_a_hostile_stats_file_is_skipped_with_a_warning",),
+    ),
+    Sabotage(
+        "stats-fail-the-load",
+        "Recording stats never fails a load or a call",
+        "a stats dir that cannot be written raises",
+        (("aotcache/stats/recorder.py", "        except OSError as exc:\n", "        except ValueError as exc:\n"),),
+        ("tests/test_stats.py::test_recording_never_fails_a_load",),
+    ),
+    Sabotage(
+        "stats-counted-twice",
+        "A process's stats count once, however many sources hold its file",
+        "the same process file read locally and from the remote is summed twice",
+        (("aotcache/stats/summary.py", "    records = newest_per_process(records)\n", "\n"),),
+        ("tests/test_stats.py::test_the_same_process_file_from_two_sources_counts_once",),
+    ),
+    Sabotage(
+        "stats-one-file-for-all",
+        "Two processes never write one stats file",
+        "every process writes the same file name",
+        (
+            (
+                "aotcache/stats/recorder.py",
+                '        name = f"{host}-{os.getpid()}-{started}.json"\n',
+                '        name = f"{host}.json"\n',
+            ),
+        ),
+        ("tests/test_stats.py::test_two_replicas_calls_are_summed_by_size_with_their_hit_rate",),
+    ),
 ]
 
 

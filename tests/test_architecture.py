@@ -27,7 +27,7 @@ SHARED = {
     "progress",
 }
 FACE = {"__init__", "api", "decorators"}
-WINGS = ("key", "store", "serve", "formats", "fleet", "verify")
+WINGS = ("key", "store", "serve", "formats", "fleet", "verify", "stats")
 # What each layer may import, besides itself and the shared modules at the top.
 ALLOWED = {
     "shared": set(),
@@ -35,7 +35,8 @@ ALLOWED = {
     "formats": set(),
     "store": {"key", "formats"},  # formats: the names of the known artifact formats
     "fleet": {"key", "store", "formats"},  # moves entries; never runs them
-    "serve": {"key", "store", "formats", "fleet"},  # load(remote=...) pulls on a miss
+    "stats": {"key", "store", "fleet"},  # read and sent as data: a stats dir, a remote
+    "serve": {"key", "store", "formats", "fleet", "stats"},  # load(remote=...) pulls on a miss; records stats
     "verify": {"key", "store", "formats", "serve"},  # checks an entry, loads it in a child
 }
 

@@ -48,9 +48,11 @@ from .options import (
     ConfigJson,
     HfClass,
     Jobs,
+    MaxNewSizes,
     MaxTokens,
     NoSplit,
     SignKey,
+    SizesFrom,
     SplitPoints,
     SplittingOps,
     Target,
@@ -131,18 +133,8 @@ def precompile(
     ] = None,
     insecure: fleet.Insecure = False,
     trust_unsigned_remote: fleet.TrustUnsignedRemote = False,
-    sizes_from: Annotated[
-        str | None,
-        typer.Option(
-            "--sizes-from",
-            metavar="SOURCE",
-            help="Add to compile_sizes the sizes replicas served most through a range: a stats dir, or a remote "
-            "they pushed stats to (`push --stats`).",
-        ),
-    ] = None,
-    max_new_sizes: Annotated[
-        int, typer.Option("--max-new-sizes", min=0, metavar="N", help="At most N sizes from --sizes-from.")
-    ] = 8,
+    sizes_from: SizesFrom = None,
+    max_new_sizes: MaxNewSizes = 8,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
@@ -155,16 +147,7 @@ def precompile(
     base = config_from(spec.config_dict(), config, compilation_config, overrides)  # a bad field fails first
     if spec.example_inputs is None:
         raise TargetError(f"{target} has no example inputs", hint="give the ModelSpec example_inputs")
-    chosen = None
-    if sizes_from:
-        chosen = _sizes_from(spec, base, sizes_from, max_new_sizes, insecure)
-        overrides["compile_sizes"] = sorted(set(base.compile_sizes or []) | set(chosen.sizes))
-        if not (json_out or quiet):
-            added = ", ".join(map(str, chosen.sizes)) or "none"
-            out.paragraph(
-                f"compile sizes added from {sizes_from}: {added} ({chosen.share:.0%} of the {chosen.total} recorded "
-                "call(s) of this model)"
-            )
+    chosen = _sizes_from(out, spec, base, sizes_from, max_new_sizes, insecure, overrides) if sizes_from else None
     options = {"cache_dir": cache_dir, "force": force, "strict": strict, "sign_key": sign_key, "origin": target}
     options.update(jobs=jobs, remote=remote, insecure=insecure, trust_unsigned_remote=trust_unsigned_remote)
     config_of = functools.partial(config_from, config_file=config, json_text=compilation_config, overrides=overrides)
@@ -181,8 +164,11 @@ def precompile(
         render.precompile_summary(out, summary)
 
 
-def _sizes_from(spec: Any, config: Any, source: str, limit: int, insecure: bool) -> Any:
-    """The hottest range-served sizes the stats at `source` recorded for this model."""
+def _sizes_from(
+    out: Output, spec: Any, config: Any, source: str, limit: int, insecure: bool, overrides: dict[str, Any]
+) -> Any:
+    """The hottest range-served sizes the stats at `source` recorded for this model, added
+    to the compile_sizes in `overrides` (and said, before the build)."""
     from aotcache.key.identity import class_name
     from aotcache.stats.sources import read_stats
     from aotcache.stats.summary import choose_sizes, summarize
@@ -192,7 +178,14 @@ def _sizes_from(spec: Any, config: Any, source: str, limit: int, insecure: bool)
         stderr.print(f"warning: {warning}", markup=False, highlight=False)
     model = class_name(spec.build_model(weights=False))
     limit_size = config.max_num_batched_tokens or max(config.compile_sizes or [0])
-    return choose_sizes(summarize(records), source, model, list(config.compile_sizes or []), limit_size, limit)
+    chosen = choose_sizes(summarize(records), source, model, list(config.compile_sizes or []), limit_size, limit)
+    overrides["compile_sizes"] = sorted(set(config.compile_sizes or []) | set(chosen.sizes))
+    added = ", ".join(map(str, chosen.sizes)) or "none"
+    out.paragraph(
+        f"compile sizes added from {source}: {added} ({chosen.share:.0%} of the {chosen.total} recorded call(s) of "
+        "this model)"
+    )
+    return chosen
 
 
 def _run_precompile(spec: Any, config_of: Any, options: dict[str, Any], *, show_progress: bool) -> dict[str, Any]:

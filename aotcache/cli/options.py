@@ -114,3 +114,17 @@ def precompile_overrides(
         "splitting_ops": splitting_ops.split(",") if splitting_ops else None,
         "backend": backend,
     }
+
+
+SizesFrom = Annotated[
+    str | None,
+    typer.Option(
+        "--sizes-from",
+        metavar="SOURCE",
+        help="Add to compile_sizes the sizes replicas served most through a range: a stats dir, or a remote they "
+        "pushed stats to (`push --stats`).",
+    ),
+]
+MaxNewSizes = Annotated[
+    int, typer.Option("--max-new-sizes", min=0, metavar="N", help="At most N sizes from --sizes-from.")
+]

@@ -62,6 +62,20 @@ def non_owning_tensor(spec: tuple[Any, ...]) -> torch.Tensor:
     return torch.empty(0, dtype=dtype, device=device).set_(storage, offset, shape, stride)
 
 
+class KernelCount(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the ATen ops run inside it that are not views (what would launch a kernel):
+    the CPU emulation of CUDA graphs calls a capture that ran none an empty graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if not getattr(func, "is_view", False):
+            self.kernels += 1
+        return func(*args, **(kwargs or {}))
+
+
 # -- private compile caches for inductor-format loads ---------------------------------------
 
 

@@ -248,6 +248,25 @@ def _log_wait(who: str, seconds: float) -> None:
     log.info("aotcache: waiting %.0f s for %s", seconds, who)
 
 
+def _signature_checker(trusted_key: str | os.PathLike[str] | None) -> Any:
+    from aotcache.store.signing import signature_checker
+
+    return signature_checker(trusted_key)
+
+
+def _find_or_pull(
+    model: torch.nn.Module, config: CompilationConfig, root: CacheRoot, remote: str | None, checker: Any
+) -> OpenedEntry:
+    """The local entry, else (with a remote) the one pulled from there."""
+    try:
+        return find_and_open(model, config, root, verify_signature=checker)
+    except CacheMiss as local_miss:
+        if not remote:
+            raise
+        log.info("aotcache: local miss (%s); trying %s", local_miss.reason, remote)
+        return _pull_and_open(model, config, root, remote, checker)
+
+
 def _pull_and_open(
     model: torch.nn.Module, config: CompilationConfig, root: CacheRoot, remote: str, checker: Any
 ) -> OpenedEntry:
@@ -333,29 +352,17 @@ def load(
     start-up (`progress(done, total, label)` is told of each), and never later;
     capture_cudagraphs=False runs without graphs. Graph outputs alias graph memory until
     the next call unless cudagraph_copy_outputs=True. A model that is not on CUDA runs
-    without graphs (logged once).
-
-    With `stats_dir` (or AOTCACHE_STATS_DIR) this process records there what it loaded,
-    how long that took, its calls by size and its misses with their factors, for
-    `aotcache stats` (aotcache.stats.recorder: one dict increment per call).
+    without graphs (logged once). With `stats_dir` (or AOTCACHE_STATS_DIR) the process
+    records its loads, calls by size and misses there (`aotcache stats`).
     """
     started = time.perf_counter()
     recorder = recorder_for(stats_dir)
     config = as_config(config)
     strict = strict_from_env(strict)
     root = CacheRoot(resolve_cache_dir(cache_dir, config.cache_dir))
-    from aotcache.store.signing import signature_checker
-
-    checker = signature_checker(trusted_key)
     remote = remote or envs.get(envs.AOTCACHE_REMOTE) or None
     try:
-        try:
-            opened = find_and_open(model, config, root, verify_signature=checker)
-        except CacheMiss as local_miss:
-            if not remote:
-                raise
-            log.info("aotcache: local miss (%s); trying %s", local_miss.reason, remote)
-            opened = _pull_and_open(model, config, root, remote, checker)
+        opened = _find_or_pull(model, config, root, remote, _signature_checker(trusted_key))
         loaded = _build(opened, model)
     except CacheMiss as miss:
         counters.misses[miss.reason] += 1

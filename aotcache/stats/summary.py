@@ -86,72 +86,77 @@ def newest_per_process(records: list[ProcessStats]) -> list[ProcessStats]:
     return [newest[name] for name in sorted(newest)]
 
 
-def summarize(records: list[ProcessStats], warnings: list[str] | None = None) -> FleetStats:
-    records = newest_per_process(records)
-    sizes: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    served_by: dict[str, dict[int, str]] = defaultdict(dict)
-    loads: dict[str, int] = defaultdict(int)
-    model_of: dict[str, str] = {}
-    lookup_of: dict[str, str] = {}
-    seconds: list[float] = []
-    groups: dict[tuple[str, str, str], MissGroup] = {}
-    missed_lookups: dict[str, int] = defaultdict(int)
-    missed_models: dict[str, int] = defaultdict(int)
-    for record in records:
+@dataclass
+class _Seen:
+    """Every record's entries, summed by entry id."""
+
+    loads: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    sizes: dict[str, dict[int, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    served_by: dict[str, dict[int, str]] = field(default_factory=lambda: defaultdict(dict))
+    model_of: dict[str, str] = field(default_factory=dict)
+    lookup_of: dict[str, str] = field(default_factory=dict)
+    seconds: list[float] = field(default_factory=list)
+
+    def add(self, record: ProcessStats) -> None:
         for entry in record.entries.values():
-            loads[entry.entry_id] += entry.loads
-            model_of[entry.entry_id], lookup_of[entry.entry_id] = entry.model, entry.lookup
-            seconds += entry.load_seconds
+            self.loads[entry.entry_id] += entry.loads
+            self.model_of[entry.entry_id], self.lookup_of[entry.entry_id] = entry.model, entry.lookup
+            self.seconds += entry.load_seconds
             for size, count in entry.calls.items():
-                sizes[entry.entry_id][size] += count
-            served_by[entry.entry_id].update(entry.served_by)
+                self.sizes[entry.entry_id][size] += count
+            self.served_by[entry.entry_id].update(entry.served_by)
+
+
+def _group_misses(records: list[ProcessStats]) -> tuple[list[MissGroup], dict[str, int], dict[str, int]]:
+    """Misses grouped by model, reason and differing factors; and counted by lookup key
+    and by model."""
+    groups: dict[tuple[str, str, str], MissGroup] = {}
+    by_lookup: dict[str, int] = defaultdict(int)
+    by_model: dict[str, int] = defaultdict(int)
+    for record in records:
         for miss in record.misses:
-            missed_lookups[miss.lookup] += miss.count
-            missed_models[miss.model] += miss.count
-            key = miss.kind
-            group = groups.get(key)
+            by_lookup[miss.lookup] += miss.count
+            by_model[miss.model] += miss.count
+            group = groups.get(miss.kind)
             if group is None:
-                group = groups[key] = MissGroup(miss.model, miss.reason, miss.message, miss.differences, 0, 0)
+                group = groups[miss.kind] = MissGroup(miss.model, miss.reason, miss.message, miss.differences, 0, 0)
             group.count += miss.count
             group.processes += 1
+    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.model, g.reason))
+    return ordered, by_lookup, by_model
+
+
+def summarize(records: list[ProcessStats], warnings: list[str] | None = None) -> FleetStats:
+    records = newest_per_process(records)
+    seen = _Seen()
+    for record in records:
+        seen.add(record)
+    misses, missed_lookups, missed_models = _group_misses(records)
     entries = []
-    for entry_id in sorted(loads):
-        calls = sum(sizes[entry_id].values())
-        missed = missed_lookups.get(lookup_of[entry_id], 0)
-        entries.append(
-            EntrySummary(
-                entry_id,
-                model_of[entry_id],
-                loads[entry_id],
-                missed,
-                calls,
-                _rate(loads[entry_id], missed),
-                dict(sorted(sizes[entry_id].items())),
-                dict(sorted(served_by[entry_id].items())),
-            )
-        )
+    for entry_id in sorted(seen.loads):
+        loads, sizes = seen.loads[entry_id], dict(sorted(seen.sizes[entry_id].items()))
+        missed = missed_lookups.get(seen.lookup_of[entry_id], 0)
+        served_by = dict(sorted(seen.served_by[entry_id].items()))
+        calls, model = sum(sizes.values()), seen.model_of[entry_id]
+        entries.append(EntrySummary(entry_id, model, loads, missed, calls, _rate(loads, missed), sizes, served_by))
     models = []
-    for model in sorted(set(model_of.values()) | set(missed_models)):
+    for model in sorted(set(seen.model_of.values()) | set(missed_models)):
         mine = [e for e in entries if e.model == model]
-        hits = sum(e.loads for e in mine)
-        models.append(
-            ModelSummary(
-                model, hits, missed_models.get(model, 0), sum(e.calls for e in mine), _rate(hits, missed_models[model])
-            )
-        )
+        hits, missed = sum(e.loads for e in mine), missed_models.get(model, 0)
+        models.append(ModelSummary(model, hits, missed, sum(e.calls for e in mine), _rate(hits, missed)))
     histogram: dict[int, int] = defaultdict(int)
-    for per_size in sizes.values():
-        for size, count in per_size.items():
+    for entry in entries:
+        for size, count in entry.sizes.items():
             histogram[size] += count
     return FleetStats(
         processes=len(records),
         calls=sum(histogram.values()),
         entries=entries,
         models=models,
-        misses=sorted(groups.values(), key=lambda g: (-g.count, g.model, g.reason)),
+        misses=misses,
         histogram=dict(sorted(histogram.items())),
         hot_range_sizes=hot_sizes(entries),
-        load_seconds=_percentiles(seconds),
+        load_seconds=_percentiles(seen.seconds),
         warnings=list(warnings or []),
     )
 

@@ -200,19 +200,6 @@ class EmulatedStream:
     device: torch.device
 
 
-class _KernelCount(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the ops a capture runs that are not views (what would launch a kernel)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kernels = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if not getattr(func, "is_view", False):
-            self.kernels += 1
-        return func(*args, **(kwargs or {}))
-
-
 _emulated_device: contextvars.ContextVar[torch.device | None] = contextvars.ContextVar(
     "aotcache_emulated_device", default=None
 )
@@ -280,7 +267,7 @@ class EmulatedGraphs:
             stream = EmulatedStream(EmulatedGraphs.default_stream_device)
         if stream.device != self.device:
             raise RuntimeError(f"a graph of {self.device} captured on a stream of {stream.device}")
-        counter = _KernelCount()
+        counter = torch_internals.KernelCount()
         token = _emulated_capturing.set(True)
         try:
             with counter:
