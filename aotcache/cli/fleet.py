@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aotcache.errors import EXIT_OK
+from aotcache.errors import EXIT_OK, AotCacheError, RemoteError, UsageError
 
 from . import helpformat, render
 from .common import CacheDir, JsonFlag, Output, Quiet, Verbose, cache_root, handle_errors
@@ -16,8 +16,9 @@ PUSH_EXAMPLES = helpformat.examples(
     "aotcache push oci://registry.example.com/ml/aotcache",
     "aotcache push s3://ml-artifacts/aotcache d7d511ad --json",
     "aotcache push oci://127.0.0.1:5000/aot --cache-dir .aotcache",
+    "aotcache push s3://ml-artifacts/aotcache --stats --stats-dir /var/aotcache/stats",
     note="Exit codes: 0 every entry sent (or there), 1 an entry failed its checks or the remote holds other bytes, "
-    "2 bad input, 3 the remote or the cache dir could not be used.",
+    "2 bad input, 3 the remote, the cache dir or the stats dir could not be used.",
 )
 PULL_EXAMPLES = helpformat.examples(
     "aotcache pull oci://registry.example.com/ml/aotcache --trusted-key release.pub",
@@ -67,22 +68,80 @@ def _finish(out: Output, verb: str, remote: str, results: list[Any]) -> None:
     raise typer.Exit(max(codes) if codes else EXIT_OK)
 
 
+StatsFlag = Annotated[
+    bool,
+    typer.Option(
+        "--stats",
+        help="Send the stats dir's files (what replicas loaded, served and missed) instead of entries; "
+        "`aotcache stats --remote` reads them back.",
+    ),
+]
+StatsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--stats-dir",
+        metavar="DIR",
+        help="With --stats: the stats dir [default: AOTCACHE_STATS_DIR, else <cache dir>/stats].",
+        show_default=False,
+    ),
+]
+
+
+def _push_stats(out: Output, remote: str, stats_dir: Path | None, cache_dir: Path | None, insecure: bool) -> None:
+    """`push --stats`: every valid stats file, each replacing the remote's older copy."""
+    from aotcache.fleet.connect import open_remote
+    from aotcache.stats.remote import push_stats
+    from aotcache.stats.sources import default_stats_dir
+
+    folder = default_stats_dir(stats_dir, cache_dir)
+    target = open_remote(remote, insecure=insecure)
+    try:
+        sent = push_stats(folder, target)
+    except AotCacheError:
+        raise
+    except Exception as exc:  # whatever a hostile or broken remote makes a client raise
+        raise RemoteError(f"{remote}: pushing stats: {type(exc).__name__}: {exc}") from None
+    if out.json:
+        out.emit_json(
+            {
+                "schema": "aotcache.push-stats/1",
+                "remote": remote,
+                "stats_dir": str(folder),
+                "files": sent,
+                "sent": len(sent),
+                "ok": True,
+            }
+        )
+    else:
+        out.paragraph(f"pushed {len(sent)} stats file{'' if len(sent) == 1 else 's'} from {folder} to {remote}")
+
+
 @handle_errors
 def push(
     remote: Remote,
     keys: Keys = None,
     cache_dir: CacheDir = None,
+    stats: StatsFlag = False,
+    stats_dir: StatsDir = None,
     insecure: Insecure = False,
     json_out: JsonFlag = False,
     quiet: Quiet = False,
     verbose: Verbose = 0,
 ) -> None:
     """Send entries that pass their checks to a registry or object store; blobs the
-    remote has are not sent again, and an entry it holds with other bytes is refused."""
+    remote has are not sent again, and an entry it holds with other bytes is refused.
+    With --stats, send the stats dir's files instead."""
     from aotcache.fleet.connect import open_remote
     from aotcache.fleet.push import push as run_push
 
     out = Output(json_out, quiet, verbose)
+    if stats:
+        if keys:
+            raise UsageError("--stats sends stats files, not entries", hint="drop the KEYs, or push without --stats")
+        _push_stats(out, remote, stats_dir, cache_dir, insecure)
+        return
+    if stats_dir is not None:
+        raise UsageError("--stats-dir is only for --stats", hint="add --stats to send the stats dir's files")
     root = cache_root(cache_dir, must_exist=True)
     target = open_remote(remote, insecure=insecure)
     with render.ByteProgress(not (json_out or quiet), "pushing") as bar:

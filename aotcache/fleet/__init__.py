@@ -14,5 +14,7 @@ Modules, one line each:
   `pull`         remote entries into the cache dir, verified before they appear
   `staging`      a pull's staging dir, never written through a link
   `unit_reuse`   one unit's artifact fetched alone from a remote entry (precompile --remote)
+  `explain`      would a load hit here or on the remote; else the nearest entry, factor by factor
   `transfer`     what a push or pull did to one entry, for the CLI
+  `explain`      would a host hit, from records and manifests alone; else the nearest entry
 """

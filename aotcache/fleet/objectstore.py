@@ -4,6 +4,7 @@
     <prefix>/entries/<entry id>.json       the entry's record: which blobs make it
     <prefix>/lookup/<lookup key>/<entry id> an empty marker: the index by lookup key
     <prefix>/units/<unit key>              the id of an entry holding that unit's artifact
+    <prefix>/stats/<name>.json             a serving process's stats file (`push --stats`)
 
 A record is written only after all its blobs, and each object appears whole (an object
 store's PUT is atomic; on a local or mounted file system it is written aside and
@@ -25,7 +26,18 @@ from typing import Any
 from aotcache.errors import AotCacheError, ConfigError, CorruptEntry, RemoteError, printable
 
 from .http import Deadline
-from .remote import CHUNK, ENTRY_ID, UNIT_KEY, Blob, EntryRecord, considered
+from .remote import (
+    CHUNK,
+    ENTRY_ID,
+    MAX_STATS_BYTES,
+    MAX_STATS_FILES,
+    STATS_FILE,
+    UNIT_KEY,
+    Blob,
+    EntryRecord,
+    check_stats_file,
+    considered,
+)
 
 MAX_RECORD_BYTES = 4 << 20
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
@@ -182,6 +194,26 @@ class ObjectStoreRemote:
             for unit_key in record.units:
                 self._put(f"{self.root}/units/{unit_key}", record.entry_id.encode())
 
+    def put_stats(self, name: str, data: bytes) -> None:
+        check_stats_file(name, data)
+        with self._errors(f"writing stats file {name}"):
+            self._put(f"{self.root}/stats/{name}", data)
+
+    def stats_files(self) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
+        for name in sorted(self._names(f"{self.root}/stats"))[:MAX_STATS_FILES]:
+            if name.endswith(".part"):
+                continue  # another push writing it aside
+            if not STATS_FILE.match(name):
+                found.append((printable(name, 240), b""))  # not a stats file (planted?): never read
+                continue
+            with self._errors(f"reading stats file {name}"):
+                try:
+                    found.append((name, self._read_capped(f"{self.root}/stats/{name}", MAX_STATS_BYTES)))
+                except (FileNotFoundError, RemoteError):  # removed meanwhile, or not a regular file
+                    found.append((name, b""))
+        return found
+
 
 def _blob(data: Any) -> Blob:
     if not isinstance(data, dict) or not re.fullmatch(r"[0-9a-f]{64}", str(data.get("sha256", ""))):
@@ -201,4 +233,5 @@ def _record_from_json(data: Any, entry_id: str) -> EntryRecord:
         manifest=_blob(data["manifest"]),
         signature=_blob(data["signature"]) if data.get("signature") else None,
         files=[_blob(b) for b in data.get("files") or []],
+        lookup_factors=None if data.get("lookup_factors") is None else json.dumps(data["lookup_factors"]),
     )

@@ -7,7 +7,10 @@ one more layer. Blobs are content-addressed by the registry, so kernels shared b
 entries are uploaded once per repository. A lookup key's entries are listed by an image
 index tagged `lookup-<lookup key>`, so a replica finds its entry with one request, and
 the entry's manifest is tagged `unit-<unit key>` once more for every compiled unit it
-holds, so a build elsewhere finds the artifact of a unit with one request.
+holds, so a build elsewhere finds the artifact of a unit with one request. The entry's
+manifest carries its lookup factors as an annotation, so `explain` reads them without a
+blob. Serving stats (`push --stats`) are tagged `stats-<file name>`: each an artifact of
+one layer, the file, beside the empty config.
 
 Plain HTTP is used only for loopback hosts or with insecure=True; every request goes
 through the one HTTP policy of `.http` (redirects, credentials, bounds, deadlines).
@@ -33,7 +36,18 @@ import aotcache.envs as envs
 from aotcache.errors import ConfigError, RemoteError, printable
 
 from .http import Deadline, Session, error_detail, is_loopback, iter_body, plain_http_allowed, read_capped
-from .remote import CHUNK, ENTRY_ID, UNIT_KEY, Blob, EntryRecord, considered
+from .remote import (
+    CHUNK,
+    ENTRY_ID,
+    MAX_STATS_BYTES,
+    MAX_STATS_FILES,
+    STATS_FILE,
+    UNIT_KEY,
+    Blob,
+    EntryRecord,
+    check_stats_file,
+    considered,
+)
 
 ARTIFACT_TYPE = "application/vnd.aotcache.entry.v1"
 MANIFEST_TYPE = "application/vnd.aotcache.manifest.v1+json"
@@ -45,6 +59,14 @@ TITLE = "org.opencontainers.image.title"
 CREATED = "org.opencontainers.image.created"
 ENTRY_ANNOTATION = "dev.aotcache.entry"
 LOOKUP_ANNOTATION = "dev.aotcache.lookup"
+FACTORS_ANNOTATION = "dev.aotcache.lookup-factors"
+STATS_ARTIFACT = "application/vnd.aotcache.stats.v1"
+STATS_TYPE = "application/vnd.aotcache.stats.v1+json"
+STATS_ANNOTATION = "dev.aotcache.stats"
+STATS_TAG = "stats-"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"  # the config of an artifact that needs none
+EMPTY = b"{}"
+MAX_TAG = 128
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_TOKEN_BYTES = 64 << 10
 MAX_TAG_PAGES = 1000
@@ -180,17 +202,23 @@ class OciRemote:
         response.close()
         raise RemoteError(f"{self.url}: {what}: HTTP {response.status_code} {detail}".rstrip())
 
-    def _get_json(self, path: str, accept: str, what: str) -> tuple[dict[str, Any], bytes] | None:
-        """A JSON document of at most MAX_MANIFEST_BYTES (read no further), or None if absent."""
+    def _get_body(self, path: str, accept: str, what: str) -> bytes | None:
+        """A document's bytes, at most MAX_MANIFEST_BYTES (read no further), or None if absent."""
         response = self._send("GET", path, headers={"Accept": accept})
         try:
             if response.status_code == 404:
                 return None
             self._check(response, what)
             self._last_link = response.headers.get("link", "")
-            body = read_capped(response, MAX_MANIFEST_BYTES, self.deadline, self.url, what)
+            return read_capped(response, MAX_MANIFEST_BYTES, self.deadline, self.url, what)
         finally:
             response.close()
+
+    def _get_json(self, path: str, accept: str, what: str) -> tuple[dict[str, Any], bytes] | None:
+        """A JSON document of at most MAX_MANIFEST_BYTES (read no further), or None if absent."""
+        body = self._get_body(path, accept, what)
+        if body is None:
+            return None
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):
@@ -201,7 +229,8 @@ class OciRemote:
 
     # -- the Remote interface ------------------------------------------------------
 
-    def entry_ids(self) -> list[str]:
+    def _tags(self) -> list[str]:
+        """Every tag of the repository, page by page ([] before anything was pushed)."""
         tags: list[str] = []
         url: str | None = "tags/list?n=1000"
         seen: set[str] = set()
@@ -213,7 +242,10 @@ class OciRemote:
             page = found[0].get("tags") or []
             tags += [t for t in page if isinstance(t, str)] if isinstance(page, list) else []
             url = self._next_page(url)
-        return sorted({tag for tag in tags if ENTRY_ID.match(tag)})
+        return tags
+
+    def entry_ids(self) -> list[str]:
+        return sorted({tag for tag in self._tags() if ENTRY_ID.match(tag)})
 
     def _next_page(self, url: str) -> str | None:
         """The registry's `Link: <...>; rel="next"`, followed only on the same registry."""
@@ -299,6 +331,44 @@ class OciRemote:
             put = self._send("PUT", f"manifests/unit-{unit_key}", content=manifest, headers=headers)
             self._check(put, "indexing a unit").close()
 
+    def put_stats(self, name: str, data: bytes) -> None:
+        check_stats_file(name, data)
+        blob = Blob(name, hashlib.sha256(data).hexdigest(), len(data))
+        empty = Blob("config", hashlib.sha256(EMPTY).hexdigest(), len(EMPTY))
+        for item, content in ((empty, EMPTY), (blob, data)):
+            if not self.has_blob(item):
+                self.upload_blob(item, content)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": STATS_ARTIFACT,
+            "config": {"mediaType": EMPTY_TYPE, "digest": empty.digest, "size": empty.size},
+            "layers": [_descriptor(blob, STATS_TYPE)],
+            "annotations": {STATS_ANNOTATION: name},
+        }
+        headers = {"Content-Type": OCI_MANIFEST}
+        put = self._send("PUT", f"manifests/{stats_tag(name)}", content=_canonical(manifest), headers=headers)
+        self._check(put, f"tagging stats file {name}").close()
+
+    def stats_files(self) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
+        for tag in sorted(t for t in self._tags() if t.startswith(STATS_TAG))[:MAX_STATS_FILES]:
+            body = self._get_body(f"manifests/{tag}", OCI_MANIFEST, f"the manifest of {tag}")
+            if body is None:
+                continue  # removed since the listing
+            name, blob = _stats_layer(body, tag)
+            if blob is None or not STATS_FILE.match(name):
+                found.append((printable(name, 240), b""))
+                continue
+            data = bytearray()
+            with contextlib.closing(self.read_blob(blob)) as chunks:
+                for chunk in chunks:
+                    data += chunk
+                    if len(data) > MAX_STATS_BYTES:
+                        break  # one byte over says it all
+            found.append((name, bytes(data[: MAX_STATS_BYTES + 1])))
+        return found
+
     def _add_to_index(self, record: EntryRecord, manifest: bytes) -> None:
         """Add the entry to its lookup key's index: read, merge, write, then read back, as
         another push of the same lookup key may have written in between (tried 3 times)."""
@@ -359,8 +429,41 @@ def _oci_manifest(record: EntryRecord) -> dict[str, Any]:
         "artifactType": ARTIFACT_TYPE,
         "config": config,
         "layers": layers,
-        "annotations": {ENTRY_ANNOTATION: record.entry_id, LOOKUP_ANNOTATION: record.lookup, CREATED: record.created},
+        "annotations": {
+            ENTRY_ANNOTATION: record.entry_id,
+            LOOKUP_ANNOTATION: record.lookup,
+            CREATED: record.created,
+            **({FACTORS_ANNOTATION: record.lookup_factors} if record.lookup_factors is not None else {}),
+        },
     }
+
+
+def stats_tag(name: str) -> str:
+    """The tag of a stats file: `stats-<name without .json>`, or for a name too long for a
+    tag, its first characters and a digest of the whole name."""
+    tag = STATS_TAG + name.removesuffix(".json")
+    if len(tag) <= MAX_TAG:
+        return tag
+    suffix = "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return tag[: MAX_TAG - len(suffix)] + suffix
+
+
+def _stats_layer(body: bytes, tag: str) -> tuple[str, Blob | None]:
+    """The file name and the blob a stats tag's manifest names; (the name the tag
+    suggests, None) for a manifest that is not one stats file."""
+    fallback = tag.removeprefix(STATS_TAG) + ".json"
+    try:
+        data = json.loads(body)
+        annotations = data.get("annotations")
+        name = annotations.get(STATS_ANNOTATION) if isinstance(annotations, dict) else None
+        layers = data.get("layers")
+        if not isinstance(name, str) or not isinstance(layers, list) or len(layers) != 1:
+            return (name if isinstance(name, str) else fallback), None
+        if not isinstance(layers[0], dict) or layers[0].get("mediaType") != STATS_TYPE:
+            return name, None
+        return name, _blob(layers[0], name)
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return fallback, None
 
 
 def _blob(descriptor: Any, default_path: str | None = None) -> Blob:
@@ -377,6 +480,13 @@ def _blob(descriptor: Any, default_path: str | None = None) -> Blob:
     if not isinstance(path, str):
         raise ValueError("a layer has no title")
     return Blob(path, digest.removeprefix("sha256:"), size)
+
+
+def _factors_annotation(annotations: dict[str, Any]) -> str | None:
+    """The lookup factors annotation as text (None where the push predates it; a value
+    that is not a string stays unreadable, so explain skips it with a warning)."""
+    value = annotations.get(FACTORS_ANNOTATION)
+    return value if isinstance(value, str) or value is None else ""
 
 
 def _record_from_oci(data: dict[str, Any], entry_id: str, url: str) -> EntryRecord:
@@ -399,6 +509,7 @@ def _record_from_oci(data: dict[str, Any], entry_id: str, url: str) -> EntryReco
             manifest=_blob(data.get("config"), "manifest.json"),
             signature=signature[0] if signature else None,
             files=files,
+            lookup_factors=_factors_annotation(annotations),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise RemoteError(f"{url}: the OCI manifest of {entry_id} is damaged: {exc}") from None

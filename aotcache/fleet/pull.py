@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from aotcache.errors import (
     RemoteError,
     StaleEntry,
 )
+from aotcache.key.factors import Factor
 from aotcache.store import safefs
 from aotcache.store.checks import (
     MAX_MANIFEST_BYTES,
@@ -48,7 +49,7 @@ from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, par
 from aotcache.store.root import CacheRoot
 from aotcache.store.traced_state import problems as traced_state_problems
 
-from .remote import ENTRY_ID, Blob, EntryRecord, Remote, considered
+from .remote import ENTRY_ID, HINT_DAMAGED, Blob, EntryRecord, Remote, considered, read_small
 from .staging import Staging, append
 from .transfer import Progress, Transfer
 
@@ -96,32 +97,12 @@ def fetch_manifest(
         raise CorruptEntry(
             f"{remote.url}: entry {record.entry_id} holds the manifest of {manifest.entry_id}",
             entry_id=record.entry_id,
-            hint=_HINT_DAMAGED,
+            hint=HINT_DAMAGED,
         )
     signature = read_small(remote, record.signature, 4096) if record.signature else None
     if verify_signature is not None:
         verify_signature(record.entry_id, raw, signature)
     return manifest, raw, signature
-
-
-_HINT_DAMAGED = "the remote's copy is damaged: push the entry again from the cache that built it"
-
-
-def read_small(remote: Remote, blob: Blob, limit: int) -> bytes:
-    """A small blob, read no further than its recorded size (a remote that sends more is
-    cut off, never held in memory)."""
-    data = bytearray()
-    if blob.size <= limit:
-        for chunk in remote.read_blob(blob):
-            data += chunk
-            if len(data) > blob.size:
-                break
-    if len(data) != blob.size or hashlib.sha256(data).hexdigest() != blob.sha256:
-        raise CorruptEntry(
-            f"{remote.url}: blob {blob.path} of {blob.size} bytes does not match its digest {blob.sha256[:12]}",
-            hint=_HINT_DAMAGED,
-        )
-    return bytes(data)
 
 
 def _fetch_file(
@@ -141,7 +122,7 @@ def _fetch_file(
                 f"{remote.url}: file {blob.path} of entry {done.entry_id} does not match the sha256 its manifest "
                 "records",
                 entry_id=done.entry_id,
-                hint=_HINT_DAMAGED,
+                hint=HINT_DAMAGED,
             )
     staging.finish(blob.path)
     failpoint("pull-after-file")
@@ -343,12 +324,18 @@ def pull(
 
 
 def pull_for_lookup(
-    root: CacheRoot, remote: Remote, lookup: str, verify_signature: SignatureCheck | None = None, model: Any = None
+    root: CacheRoot,
+    remote: Remote,
+    lookup: str,
+    verify_signature: SignatureCheck | None = None,
+    model: Any = None,
+    factors: Sequence[Factor] | None = None,
 ) -> Transfer:
     """For a load that missed locally: pull the newest entry of this lookup key that this
     host can run with the sources it has, and (given `model`) whose traced settings hold
     on that model, judged from the manifest alone, before any other byte is fetched.
-    Raises why none fits (the first entry's reason)."""
+    Raises why none fits (the first entry's reason); where the remote lists none, given
+    the lookup `factors`, the miss names the nearest entry and each factor that differs."""
     refusals: list[CacheMiss] = []
     for entry_id in considered(remote.entries_for_lookup(lookup), lookup):  # its own key only, capped
         record = remote.record(entry_id)
@@ -389,6 +376,10 @@ def pull_for_lookup(
             return pull_entry(root, remote, record, verify_signature, fetched=fetched)
     if refusals:
         raise refusals[0]
+    if factors is not None:
+        from .explain import remote_miss  # (explain reads what a pull reads: imported when needed)
+
+        raise remote_miss(root, remote, factors)
     raise EntryNotFound(
         f"{remote.url} holds no entry for lookup key {lookup}", hint="precompile and push this model and config from CI"
     )

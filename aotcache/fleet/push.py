@@ -13,20 +13,22 @@ from aotcache.store.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from aotcache.store.root import CacheRoot
 from aotcache.store.scan import entry_created, find_entry
 
-from .remote import Blob, EntryRecord, Remote
+from .remote import MAX_FACTORS_BYTES, Blob, EntryRecord, Remote, factors_text
 from .transfer import Progress, Transfer
 
 log = logging.getLogger("aotcache.fleet")
 
 
 def entry_record(opened: OpenedEntry) -> EntryRecord:
-    """The record of a verified local entry: its manifest, signature and files as blobs."""
+    """The record of a verified local entry: its manifest, signature and files as blobs,
+    and its lookup factors (so that `explain` can compare them without fetching a blob)."""
     manifest = opened.manifest
 
     def blob(path: str, data: bytes) -> Blob:
         return Blob(path, hashlib.sha256(data).hexdigest(), len(data))
 
     files = [Blob(path, record.sha256, record.bytes) for path, record in sorted(manifest.files.items())]
+    factors = factors_text(manifest.lookup)  # over the cap a reader refuses: left out, read from the manifest
     return EntryRecord(
         entry_id=manifest.entry_id,
         lookup=manifest.entry_id.split("-")[0],
@@ -35,6 +37,7 @@ def entry_record(opened: OpenedEntry) -> EntryRecord:
         signature=blob(SIGNATURE_NAME, opened.signature) if opened.signature is not None else None,
         files=files,
         units=sorted(manifest.unit_keys),
+        lookup_factors=factors if len(factors.encode()) <= MAX_FACTORS_BYTES else None,
     )
 
 

@@ -22,8 +22,8 @@ from aotcache.key.env import host_problems
 from aotcache.store.checks import SignatureCheck, environment_problems
 from aotcache.store.manifest import Manifest
 
-from .pull import fetch_manifest, read_small
-from .remote import Blob, Remote
+from .pull import fetch_manifest
+from .remote import Blob, Remote, read_small
 
 log = logging.getLogger("aotcache.reuse")
 
