@@ -1091,6 +1091,33 @@ SABOTAGES = [
         ),
         ("tests/test_stats.py::test_two_replicas_calls_are_summed_by_size_with_their_hit_rate",),
     ),
+    Sabotage(
+        "explain-reads-manifests",
+        "explain reads no artifact byte: records only",
+        "lookup factors are always read from the manifest blob, never from the record",
+        (("aotcache/fleet/explain.py", "    if record.lookup_factors is not None:\n", "    if False:\n"),),
+        ("tests/test_explain.py::test_a_file_remote_with_another_config_would_miss_without_reading_a_blob",),
+    ),
+    Sabotage(
+        "explain-trusts-record-factors",
+        "A remote's records are data: factors that do not hash to the entry's key are skipped",
+        "a record's factors are taken without checking that they hash to its lookup key",
+        (("aotcache/fleet/explain.py", '    if lookup_hash(factors) != entry_id.split("-")[0]:\n', "    if False:\n"),),
+        ("tests/test_explain.py::test_a_record_whose_factors_fail_the_checks_is_skipped_with_a_warning",),
+    ),
+    Sabotage(
+        "explain-factor-json-unchecked",
+        "A remote's records are data: factors are plain JSON, checked",
+        "factor names are not checked",
+        (
+            (
+                "aotcache/fleet/remote.py",
+                "        if not isinstance(name, str) or not 0 < len(name) <= MAX_FACTOR_NAME or not name.isprintable():\n",
+                "        if False:\n",
+            ),
+        ),
+        ("tests/test_explain.py::test_parse_factors_reads_plain_data_only",),
+    ),
 ]
 
 
