@@ -1118,6 +1118,58 @@ SABOTAGES = [
         ),
         ("tests/test_explain.py::test_parse_factors_reads_plain_data_only",),
     ),
+    Sabotage(
+        "partition-count-unchecked",
+        "CUDA graphs per Inductor partition: a load checks the partitions the artifact records",
+        "the partitions Inductor hands over are not compared with the recorded count",
+        (
+            (
+                "aotcache/formats/partitions.py",
+                "        if found != list(range(recorded)) or any(slot.count != recorded for slot in self.slots):\n",
+                "        if False:\n",
+            ),
+        ),
+        ("tests/test_graph_partition.py::test_inductors_own_hook_hands_each_partition_to_a_slot_with_vllms_options",),
+    ),
+    Sabotage(
+        "partition-hook-left-set",
+        "CUDA graphs per Inductor partition: Inductor's process-wide hook is set only while an artifact loads",
+        "the partition wrapper hook is left registered after the load",
+        (
+            (
+                "aotcache/formats/torch_internals.py",
+                "            inductor_utils.set_customized_partition_wrappers(previous)\n",
+                "            pass\n",
+            ),
+        ),
+        ("tests/test_graph_partition.py::test_inductors_own_hook_hands_each_partition_to_a_slot_with_vllms_options",),
+    ),
+    Sabotage(
+        "partition-options-ignored",
+        "CUDA graphs per Inductor partition: vLLM's options per partition",
+        "every partition hands its capture-time output back as an owning tensor",
+        (
+            (
+                "aotcache/serve/cudagraph/runner.py",
+                "            weak_ref_output=slot.last,\n",
+                "            weak_ref_output=False,\n",
+            ),
+        ),
+        ("tests/test_graph_partition.py::test_inductors_own_hook_hands_each_partition_to_a_slot_with_vllms_options",),
+    ),
+    Sabotage(
+        "partition-piecewise-refused",
+        "CUDA graphs per Inductor partition: accepted where torch has the hook",
+        "use_inductor_graph_partition with PIECEWISE is refused on every torch",
+        (
+            (
+                "aotcache/configuration/compilation.py",
+                "            if self.use_inductor_graph_partition and old_torch:\n",
+                "            if self.use_inductor_graph_partition:\n",
+            ),
+        ),
+        ("tests/test_graph_partition.py::test_partitions_with_piecewise_graphs_need_a_torch_with_partition_wrappers",),
+    ),
 ]
 
 

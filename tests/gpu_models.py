@@ -57,6 +57,20 @@ MODELS: dict[str, GpuModel] = {
         config=dict(tiny_llama.CONFIG),
         tolerance={"atol": 1e-3, "rtol": 1e-3},
     ),
+    # Inductor cuts the graph at the attention op itself (use_inductor_graph_partition):
+    # with PIECEWISE, one CUDA graph per Inductor partition (the partition wrapper).
+    "tiny_partition": GpuModel(
+        build=lambda device: tiny_llama.build(2).to(device),
+        inputs=lambda n, device: (tiny_llama.example_inputs(n)[0].to(device),),
+        config={
+            "compile_sizes": [],
+            "compile_ranges_split_points": [],
+            "max_num_batched_tokens": 64,
+            "splitting_ops": ["tinyllama::attention"],
+            "use_inductor_graph_partition": True,
+        },
+        tolerance={"atol": 1e-3, "rtol": 1e-3},
+    ),
     # One dynamic range and no compile size: any capture sizes may be chosen. bf16 logits
     # here are within ±3; bf16 eager itself is 0.02 from fp32 eager.
     "bf16": GpuModel(

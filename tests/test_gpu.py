@@ -326,6 +326,19 @@ def test_a_fresh_process_with_graphs_matches_eager_at_every_size(model: str, mod
     _check_graph_calls(report, mode, sizes)
 
 
+def test_a_fresh_process_captures_a_graph_per_inductor_partition(tmp_path) -> None:
+    """use_inductor_graph_partition with PIECEWISE: Inductor cuts the graph at the
+    attention op after its fusions; each partition it hands to the partition wrapper is
+    captured as its own graph at load, and every size matches eager."""
+    result = aotcache.precompile(gpu_models.spec("tiny_partition"), cache_dir=tmp_path)
+    recorded = [a.partitions for a in result.manifest.artifacts.values()]
+    assert recorded and all(count and count >= 2 for count in recorded), recorded  # 2 layers: 3 partitions
+    sizes = gpu_models.CAPTURE_SIZES
+    report = _child("graphs_against_eager", "tiny_partition", str(tmp_path), "PIECEWISE", sizes, gpu_models.CHECK_SIZES)
+    print(f"\nmeasured: partition graphs: {report['graphs']} graphs, load {report['load_seconds']:.2f} s")
+    _check_graph_calls(report, "PIECEWISE", sizes)
+
+
 @pytest.mark.parametrize("mode", ["FULL", "PIECEWISE"])
 def test_capturing_every_size_takes_about_the_memory_of_the_largest_alone(mode: str, bf16_entry) -> None:
     """Graphs share one pool: capturing 1, 2, 4, 8 and 16 takes at most 1.5 times the CUDA

@@ -216,3 +216,22 @@ print(before == compat.inductor_config_digest())
 """
     done = run_python(code)
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "True", done.stderr[-2000:]
+
+
+def test_the_partition_wrapper_hook() -> None:
+    """CUDA graphs per Inductor partition rest on post_compile applying the registered
+    wrapper with CUDAGraphWrapperMetadata(num_partitions, partition_index), and on the
+    partition count a wrapper's `Runner(partitions=[...])` names."""
+    import dataclasses
+
+    import torch._inductor.output_code as output_code
+    import torch._inductor.utils as inductor_utils
+
+    from aotcache.configuration.compilation import torch_without_partition_wrappers
+
+    assert callable(inductor_utils.set_customized_partition_wrappers)
+    assert inductor_utils._unstable_customized_partition_wrapper.wrapper is None
+    fields = [f.name for f in dataclasses.fields(inductor_utils.CUDAGraphWrapperMetadata)]
+    assert fields[:2] == ["num_partitions", "partition_index"]
+    assert "_unstable_customized_partition_wrapper" in vars(output_code)  # what post_compile reads
+    assert torch_without_partition_wrappers() is None

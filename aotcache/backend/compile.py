@@ -43,6 +43,7 @@ class CompiledUnit:
     device_types: list[str]
     saved: bytes | None = None  # the artifact in torch's binary format, for units built in a worker
     triton_launch: dict[str, Any] | None = None  # its Triton kernels and those the static launcher cannot take
+    partitions: int | None = None  # CUDA-graph partitions Inductor cut (a Runner(partitions=[...]) wrapper)
 
     @property
     def format(self) -> str:
@@ -62,6 +63,7 @@ class CompiledUnit:
             self.device_types,
             saved,
             self.triton_launch,
+            self.partitions,
         )
 
     def reference(self) -> Any:
@@ -145,6 +147,7 @@ def compile_unit(
     seconds = time.perf_counter() - start
     unit_result = CompiledUnit(digest, unit, artifact, native, info["guards_expr"], seconds, info["device_types"])
     unit_result.triton_launch = compat.triton_launch(artifact)
+    unit_result.partitions = compat.inductor_partition_count(info["source_code"])
     return unit_result
 
 

@@ -458,6 +458,7 @@ def store_artifact(result: CompiledUnit | ReusedUnit, files: dict[str, bytes], a
                 device_types=tuple(result.device_types),
                 triton_kernels=launch.get("triton_kernels"),
                 dynamic_launch=tuple(dynamic) if dynamic is not None else None,
+                partitions=result.partitions,
             ),
         )
         return name

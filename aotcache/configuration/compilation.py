@@ -256,12 +256,14 @@ class CompilationConfig:
                     self.cudagraph_mode.name,
                     "piecewise CUDA graphs need splitting_ops to split the graph at; set splitting_ops or use FULL",
                 )
-            if self.use_inductor_graph_partition:
+            old_torch = torch_without_partition_wrappers()
+            if self.use_inductor_graph_partition and old_torch:
                 raise ConfigError(
                     "use_inductor_graph_partition",
                     True,
-                    f"False with cudagraph_mode {self.cudagraph_mode.name}: aotcache does not yet capture a CUDA "
-                    "graph per Inductor partition; use FX splitting, or cudagraph_mode FULL or NONE",
+                    f"False with cudagraph_mode {self.cudagraph_mode.name} on torch {old_torch}, whose Inductor has "
+                    "no set_customized_partition_wrappers to capture a CUDA graph per partition; use FX splitting, "
+                    "cudagraph_mode FULL or NONE, or torch 2.9 or newer",
                 )
         if self.use_inductor_graph_partition and self.backend != "inductor":
             raise ConfigError("use_inductor_graph_partition", True, 'False with backend "eager" (Inductor partitions)')
@@ -412,3 +414,23 @@ def check_field_names(data: dict[str, Any], source: str, also_known: tuple[str, 
         f"unknown field{where}; valid fields are " + ", ".join(FIELD_NAMES),
         hint=f"did you mean {near[0]}?" if near else None,
     )
+
+
+PARTITION_WRAPPERS_SINCE = (2, 9)  # torch._inductor.utils.set_customized_partition_wrappers
+
+
+def torch_without_partition_wrappers() -> str | None:
+    """The installed torch's version where its Inductor predates partition wrappers (CUDA
+    graphs per Inductor partition), else None. Read from the distribution's metadata, so
+    that validating a config never imports Inductor."""
+    import re
+    from importlib import metadata
+
+    try:
+        version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found is None or (int(found.group(1)), int(found.group(2))) >= PARTITION_WRAPPERS_SINCE:
+        return None
+    return version

@@ -10,7 +10,8 @@ compiles the kernels' C++ again). A new format (e.g. Inductor's wrapper with Tri
 cubins launched by torch's static CUDA launcher) is a module here and a line in
 `loader_for`, `artifact.Artifact.paths` and `needs` (what loading an artifact needs
 besides torch, and which of that this host lacks). `artifact` is the typed record of
-one artifact, as a manifest lists it.
+one artifact, as a manifest lists it; `partitions` holds the slots an inductor-format
+artifact's graph partitions are handed to at load (CUDA graphs per partition).
 """
 
 from __future__ import annotations

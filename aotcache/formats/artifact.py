@@ -29,6 +29,7 @@ class Artifact:
     device_types: tuple[str, ...] = ()
     triton_kernels: int | None = None
     dynamic_launch: tuple[str, ...] | None = None
+    partitions: int | None = None  # Inductor's CUDA-graph partitions (use_inductor_graph_partition)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Artifact:
@@ -44,6 +45,7 @@ class Artifact:
             device_types=tuple(data.get("device_types") or ()),
             triton_kernels=data.get("triton_kernels"),
             dynamic_launch=tuple(launch) if launch is not None else None,
+            partitions=data.get("partitions"),
         )
 
     def to_json(self, *, with_guards: bool = True) -> dict[str, Any]:
@@ -56,6 +58,8 @@ class Artifact:
                 found["triton_kernels"] = self.triton_kernels
             if self.dynamic_launch is not None:
                 found["dynamic_launch"] = list(self.dynamic_launch)
+            if self.partitions is not None:
+                found["partitions"] = self.partitions
         if with_guards and self.has_guards:
             found["guards"] = self.guards
         return found

@@ -24,6 +24,7 @@ from aotcache.errors import CorruptEntry, IncompatibleEnvironment
 
 from . import torch_internals
 from .artifact import Artifact
+from .partitions import PartitionCollector
 
 
 def load_artifact(blobs: dict[str, bytes], artifact: Artifact, label: str) -> Callable[..., Any]:
@@ -35,11 +36,18 @@ def load_artifact(blobs: dict[str, bytes], artifact: Artifact, label: str) -> Ca
         )
     _check_needs(artifact, label)
     data = blobs[str(artifact.binary)]
-    compiled = _load_from_bytes(data, label)
+    collector = PartitionCollector(label)
+    if artifact.partitions:
+        with torch_internals.partition_wrapper(collector):
+            compiled = _load_from_bytes(data, label)
+    else:
+        compiled = _load_from_bytes(data, label)
+    slots = collector.check(artifact.partitions or 0)
 
     def call(args: list[Any]) -> Any:
         return compiled(*args)
 
+    call.partitions = slots  # type: ignore[attr-defined]  (serve/runtime.py hands them to a graph runner)
     return call
 
 

@@ -99,6 +99,34 @@ def private_compile_caches(folder: str) -> Any:
     return scope()
 
 
+# -- Inductor's graph partitions (use_inductor_graph_partition) -----------------------------------
+
+
+def partition_wrapper(wrap: Any) -> Any:
+    """A context in which loading an inductor-format artifact hands each of its CUDA-graph
+    partitions to `wrap(partition, metadata)` (metadata.partition_index and
+    .num_partitions: Inductor's CUDAGraphWrapperMetadata) and runs what `wrap` returns:
+    Inductor's post_compile applies torch._inductor.utils.set_customized_partition_wrappers
+    when graph_partition is on (vLLM's maybe_use_cudagraph_partition_wrapper). The hook is
+    process-wide, so it is set only for the load and put back after."""
+    import contextlib
+
+    import torch._inductor.config as inductor_config
+    import torch._inductor.utils as inductor_utils
+
+    @contextlib.contextmanager
+    def scope() -> Any:
+        previous = inductor_utils._unstable_customized_partition_wrapper.wrapper
+        inductor_utils.set_customized_partition_wrappers(wrap)
+        try:
+            with inductor_config.patch(graph_partition=True):
+                yield
+        finally:
+            inductor_utils.set_customized_partition_wrappers(previous)
+
+    return scope()
+
+
 # -- process-wide state a trace bakes in (aotcache/store/traced_state.py) ---------------------------
 
 

@@ -37,7 +37,7 @@ from .binding import GraphBinder, load_treespec, unflatten
 from .dispatch import SizeDispatcher
 from .inputs import InputSpec
 from .parts import compiled_parts
-from .runtime import build_variants, fx_forward, piece_order
+from .runtime import build_variants, fx_forward, partition_slots, piece_order
 
 log = logging.getLogger("aotcache")
 
@@ -93,6 +93,7 @@ class LoadedModel:
         self.unit_index = SizeDispatcher(self.units, refused)
         self.unit_pieces: list[SimpleNamespace] = build_variants(manifest, opened.blobs)
         self.piece_order = piece_order(manifest.pieces)
+        self.partition_slots = partition_slots(self.unit_pieces)  # Inductor's graph partitions, if any
         self.splitting_op_pieces = frozenset(
             name for name, piece in manifest.pieces.items() if piece.kind == "splitting_op"
         )

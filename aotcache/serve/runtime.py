@@ -31,18 +31,32 @@ def artifact_call(blobs: dict[str, bytes], artifact: Artifact, label: str) -> Ru
 
 
 def piece_runner(call: Runnable, single_output: bool) -> Runnable:
-    """Adapt Inductor's `call(list) -> tuple` to the piece's own calling convention."""
+    """Adapt Inductor's `call(list) -> tuple` to the piece's own calling convention (its
+    graph partitions, if any, stay reachable as `.partitions`)."""
     if single_output:
 
         def run_single(*args: Any) -> Any:
             return call(list(args))[0]
 
-        return run_single
+        runner = run_single
+    else:
 
-    def run(*args: Any) -> Any:
-        return call(list(args))
+        def run(*args: Any) -> Any:
+            return call(list(args))
 
-    return run
+        runner = run
+    runner.partitions = getattr(call, "partitions", [])  # type: ignore[attr-defined]
+    return runner
+
+
+def partition_slots(variants: list[SimpleNamespace]) -> list[Any]:
+    """Every graph partition slot of the loaded artifacts, each once, in load order."""
+    slots: dict[int, Any] = {}
+    for variant in variants:
+        for runner in vars(variant).values():
+            for slot in getattr(runner, "partitions", []):
+                slots.setdefault(id(slot), slot)
+    return list(slots.values())
 
 
 def eager_runner(forward: Runnable) -> Runnable:

@@ -146,7 +146,9 @@ INDUCTOR_ARTIFACT = record(
     {"format": one_of(INDUCTOR), "binary": safe_path, "device_types": items(one_of("cpu", "cuda", "xpu", "mps"))},
     # Its Triton kernels, and those torch's static launcher cannot take (Triton's own
     # launcher then builds a C stub at load: see formats.load_needs).
-    {**GUARDS, "triton_kernels": integer(0, 1 << 20), "dynamic_launch": items(TEXT)},
+    # partitions: how many CUDA-graph partitions Inductor cut (use_inductor_graph_partition);
+    # the last is partitions - 1. A load checks that Inductor hands over as many.
+    {**GUARDS, "triton_kernels": integer(0, 1 << 20), "dynamic_launch": items(TEXT), "partitions": integer(0, 4096)},
 )
 
 

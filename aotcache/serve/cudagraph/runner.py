@@ -132,9 +132,15 @@ class GraphRunner:
         }
         self.piecewise: list[Any] = []
         self.full: list[CUDAGraphWrapper | None] = []
+        self.partitions: list[CUDAGraphWrapper] = []
         mode = config.cudagraph_mode
+        partitioned = bool(loaded.manifest.config.get("use_inductor_graph_partition"))
+        if partitioned and mode.has_piecewise_cudagraphs():
+            self.partitions = install_partition_graphs(loaded.partition_slots, options)
         for index, variant in enumerate(loaded.unit_pieces):
-            if mode.has_piecewise_cudagraphs():
+            if mode.has_piecewise_cudagraphs() and partitioned:  # the graphs are the partitions'
+                self.piecewise.append(variant)
+            elif mode.has_piecewise_cudagraphs():
                 members = {
                     name: fn
                     if name in loaded.splitting_op_pieces
@@ -159,7 +165,7 @@ class GraphRunner:
 
     def wrappers(self) -> list[CUDAGraphWrapper]:
         pieces = [w for variant in self.piecewise for w in vars(variant).values() if isinstance(w, CUDAGraphWrapper)]
-        return [w for w in self.full if w is not None] + pieces
+        return [w for w in self.full if w is not None] + pieces + self.partitions
 
     def held_bytes(self) -> int:
         """Bytes the graphs keep alive besides their pool (the copy targets of inputs no
@@ -269,6 +275,26 @@ class GraphRunner:
                 self.refused_padding[sizes[0]],
             )
         return captured
+
+
+def install_partition_graphs(slots: list[Any], options: dict[str, Any]) -> list[CUDAGraphWrapper]:
+    """A PIECEWISE graph wrapper in every Inductor partition slot, with vLLM's options per
+    partition: only the first logs its captures, only the last hands its capture-time
+    output back over pool memory; all share the runner's pool (one per device). Garbage
+    is collected once per capture session, not per partition."""
+    wrappers = []
+    for slot in slots:
+        wrapper = CUDAGraphWrapper(
+            slot.call,
+            CUDAGraphMode.PIECEWISE,
+            name=slot.label,
+            weak_ref_output=slot.last,
+            log_captures=slot.first,
+            **options,
+        )
+        slot.wrapper = wrapper
+        wrappers.append(wrapper)
+    return wrappers
 
 
 def dummy_arguments(spec: Any, size: int, device: torch.device, *, random: bool = False) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from aotcache.modes import CUDAGraphMode
 
 from .backends import GraphBackend
 from .dispatcher import BatchDescriptor
+
+log = logging.getLogger("aotcache.serve.cudagraph")
 
 
 class GraphContext(NamedTuple):
@@ -143,6 +146,8 @@ class CUDAGraphWrapper:
         copy_inputs: bool = False,
         num_warmups: int = 0,
         name: str = "",
+        weak_ref_output: bool = False,
+        log_captures: bool = True,
     ) -> None:
         if mode not in (CUDAGraphMode.PIECEWISE, CUDAGraphMode.FULL):
             raise ValueError(f"a graph wrapper runs in PIECEWISE or FULL mode, not {mode.name}")
@@ -155,6 +160,11 @@ class CUDAGraphWrapper:
         self.copy_inputs = copy_inputs
         self.num_warmups = num_warmups
         self.name = name
+        # vLLM's per-partition options: the last partition's capture-time output is handed
+        # back over pool memory too (nothing outside the pool holds it), and only the
+        # first partition logs its captures
+        self.weak_ref_output = weak_ref_output
+        self.log_captures = log_captures
         self.graphs: dict[BatchDescriptor, _Graph] = {}
         self.captures = self.replays = self.input_copies = self.cloned_inputs = self.uncaptured = 0
         self.empty = 0  # keys whose graph was empty (views only): the runnable runs
@@ -173,6 +183,8 @@ class CUDAGraphWrapper:
             if entry.warmups < self.num_warmups:
                 entry.warmups += 1
                 return self.runnable(*args)
+            if self.log_captures:
+                log.debug("aotcache: capturing %s for %s", self.name or self.mode.name, context.descriptor)
             return self._capture(entry, args)
         if entry.graph is None:
             return self.runnable(*args)
@@ -220,7 +232,7 @@ class CUDAGraphWrapper:
             if isinstance(leaf, torch.Tensor):
                 self.memory.graph_storages.add(storage_of(leaf))
         entry.output = (spec, [self.backend.forget(x) if isinstance(x, torch.Tensor) else x for x in leaves])
-        return output
+        return self._output(entry) if self.weak_ref_output else output
 
     def _output(self, entry: _Graph) -> Any:
         if entry.recalled is None:
