@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -56,6 +55,7 @@ from .options import (
     SplitPoints,
     SplittingOps,
     Target,
+    TrustedKey,
     config_from,
     precompile_overrides,
     spec_of,
@@ -283,15 +283,7 @@ def verify(
         bool, typer.Option("--strict", help="Also fail on warnings (unsigned entry, other thread count).")
     ] = False,
     run_check: Annotated[bool, typer.Option("--run", help="Load in a fresh process and compare with eager.")] = False,
-    trusted_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--trusted-key",
-            envvar="AOTCACHE_TRUSTED_KEY",
-            metavar="FILE",
-            help="Require a valid signature by this key.",
-        ),
-    ] = None,
+    trusted_key: TrustedKey = None,
     config: ConfigFile = None,
     compilation_config: ConfigJson = None,
     compile_sizes: CompileSizes = None,

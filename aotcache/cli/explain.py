@@ -4,7 +4,6 @@ library's aotcache.fleet.explain decides; this module parses and renders)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +24,7 @@ from .options import (
     SplitPoints,
     SplittingOps,
     Target,
+    TrustedKey,
     config_from,
     precompile_overrides,
     spec_of,
@@ -50,15 +50,6 @@ RemoteOption = Annotated[
         envvar="AOTCACHE_REMOTE",
         metavar="REMOTE",
         help="Also ask this remote (oci://host/repo, s3://bucket/prefix, file:///path) what a load would pull.",
-    ),
-]
-TrustedKey = Annotated[
-    Path | None,
-    typer.Option(
-        "--trusted-key",
-        envvar="AOTCACHE_TRUSTED_KEY",
-        metavar="FILE",
-        help="Check local entries as a load with this trusted key does.",
     ),
 ]
 

@@ -11,6 +11,7 @@ from aotcache.errors import EXIT_OK, AotCacheError, RemoteError, UsageError
 
 from . import helpformat, render
 from .common import CacheDir, JsonFlag, Output, Quiet, Verbose, cache_root, handle_errors
+from .options import TrustedKey
 
 PUSH_EXAMPLES = helpformat.examples(
     "aotcache push oci://registry.example.com/ml/aotcache",
@@ -154,15 +155,7 @@ def pull(
     remote: Remote,
     keys: Keys = None,
     cache_dir: CacheDir = None,
-    trusted_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--trusted-key",
-            envvar="AOTCACHE_TRUSTED_KEY",
-            metavar="FILE",
-            help="Refuse entries not signed by this key.",
-        ),
-    ] = None,
+    trusted_key: TrustedKey = None,
     insecure: Insecure = False,
     json_out: JsonFlag = False,
     quiet: Quiet = False,

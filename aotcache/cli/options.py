@@ -128,3 +128,12 @@ SizesFrom = Annotated[
 MaxNewSizes = Annotated[
     int, typer.Option("--max-new-sizes", min=0, metavar="N", help="At most N sizes from --sizes-from.")
 ]
+TrustedKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--trusted-key",
+        envvar="AOTCACHE_TRUSTED_KEY",
+        metavar="FILE",
+        help="Refuse entries not signed by this key (as a load with this trusted key does).",
+    ),
+]
