@@ -955,8 +955,8 @@ SABOTAGES = [
         (
             (
                 "aotcache/serve/cudagraph/runner.py",
-                '"num_warmups": max(1, config.cudagraph_num_of_warmups),',
-                '"num_warmups": config.cudagraph_num_of_warmups,',
+                "        self.num_warmups = max(1, config.cudagraph_num_of_warmups)\n",
+                "        self.num_warmups = config.cudagraph_num_of_warmups\n",
             ),
         ),
         ("tests/test_cudagraph.py::test_every_key_is_warmed_up_before_its_capture",),

@@ -11,7 +11,7 @@ from aotcache.errors import EXIT_OK, AotCacheError, RemoteError, UsageError
 
 from . import helpformat, render
 from .common import CacheDir, JsonFlag, Output, Quiet, Verbose, cache_root, handle_errors
-from .options import TrustedKey
+from .options import StatsDir, TrustedKey
 
 PUSH_EXAMPLES = helpformat.examples(
     "aotcache push oci://registry.example.com/ml/aotcache",
@@ -75,15 +75,6 @@ StatsFlag = Annotated[
         "--stats",
         help="Send the stats dir's files (what replicas loaded, served and missed) instead of entries; "
         "`aotcache stats --remote` reads them back.",
-    ),
-]
-StatsDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--stats-dir",
-        metavar="DIR",
-        help="With --stats: the stats dir [default: AOTCACHE_STATS_DIR, else <cache dir>/stats].",
-        show_default=False,
     ),
 ]
 

@@ -137,3 +137,13 @@ TrustedKey = Annotated[
         help="Refuse entries not signed by this key (as a load with this trusted key does).",
     ),
 ]
+StatsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--stats-dir",
+        metavar="DIR",
+        help="The stats dir replicas write (push sends it with --stats) [default: AOTCACHE_STATS_DIR, else "
+        "<cache dir>/stats].",
+        show_default=False,
+    ),
+]

@@ -3,7 +3,6 @@ fleet (a stats dir, a remote, or both)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +10,7 @@ import typer
 from . import helpformat, render
 from .common import CacheDir, JsonFlag, Output, Quiet, Verbose, handle_errors, stderr
 from .fleet import Insecure
+from .options import StatsDir
 
 STATS_EXAMPLES = helpformat.examples(
     "AOTCACHE_STATS_DIR=/var/aotcache/stats aotcache stats",
@@ -18,16 +18,6 @@ STATS_EXAMPLES = helpformat.examples(
     "aotcache stats --stats-dir ./stats --remote oci://registry.example.com/ml/aotcache",
     note="Exit codes: 0 summed (an unreadable stats file is a warning), 2 bad input, 3 the remote could not be used.",
 )
-
-StatsDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--stats-dir",
-        metavar="DIR",
-        help="The stats dir replicas write (default: AOTCACHE_STATS_DIR, else <cache dir>/stats).",
-        show_default=False,
-    ),
-]
 
 
 @handle_errors

@@ -256,7 +256,7 @@ class CompilationConfig:
                     self.cudagraph_mode.name,
                     "piecewise CUDA graphs need splitting_ops to split the graph at; set splitting_ops or use FULL",
                 )
-            old_torch = torch_without_partition_wrappers()
+            old_torch = torch_without_partition_wrappers() if self.use_inductor_graph_partition else None
             if self.use_inductor_graph_partition and old_torch:
                 raise ConfigError(
                     "use_inductor_graph_partition",

@@ -21,10 +21,10 @@ from typing import Any
 
 from aotcache.errors import AotCacheError, CacheMiss, Difference, EntryNotFound, RemoteError, printable
 from aotcache.key.factors import Factor, explain, lookup_hash
-from aotcache.store.checks import MAX_MANIFEST_BYTES, SignatureCheck, open_entry, read_manifest
+from aotcache.store.checks import MAX_MANIFEST_BYTES, SignatureCheck, open_entry
 from aotcache.store.manifest import parse
 from aotcache.store.root import CacheRoot
-from aotcache.store.scan import candidate_entries
+from aotcache.store.scan import candidate_entries, model_class_of, nearest_entry
 
 from .remote import EntryRecord, Remote, considered, parse_factors, read_small
 
@@ -158,35 +158,18 @@ def nearest(root: CacheRoot, remote: Remote | None, factors: Sequence[Factor], w
     return best
 
 
-def _model_class(factors: Sequence[Factor]) -> Any:
-    return next((f.value for f in factors if f.name == "model.class"), None)
-
-
 def nearest_local(root: CacheRoot, factors: Sequence[Factor]) -> Nearest | None:
     """The local entry of the same model class and another lookup key whose lookup
     factors differ least (entries of this key are the load's candidates, not the nearest)."""
-    lookup, model_class = lookup_hash(factors), _model_class(factors)
-    best: Nearest | None = None
-    for path in root.entry_dirs():
-        if path.name.startswith(lookup + "-"):
-            continue
-        try:
-            manifest, _ = read_manifest(path)
-        except (CacheMiss, OSError):
-            continue
-        if manifest.model_class != model_class:
-            continue
-        differences = explain(manifest.lookup, factors)
-        if best is None or len(differences) < len(best.differences):
-            best = Nearest(manifest.entry_id, LOCAL, differences)
-    return best
+    manifest = nearest_entry(root, factors, other_than=lookup_hash(factors))
+    return None if manifest is None else Nearest(manifest.entry_id, LOCAL, explain(manifest.lookup, factors))
 
 
 def nearest_remote(remote: Remote, factors: Sequence[Factor], warnings: list[str]) -> Nearest | None:
     """The remote entry of the same model class and another lookup key whose lookup
     factors differ least: one record read per lookup key (at most MAX_RECORDS), no blob
     but the manifest.json of a record that predates recorded factors."""
-    lookup, model_class = lookup_hash(factors), _model_class(factors)
+    lookup, model_class = lookup_hash(factors), model_class_of(factors)
     by_key: dict[str, list[str]] = {}
     for entry_id in remote.entry_ids():
         by_key.setdefault(entry_id.split("-")[0], []).append(entry_id)
@@ -202,7 +185,7 @@ def nearest_remote(remote: Remote, factors: Sequence[Factor], warnings: list[str
             theirs = remote_factors(remote, entry_id, warnings)
             if theirs is None:
                 continue  # said why; another entry of the same key may still tell
-            if _model_class(theirs) == model_class:
+            if model_class_of(theirs) == model_class:
                 differences = explain(theirs, factors)
                 if best is None or len(differences) < len(best.differences):
                     best = Nearest(entry_id, REMOTE, differences)
@@ -247,7 +230,7 @@ def remote_miss(root: CacheRoot, remote: Remote, factors: Sequence[Factor]) -> E
     Explaining never turns the miss into another error: a remote that fails meanwhile
     leaves the plain miss."""
     lookup = lookup_hash(factors)
-    message = f"{remote.url} holds no entry for {_model_class(factors)} with lookup key {lookup}"
+    message = f"{remote.url} holds no entry for {model_class_of(factors)} with lookup key {lookup}"
     hint = "precompile and push this model and config from CI"
     warnings: list[str] = []
     try:

@@ -53,7 +53,7 @@ class GraphBinder:
 
     def bound_tensors(self) -> list[torch.Tensor]:
         """The model tensors bound as graph inputs (weights, buffers)."""
-        return [t for t in self._template if isinstance(t, torch.Tensor)]
+        return list(self._bound)
 
     def bound_addresses(self) -> tuple[int, ...]:
         """Where the bound model tensors live now (CUDA graphs read them at these addresses)."""

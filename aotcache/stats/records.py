@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,8 @@ class ProcessStats:
             body = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadStats(f"not JSON ({exc})") from None
+        except RecursionError:
+            raise BadStats("nested too deeply") from None
         body = _object(body, "file")
         if body.get("schema") != SCHEMA:
             raise BadStats(f"schema is {body.get('schema')!r}, not {SCHEMA}")
@@ -171,6 +175,16 @@ class ProcessStats:
         )
 
 
+def read_stats_file(path: Path) -> bytes:
+    """A stats file's bytes, at most MAX_FILE_BYTES + 1 (from_bytes refuses more): a
+    regular file only, never through a link, never blocking on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return handle.read(MAX_FILE_BYTES + 1)
+
+
 def read_dir(path: Path) -> tuple[list[ProcessStats], list[str]]:
     """Every stats file in `path`, and a warning for each that could not be read."""
     found: list[ProcessStats] = []
@@ -185,9 +199,7 @@ def read_dir(path: Path) -> tuple[list[ProcessStats], list[str]]:
         if not FILE_NAME.match(name):
             continue
         try:
-            with open(path / name, "rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)
-            found.append(ProcessStats.from_bytes(name, data))
+            found.append(ProcessStats.from_bytes(name, read_stats_file(path / name)))
         except (OSError, BadStats) as exc:
             warnings.append(f"stats file {path / name} skipped: {exc}")
     return found, warnings

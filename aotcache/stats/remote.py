@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aotcache.errors import CacheDirError, printable
 
-from .records import FILE_NAME, MAX_FILE_BYTES, BadStats, ProcessStats
+from .records import FILE_NAME, BadStats, ProcessStats, read_stats_file
 
 if TYPE_CHECKING:
     from aotcache.fleet.remote import Remote
 
 log = logging.getLogger("aotcache.stats")
-
-
-def _read_local(path: Path) -> bytes:
-    """A stats file's bytes, at most MAX_FILE_BYTES + 1: a regular file only, never
-    through a link, never blocking on a FIFO."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise OSError(f"{path.name} is not a regular file")
-        return handle.read(MAX_FILE_BYTES + 1)
 
 
 def push_stats(stats_dir: Path, remote: Remote) -> list[str]:
@@ -50,9 +39,9 @@ def push_stats(stats_dir: Path, remote: Remote) -> list[str]:
         if not FILE_NAME.match(name):
             continue  # a file being written aside, or not a stats file at all
         try:
-            data = _read_local(stats_dir / name)
+            data = read_stats_file(stats_dir / name)
             ProcessStats.from_bytes(name, data)
-        except (OSError, ValueError, TypeError, RecursionError) as exc:  # BadStats is a ValueError
+        except (OSError, BadStats) as exc:
             log.warning("not pushing stats file %s: %s", stats_dir / name, exc)
             continue
         remote.put_stats(name, data)

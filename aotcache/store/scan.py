@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,12 +204,20 @@ def candidate_entries(root: CacheRoot, key: str) -> list[Path]:
     return [path for _, path in sorted(dated, key=lambda item: item[0], reverse=True)]
 
 
-def nearest_entry(root: CacheRoot, factors: list[Any]) -> Manifest | None:
+def model_class_of(factors: Sequence[Any]) -> Any:
+    """The model class a list of lookup factors names."""
+    return next((f.value for f in factors if f.name == "model.class"), None)
+
+
+def nearest_entry(root: CacheRoot, factors: Sequence[Any], *, other_than: str | None = None) -> Manifest | None:
     """The entry of the same model class whose lookup factors differ least: the basis for
-    explaining a miss factor by factor."""
-    model_class = next((f.value for f in factors if f.name == "model.class"), None)
+    explaining a miss factor by factor (`other_than`: a lookup key whose entries are
+    left out, e.g. the load's own candidates)."""
+    model_class = model_class_of(factors)
     best: tuple[int, Manifest] | None = None
     for path in root.entry_dirs():
+        if other_than is not None and path.name.startswith(other_than + "-"):
+            continue
         try:
             manifest, _ = read_manifest(path)
         except (CacheMiss, OSError):

@@ -120,14 +120,15 @@ class GraphRunner:
         self.checked_padding: set[int] = set()
         self.refused_padding: dict[int, str] = {}  # padded size -> the piece it changes
         self.shared = shared_graphs(backend)
+        # vLLM warms every key up at least once: a kernel that autotunes on its first
+        # launch synchronizes, which a capture may not
+        self.num_warmups = max(1, config.cudagraph_num_of_warmups)
         options = {
             "backend": backend,
             "pool": self.shared.pool,
             "stream": self.shared.stream,
             "memory": self.memory,
-            # vLLM warms every key up at least once: a kernel that autotunes on its first
-            # launch synchronizes, which a capture may not
-            "num_warmups": max(1, config.cudagraph_num_of_warmups),
+            "num_warmups": self.num_warmups,
             "copy_inputs": config.cudagraph_copy_inputs,
         }
         self.piecewise: list[Any] = []
@@ -259,7 +260,7 @@ class GraphRunner:
                     self.refused_padding[key.num_tokens] = refused.message
                     continue
                 arguments = dummy_arguments(self.loaded.spec, key.num_tokens, self.device)
-                for _ in range(max(1, self.config.cudagraph_num_of_warmups) + 1):
+                for _ in range(self.num_warmups + 1):
                     self.run(arguments, key.num_tokens, uniform_decode=key.uniform_decode, capturing=True)
                 captured += 1
                 if progress is not None:
