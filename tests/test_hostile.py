@@ -533,7 +533,8 @@ def test_a_trace_error_is_one_line_and_torchs_own_log_only_with_verbose(tmp_path
     console script must print only the one-line error, and torch's log from -v on."""
     args = ("precompile", "tests/hostile_targets.py:shape_bug", "--cache-dir", str(tmp_path))
     done = run_cli(*args)
-    _one_line_error(done, 2, "ShapeBug.forward raised RuntimeError: mat1 and mat2 shapes cannot be multiplied")
+    _one_line_error(done, 2, "ShapeBug.forward raised RuntimeError: ")  # torch 2.15 prefixes its text with "mm: "
+    assert "mat1 and mat2 shapes cannot be multiplied" in done.stderr
     assert "fake_tensor" not in done.stderr and len(done.stderr.splitlines()) <= 2, done.stderr
     verbose = run_cli(*args, "-v")
     assert verbose.returncode == 2 and "failed while attempting to run meta for aten.mm" in verbose.stderr
